@@ -1,0 +1,82 @@
+"""`rlhf-trust <stage>`: one subcommand per DVC stage.
+
+Only argparse is imported at start-up; each command imports its module (and torch, mlflow, GX...)
+when it runs, so `rlhf-trust --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module:function, help). Each function takes the parsed argparse.Namespace.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("rlhf_trust.data.sources:cli", "fill data/ from the mirror dir or the HF hub and check it against data.dvc"),
+    "prepare": ("rlhf_trust.data.prepare:cli", "normalise raw data into typed JSONL records (outputs/prepared/)"),
+    "validate": ("rlhf_trust.data.validate:cli", "Great Expectations gate: exit 0 valid, 1 invalid, 2 unusable"),
+    "base": ("rlhf_trust.models.stage:cli", "resolve and materialise the base model (outputs/models/base)"),
+    "sft": ("rlhf_trust.train.sft:cli", "supervised fine-tuning on prompt + chosen (TRL SFTTrainer)"),
+    "rm": ("rlhf_trust.train.rm:cli", "reward model on preference pairs (TRL RewardTrainer)"),
+    "ppo": ("rlhf_trust.train.ppo:cli", "PPO from the SFT policy with the reward model (TRL 1.12)"),
+    "dpo": ("rlhf_trust.train.dpo:cli", "DPO from the SFT model, SFT as reference (TRL DPOTrainer)"),
+    "eval": ("rlhf_trust.evals.stage:cli", "evaluate one model on one trust vertical"),
+    "influence": ("rlhf_trust.attribution.stage:cli", "DataInf attribution of trust changes to HH pairs"),
+    "report": ("rlhf_trust.report.summary:cli", "write reports/trust_summary.{md,html} and figures"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rlhf-trust",
+        description="Measure what RLHF does to an LM's trustworthiness; trace each change to its data.",
+    )
+    p.add_argument("--version", action="version", version="%(prog)s 0.1.0")
+    sub = p.add_subparsers(dest="command", metavar="<command>")
+    for name, (_, help_) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+        _extra_args(name, sp)
+    return p
+
+
+def _extra_args(name: str, sp: argparse.ArgumentParser) -> None:
+    if name == "data":
+        sp.add_argument("--no-check", action="store_true", help="skip the comparison with data.dvc")
+    elif name == "validate":
+        sp.add_argument("--data-dir", help="validate any directory in the raw layout instead of the prepared outputs")
+    elif name == "eval":
+        sp.add_argument("--vertical", required=True, help="toxicity | bias | ethics | truthfulness | privacy")
+        sp.add_argument("--model", required=True, help="base | sft | ppo | dpo")
+        sp.add_argument("--limit", type=int, default=None, help="override the vertical's item limit")
+    elif name == "influence":
+        sp.add_argument("--stage", default=None, help="only this RLHF stage (sft, rm, dpo)")
+        sp.add_argument("--vertical", default=None, help="only this vertical")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 0
+    target, _ = COMMANDS[args.command]
+    module_name, func_name = target.split(":")
+    from rlhf_trust.errors import UserError
+    from rlhf_trust.tracking import configure_env
+
+    configure_env()
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+        rc = func(args)
+    except UserError as e:
+        print(f"rlhf-trust {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"rlhf-trust {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

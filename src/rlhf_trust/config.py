@@ -1,0 +1,385 @@
+"""One typed config, loaded from params.yaml and validated at start.
+
+Each section is a dataclass; `load(section)` returns only that section, validated. Errors name the
+key and the problem in one line (ConfigError -> exit 2). Range checks live in each dataclass's
+`check()`; type checks and unknown keys are handled generically from the annotations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from rlhf_trust.errors import ConfigError
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+# ----------------------------------------------------------------------------------------------
+# Sections
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class DataConfig:
+    """Where `rlhf-trust data` fills `data/` from."""
+
+    source: Literal["mirror", "hub"] = "mirror"
+    mirror_dir: str = "../shared/data"   # a local copy in the raw layout (see data/README)
+    dir: str = "data"                    # the DVC-tracked raw directory
+    hh_subsets: list[str] = field(default_factory=lambda: ["harmless-base"])  # hub: which HH subsets
+    hh_split: str = "test"               # hub: split written to hh_rlhf/<subset>-<split>.jsonl.gz
+
+    def check(self) -> None:
+        _require(bool(self.hh_subsets), "data.hh_subsets", "must name at least one subset")
+
+
+@dataclass
+class PrepareConfig:
+    seed: int = 0
+    heldout_fraction: float = 0.1
+    max_train_pairs: Optional[int] = None    # None = all
+    max_heldout_pairs: Optional[int] = None
+    max_prompt_chars: int = 2000             # HH prompts are cut (from the left) to keep recent turns
+    max_response_chars: int = 1000
+
+    def check(self) -> None:
+        _require(0 < self.heldout_fraction < 1, "prepare.heldout_fraction", "must be in (0, 1)")
+        for k in ("max_train_pairs", "max_heldout_pairs"):
+            v = getattr(self, k)
+            _require(v is None or v > 0, f"prepare.{k}", "must be positive or null")
+        _require(self.max_prompt_chars > 0 and self.max_response_chars > 0,
+                 "prepare.max_*_chars", "must be positive")
+
+
+@dataclass
+class ValidateConfig:
+    min_hh_pairs: int = 100                  # fewer raw HH pairs than this fails the gate
+    max_text_chars: int = 50000              # any single text field longer than this fails
+    docs_dir: str = "reports/data_docs"
+
+    def check(self) -> None:
+        _require(self.min_hh_pairs >= 1, "validate.min_hh_pairs", "must be >= 1")
+        _require(self.max_text_chars >= 100, "validate.max_text_chars", "must be >= 100")
+
+
+@dataclass
+class ModelConfig:
+    """The base model: a hub id, a local path, `gemma-3-270m` (offline wheel) or `tiny-gpt-neox`."""
+
+    spec: str = "gemma-3-270m"
+    revision: Optional[str] = None
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    cache_dir: str = "~/.cache/rlhf-trust"   # materialised safetensors of GGUF models
+    # tiny-gpt-neox only (tests, quick runs)
+    tiny_hidden_size: int = 64
+    tiny_layers: int = 2
+    tiny_heads: int = 4
+    tiny_vocab_size: int = 512
+    tiny_max_positions: int = 512
+    seed: int = 0
+
+    def check(self) -> None:
+        _require(bool(self.spec.strip()), "model.spec", "must not be empty")
+        _require(self.tiny_hidden_size % self.tiny_heads == 0, "model.tiny_hidden_size",
+                 "must be divisible by model.tiny_heads")
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = True                     # false = full fine-tuning
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: str = "all-linear"
+
+    def check(self) -> None:
+        _require(self.r >= 1, "lora.r", "must be >= 1")
+        _require(0 <= self.dropout < 1, "lora.dropout", "must be in [0, 1)")
+
+
+@dataclass
+class TrainCommon:
+    seed: int = 0
+    learning_rate: float = 1e-4
+    epochs: float = 1.0
+    max_steps: int = -1                      # > 0 overrides epochs
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_length: int = 256
+    max_prompt_length: int = 128
+    max_train_pairs: Optional[int] = None    # cap on the prepared train split (None = all)
+    save_steps: int = 20                     # checkpoint cadence (resume after a crash)
+    logging_steps: int = 5
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    threads: int = 0                         # 0 = torch default
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+    def check_common(self, name: str) -> None:
+        _require(self.learning_rate > 0, f"{name}.learning_rate", "must be > 0")
+        _require(self.epochs > 0, f"{name}.epochs", "must be > 0")
+        _require(self.batch_size >= 1, f"{name}.batch_size", "must be >= 1")
+        _require(self.grad_accum >= 1, f"{name}.grad_accum", "must be >= 1")
+        _require(self.max_length >= 8, f"{name}.max_length", "must be >= 8")
+        _require(0 < self.max_prompt_length < self.max_length, f"{name}.max_prompt_length",
+                 "must be in (0, max_length)")
+        _require(self.max_train_pairs is None or self.max_train_pairs >= 1, f"{name}.max_train_pairs",
+                 "must be >= 1 or null")
+        _require(self.save_steps >= 1, f"{name}.save_steps", "must be >= 1")
+        _require(self.threads >= 0, f"{name}.threads", "must be >= 0")
+        self.lora.check()
+
+
+@dataclass
+class SFTConfig(TrainCommon):
+    def check(self) -> None:
+        self.check_common("sft")
+
+
+@dataclass
+class RMConfig(TrainCommon):
+    init_from: str = "sft"                   # a stage name (sft, base) or a model spec
+
+    def check(self) -> None:
+        self.check_common("rm")
+
+
+@dataclass
+class PPOConfig(TrainCommon):
+    total_episodes: int = 64
+    response_length: int = 32
+    num_ppo_epochs: int = 1
+    num_mini_batches: int = 1
+    kl_coef: float = 0.05                    # the study's trlx init_kl_coef
+    temperature: float = 0.7
+    missing_eos_penalty: float = 1.0
+    heldout_prompts: int = 16                # held-out prompts for the final reward comparison
+
+    def check(self) -> None:
+        self.check_common("ppo")
+        _require(self.total_episodes >= self.batch_size, "ppo.total_episodes", "must be >= ppo.batch_size")
+        _require(self.response_length >= 1, "ppo.response_length", "must be >= 1")
+        _require(self.kl_coef >= 0, "ppo.kl_coef", "must be >= 0")
+        _require(self.temperature > 0, "ppo.temperature", "must be > 0")
+
+
+@dataclass
+class DPOConfig(TrainCommon):
+    beta: float = 0.1                        # the study's DPO code (eric-mitchell example) used 0.1
+
+    def check(self) -> None:
+        self.check_common("dpo")
+        _require(self.beta > 0, "dpo.beta", "must be > 0")
+
+
+@dataclass
+class EvalConfig:
+    """Shared generation settings; each vertical's own entry lives under `verticals`."""
+
+    models: list[str] = field(default_factory=lambda: ["base", "sft", "ppo", "dpo"])
+    batch_size: int = 8
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    threads: int = 0
+    seed: int = 0
+    cache: str = "outputs/cache/generations.sqlite"
+    bootstrap_samples: int = 1000
+    verticals: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def check(self) -> None:
+        _require(self.batch_size >= 1, "eval.batch_size", "must be >= 1")
+        _require(self.bootstrap_samples >= 100, "eval.bootstrap_samples", "must be >= 100")
+        bad = [m for m in self.models if m not in ("base", "sft", "ppo", "dpo")]
+        _require(not bad, "eval.models", f"unknown model stage(s) {bad}; use base, sft, ppo, dpo")
+
+
+@dataclass
+class InfluenceConfig:
+    stages: list[str] = field(default_factory=lambda: ["sft", "rm", "dpo"])
+    verticals: list[str] = field(default_factory=lambda: ["toxicity", "bias", "ethics", "truthfulness", "privacy"])
+    max_train_pairs: Optional[int] = None
+    max_test_samples: int = 32
+    layers: str = "all"                      # "all", "last:N" or a regex on module names
+    grad_dtype: Literal["float32", "float16"] = "float32"
+    shard_size: int = 256
+    damping_scale: float = 0.1
+    dpo_beta: float = 0.1
+    exact_subsample: int = 64
+    top_k: int = 5
+    batch_size: int = 8
+    max_length: int = 256
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    threads: int = 0
+    svd_rank: int = 4                        # full fine-tunes -> LoRA by truncated SVD
+    seed: int = 0
+
+    def check(self) -> None:
+        bad = [s for s in self.stages if s not in ("sft", "rm", "dpo")]
+        _require(not bad, "influence.stages", f"unknown stage(s) {bad}; use sft, rm, dpo")
+        _require(self.damping_scale > 0, "influence.damping_scale", "must be > 0")
+        _require(self.shard_size >= 1, "influence.shard_size", "must be >= 1")
+        _require(self.max_test_samples >= 1, "influence.max_test_samples", "must be >= 1")
+        _require(self.svd_rank >= 1, "influence.svd_rank", "must be >= 1")
+
+
+@dataclass
+class ReportConfig:
+    out_dir: str = "reports"
+    top_k: int = 3
+
+    def check(self) -> None:
+        _require(self.top_k >= 0, "report.top_k", "must be >= 0")
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "prepare": PrepareConfig,
+    "validate": ValidateConfig,
+    "model": ModelConfig,
+    "sft": SFTConfig,
+    "rm": RMConfig,
+    "ppo": PPOConfig,
+    "dpo": DPOConfig,
+    "eval": EvalConfig,
+    "influence": InfluenceConfig,
+    "report": ReportConfig,
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading and validation
+# ----------------------------------------------------------------------------------------------
+def _require(ok: bool, key: str, problem: str) -> None:
+    if not ok:
+        raise ConfigError(f"params: {key}: {problem}")
+
+
+def read_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
+    import yaml  # light; kept local so `--help` stays instant
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"params: {path} is not valid YAML{where}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"params: {path} must be a mapping of sections")
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"params: unknown section '{unknown[0]}' (known: {', '.join(SECTIONS)})")
+    return raw
+
+
+def build(cls: type, data: Any, prefix: str) -> Any:
+    """Build dataclass `cls` from a mapping, checking unknown keys and types. Returns the instance."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"params: {prefix}: must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            raise ConfigError(f"params: unknown key '{prefix}.{key}' (known: {', '.join(sorted(names))})")
+    kwargs = {k: _coerce(hints[k], v, f"{prefix}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"params: {key}: must be one of {list(args)}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"params: {key}: must be a list, got {type(value).__name__}")
+        return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"params: {key}: must be a mapping, got {type(value).__name__}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"params: {key}: must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"params: {key}: must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML reads "1e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"params: {key}: must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"params: {key}: must be a string, got {value!r}")
+        return value
+    return value
+
+
+def section(name: str, raw: dict[str, Any]) -> Any:
+    cfg = build(SECTIONS[name], raw.get(name), name)
+    cfg.check()
+    return cfg
+
+
+def load_all(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
+    """Validate every section (cheap) so a typo anywhere is caught before any work starts."""
+    raw = read_params(path)
+    return {name: section(name, raw) for name in SECTIONS}
+
+
+def load(name: str, path: str | Path = DEFAULT_PARAMS) -> Any:
+    """The validated config of one stage's section (the whole file is validated too)."""
+    return load_all(path)[name]
+
+
+def params_hash(cfg: Any) -> str:
+    """Stable short hash of a section (goes into MLflow tags and cache keys)."""
+    blob = json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def as_flat_dict(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in dataclasses.asdict(cfg).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            for k2, v2 in _flatten(v, key + ".").items():
+                out[k2] = v2
+        else:
+            out[key] = v
+    return out
+
+
+def _flatten(d: dict, prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

@@ -1,0 +1,60 @@
+"""Stable output locations. Everything is relative to the project root (the cwd of `dvc repro`)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+
+OUTPUTS = Path("outputs")
+PREPARED = OUTPUTS / "prepared"
+VALIDATED = OUTPUTS / "validated"
+MANIFEST = VALIDATED / "manifest.json"
+MODELS = OUTPUTS / "models"
+METRICS = Path("metrics")  # one small JSON per training/data stage, declared as DVC metrics
+EVAL = Path("eval")
+INFLUENCE = Path("influence")
+REPORTS = Path("reports")
+
+PREPARED_FILES = ("hh_train", "hh_heldout", "toxicity", "bias", "ethics", "truthfulness", "privacy")
+
+
+def prepared(name: str) -> Path:
+    return PREPARED / f"{name}.jsonl"
+
+
+def model_dir(stage: str) -> Path:
+    return MODELS / stage
+
+
+def stage_metrics(stage: str) -> Path:
+    return METRICS / f"{stage}.json"
+
+
+@lru_cache(maxsize=1)
+def repo_root() -> Path:
+    """The git top level (the main checkout even inside `dvc exp run --temp`), else the cwd."""
+    env = os.environ.get("RLHF_TRUST_ROOT")
+    if env:
+        return Path(env).resolve()
+    cwd = Path.cwd().resolve()
+    # `dvc exp run --temp/--queue` runs in <root>/.dvc/tmp/exps/<tmp>: anchor at the real root,
+    # or MLflow runs would land in the temp copy and vanish with it.
+    parts = cwd.parts
+    for i in range(len(parts) - 3):
+        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    try:
+        common = subprocess.run(
+            ["git", "rev-parse", "--path-format=absolute", "--git-common-dir"],
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()
+        root = Path(common).parent
+        if (root / "dvc.yaml").exists():
+            return root
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True,
+                             check=True, timeout=10).stdout.strip()
+        return Path(top)
+    except (OSError, subprocess.SubprocessError):
+        return Path.cwd().resolve()

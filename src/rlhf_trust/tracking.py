@@ -1,0 +1,175 @@
+"""One MLflow run per stage execution, with provenance tags, and the stage's metrics JSON.
+
+Every stage goes through `track_stage`: it opens the run (name = stage), tags it with the git
+commit + dirty flag, the `data.dvc` md5, the md5 of each input file, a params hash and library
+versions, calls the stage, then writes the final metrics exactly once to MLflow and to the
+stage's metrics JSON (atomically). An exception marks the run FAILED and writes no metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import re
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from rlhf_trust import io, paths
+from rlhf_trust.config import as_flat_dict, params_hash
+
+EXPERIMENT = "rlhf-trust"
+LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "mlflow", "dvc",
+             "great-expectations")
+_SECRET = re.compile(r"(api[_-]?key|token|secret|password)", re.I)
+
+
+def tracking_uri() -> str:
+    """sqlite backend anchored at the repository root (survives `dvc exp run --temp`)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.repo_root() / 'mlflow.db'}"
+
+
+def artifact_root() -> str:
+    return (paths.repo_root() / "mlruns").as_uri()
+
+
+def configure_env() -> None:
+    """Offline + no telemetry for every library the pipeline touches."""
+    for k, v in {
+        "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "DVC_NO_ANALYTICS": "1",
+        "GX_ANALYTICS_ENABLED": "false", "HF_HUB_DISABLE_TELEMETRY": "1", "TRL_EXPERIMENTAL_SILENCE": "1",
+        "TOKENIZERS_PARALLELISM": "false", "HF_MLFLOW_LOG_ARTIFACTS": "0",
+    }.items():
+        os.environ.setdefault(k, v)
+
+
+def git_info() -> dict[str, str]:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
+                                  cwd=paths.repo_root()).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return {"git.commit": commit, "git.dirty": str(bool(dirty)).lower()}
+
+
+def data_version() -> str:
+    """The md5 that data.dvc records for data/ (the data version every run is tied to)."""
+    dvc_file = Path("data.dvc")
+    if not dvc_file.is_file():
+        return "untracked"
+    m = re.search(r"md5:\s*([0-9a-f]{32}(?:\.dir)?)", dvc_file.read_text())
+    return m.group(1) if m else "unknown"
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for lib in LIBRARIES:
+        try:
+            out[f"version.{lib}"] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def input_tags(inputs: list[str | Path]) -> dict[str, str]:
+    tags = {}
+    for p in map(Path, inputs):
+        if p.is_file():
+            tags[f"input.{p.as_posix()}.md5"] = io.md5_file(p)
+        elif p.is_dir():
+            sj = p / "stage.json"
+            tags[f"input.{p.as_posix()}.md5"] = io.read_json(sj).get("md5", "") if sj.is_file() else "dir"
+    return tags
+
+
+def numeric_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Flatten nested metrics to MLflow keys, keeping finite numbers only."""
+    out: dict[str, float] = {}
+    for k, v in metrics.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(numeric_metrics(v, key + "."))
+        elif isinstance(v, bool):
+            out[key] = float(v)
+        elif isinstance(v, (int, float)) and math.isfinite(v):
+            out[key] = float(v)
+    return {re.sub(r"[^\w\-./ ]", "_", k): v for k, v in out.items()}
+
+
+def _safe_params(cfg: Any) -> dict[str, str]:
+    if cfg is None or not dataclasses.is_dataclass(cfg):
+        return {}
+    flat = as_flat_dict(cfg)
+    return {k: str(v)[:500] for k, v in flat.items() if not _SECRET.search(k)}
+
+
+class StageRun:
+    """Handle given to a stage: log artifacts and extra tags into its MLflow run."""
+
+    def __init__(self, mlflow: Any, run: Any):
+        self._mlflow = mlflow
+        self.run = run
+        self.run_id = run.info.run_id
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        path = Path(path)
+        if path.is_dir():
+            self._mlflow.log_artifacts(str(path), artifact_path=artifact_path)
+        elif path.is_file():
+            self._mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        self._mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        self._mlflow.log_metrics(numeric_metrics(metrics), step=step)
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, cfg: Any = None, inputs: list[str | Path] = (), run_name: str | None = None,
+              tags: dict[str, str] | None = None) -> Iterator[StageRun]:
+    configure_env()
+    import mlflow  # heavy: imported only by stages that run
+
+    mlflow.set_tracking_uri(tracking_uri())
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
+    if mlflow.get_experiment_by_name(name) is None:
+        mlflow.create_experiment(name, artifact_location=artifact_root())
+    mlflow.set_experiment(name)
+    all_tags = {
+        "stage": stage,
+        "data.version": data_version(),
+        "params.hash": params_hash(cfg) if dataclasses.is_dataclass(cfg) else "",
+        **git_info(), **library_versions(), **input_tags(list(inputs)), **(tags or {}),
+    }
+    pipeline = os.environ.get("RLHF_TRUST_PIPELINE_ID")
+    if pipeline:
+        all_tags["pipeline.id"] = pipeline
+    exp_name = os.environ.get("DVC_EXP_NAME")
+    if exp_name:
+        all_tags["dvc.exp_name"] = exp_name
+    with mlflow.start_run(run_name=run_name or stage, tags=all_tags) as run:
+        params = _safe_params(cfg)
+        if params:
+            mlflow.log_params(params)
+        yield StageRun(mlflow, run)
+
+
+def track_stage(stage: str, fn: Callable[[StageRun], dict[str, Any]], *, cfg: Any = None,
+                inputs: list[str | Path] = (), metrics_path: str | Path | None = None,
+                run_name: str | None = None, tags: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run `fn` inside the stage's MLflow run; write its metrics once (MLflow + JSON)."""
+    with stage_run(stage, cfg, inputs, run_name, tags) as sr:
+        metrics = fn(sr)
+        sr.log_metrics(metrics)
+        sr.set_tags({"mlflow.note.content": f"stage {stage}: {len(metrics)} metrics"})
+        if metrics_path is not None:
+            io.write_json(metrics_path, {**metrics, "mlflow_run_id": sr.run_id})
+    return metrics
