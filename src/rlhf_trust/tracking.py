@@ -42,6 +42,8 @@ def configure_env() -> None:
         "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "DVC_NO_ANALYTICS": "1",
         "GX_ANALYTICS_ENABLED": "false", "HF_HUB_DISABLE_TELEMETRY": "1", "TRL_EXPERIMENTAL_SILENCE": "1",
         "TOKENIZERS_PARALLELISM": "false", "HF_MLFLOW_LOG_ARTIFACTS": "0",
+        # offline unless the user opts in (HF_HUB_OFFLINE=0) to hub models or hub data
+        "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
     }.items():
         os.environ.setdefault(k, v)
 
