@@ -21,8 +21,8 @@ def default_texts(limit: int = 300) -> list[str]:
     from rlhf_trust.config import DataConfig
     from rlhf_trust.errors import DataError
 
-    root = paths.repo_root()
-    for base in (root / DataConfig.dir, root / DataConfig.mirror_dir):
+    roots = [paths.repo_root(), Path(__file__).resolve().parents[3]]  # cwd repo, then the source checkout
+    for base in [r / d for r in roots for d in (DataConfig.dir, DataConfig.mirror_dir)]:
         f = base / "hh_rlhf" / "harmless-base-test.jsonl.gz"
         if f.is_file():
             with gzip.open(f, "rt", encoding="utf-8") as fh:
