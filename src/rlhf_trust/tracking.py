@@ -52,7 +52,7 @@ def git_info() -> dict[str, str]:
     def git(*args: str) -> str:
         try:
             return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
-                                  cwd=paths.repo_root()).stdout.strip()
+                                  ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
 
