@@ -1,0 +1,222 @@
+"""Generation backends: one protocol used by every vertical.
+
+Protocol (what a vertical may call):
+  generate(prompts, *, max_new_tokens, temperature, num_return_sequences, seed) -> list[list[str]]
+      continuations only (never the prompt), one list of `num_return_sequences` per prompt;
+      temperature 0 = greedy.
+  loglikelihood(pairs) -> list[float]
+      summed log-prob of each continuation given its context (lm-eval's `loglikelihood`).
+
+Both are built on `generate_units(units, ...)`, where a unit is one (prompt, sample_index): the
+grain at which generations are cached, so a killed run resumes per sample.
+
+`HFBackend` batches with left padding, sorts by length, stops at the model's own EOS ids and pads
+with its own pad id (the study's scripts passed GPT-2's 50256 to every model and sliced decoded
+text by `len(prompt)`; we slice token ids after the prompt). `CallableBackend(fn)` wraps a plain
+function `fn(prompt, sample_index) -> continuation` for tests and for API models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+Unit = tuple[str, int]  # (prompt, sample_index)
+
+
+class Backend(Protocol):
+    name: str
+    fingerprint: str
+
+    def generate_units(self, units: Sequence[Unit], *, max_new_tokens: int, temperature: float,
+                       seed: int) -> list[str]: ...
+
+    def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[float]: ...
+
+
+class BaseBackend:
+    """The shared `generate` on top of `generate_units`."""
+
+    name = "backend"
+    fingerprint = ""
+
+    def generate(self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float = 0.0,
+                 num_return_sequences: int = 1, seed: int = 0) -> list[list[str]]:
+        n = num_return_sequences
+        units = [(p, i) for p in prompts for i in range(n)]
+        flat = self.generate_units(units, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+        return [flat[k * n:(k + 1) * n] for k in range(len(prompts))]
+
+    def generate_units(self, units, *, max_new_tokens, temperature, seed):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def loglikelihood(self, pairs):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class CallableBackend(BaseBackend):
+    """A backend around `fn(prompt, sample_index) -> continuation` (test double, API models).
+
+    `loglik(context, continuation) -> float` is optional. Without it a continuation scores
+    similarity - 1 (difflib ratio, in [-1, 0]; 0 = identical) against the callable's greedy answer
+    `fn(context, 0)`: the callable "prefers" what it would say, so a known-answer function gives
+    the same answer under both MC1 protocols. `calls` counts every call to `fn` / `loglik`.
+    """
+
+    def __init__(self, fn: Callable[[str, int], str], *, loglik: Callable[[str, str], float] | None = None,
+                 name: str = "callable", fingerprint: str | None = None):
+        self.fn = fn
+        self.loglik = loglik
+        self.name = name
+        self.fingerprint = fingerprint or f"callable:{getattr(fn, '__qualname__', repr(fn))}"
+        self.calls = 0
+
+    def generate_units(self, units, *, max_new_tokens, temperature, seed):
+        out = []
+        for prompt, idx in units:
+            self.calls += 1
+            text = self.fn(prompt, idx)
+            if not isinstance(text, str):
+                raise TypeError(f"CallableBackend: fn must return str, got {type(text).__name__}")
+            out.append(text)
+        return out
+
+    def loglikelihood(self, pairs):
+        out = []
+        for ctx, cont in pairs:
+            self.calls += 1
+            if self.loglik is not None:
+                out.append(float(self.loglik(ctx, cont)))
+            else:
+                import difflib
+
+                said = self.fn(ctx, 0).strip()
+                out.append(difflib.SequenceMatcher(None, said, cont.strip()).ratio() - 1.0)
+        return out
+
+
+def batch_seed(seed: int, units: Sequence[Unit]) -> int:
+    """A seed for one sampled batch, fixed by the run seed and the batch's contents."""
+    h = hashlib.sha256(str(seed).encode())
+    for p, i in units:
+        h.update(f"\x00{i}\x00{p}".encode())
+    return int.from_bytes(h.digest()[:4], "little")
+
+
+class HFBackend(BaseBackend):
+    """Batched Hugging Face generation / scoring for a causal LM (the `load_causal_lm` pair)."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 8, fingerprint: str = "",
+                 name: str = "hf", progress: bool = True):
+        self.model = model
+        self.tok = tokenizer
+        self.batch_size = max(1, int(batch_size))
+        self.fingerprint = fingerprint or f"hf:{getattr(model.config, '_name_or_path', '')}"
+        self.name = name
+        self.progress = progress
+        self.generated_tokens = 0  # tokens produced (up to and including EOS), for throughput
+        gc = model.generation_config
+        eos = gc.eos_token_id if gc.eos_token_id is not None else tokenizer.eos_token_id
+        self.eos_ids = [e for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None]
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else gc.pad_token_id
+        self.pad_id = pad if pad is not None else (self.eos_ids[0] if self.eos_ids else 0)
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    def _encode(self, texts: Sequence[str]) -> list[list[int]]:
+        return [self.tok(t, add_special_tokens=True)["input_ids"] for t in texts]
+
+    def _left_pad(self, seqs: Sequence[list[int]]):
+        import torch
+
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for r, s in enumerate(seqs):
+            if s:
+                ids[r, width - len(s):] = torch.tensor(s, dtype=torch.long)
+                mask[r, width - len(s):] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _batches(self, order: list[int], desc: str, total_units: int):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total_units, desc=desc, unit="seq", disable=not self.progress, leave=False)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            yield batch
+            bar.update(len(batch))
+        bar.close()
+
+    def generate_units(self, units, *, max_new_tokens, temperature, seed):
+        import torch
+
+        units = list(units)
+        if not units:
+            return []
+        enc = self._encode([p for p, _ in units])
+        order = sorted(range(len(units)), key=lambda k: -len(enc[k]))  # longest first: OOM shows early
+        out: list[str] = [""] * len(units)
+        sample = temperature > 0
+        kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": self.pad_id,
+                                  "eos_token_id": self.eos_ids or None, "do_sample": sample}
+        if sample:  # plain temperature sampling, as in the study (no top-k / top-p truncation)
+            kwargs.update(temperature=float(temperature), top_k=0, top_p=1.0)
+        else:
+            kwargs.update(temperature=None, top_k=None, top_p=None)
+        for batch in self._batches(order, "generate", len(units)):
+            ids, mask = self._left_pad([enc[k] for k in batch])
+            if sample:
+                torch.manual_seed(batch_seed(seed, [units[k] for k in batch]))
+            with torch.inference_mode():
+                gen = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+            new = gen[:, ids.shape[1]:].tolist()
+            for k, toks in zip(batch, new):
+                cut = next((j for j, t in enumerate(toks) if t in self.eos_ids), None)
+                kept = toks if cut is None else toks[:cut]
+                self.generated_tokens += len(kept) + (0 if cut is None else 1)
+                out[k] = self.tok.decode(kept, skip_special_tokens=True)
+        return out
+
+    def loglikelihood(self, pairs):
+        """lm-eval's recipe: continuation tokens = enc(ctx + cont)[len(enc(ctx)):]; summed log-probs.
+
+        Left padding keeps every row's continuation at the end, so only the last few positions'
+        logits are materialised (`logits_to_keep`): with a 262k vocabulary, full logits would cost
+        ~1 MB per token.
+        """
+        import torch
+
+        pairs = list(pairs)
+        if not pairs:
+            return []
+        seqs, conts = [], []
+        for ctx, cont in pairs:
+            whole = self._encode([ctx + cont])[0]
+            n_ctx = len(self._encode([ctx])[0])
+            n_cont = max(1, len(whole) - n_ctx)
+            seqs.append(whole)
+            conts.append(n_cont)
+        order = sorted(range(len(pairs)), key=lambda k: -len(seqs[k]))
+        out = [0.0] * len(pairs)
+        for batch in self._batches(order, "loglik", len(pairs)):
+            ids, mask = self._left_pad([seqs[k] for k in batch])
+            keep = max(conts[k] for k in batch) + 1
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            with torch.inference_mode():
+                try:
+                    logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                                        logits_to_keep=keep).logits
+                except TypeError:  # architectures without logits_to_keep
+                    logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+                logits = logits[:, -keep:, :].float()
+                logp = torch.log_softmax(logits[:, :-1, :], dim=-1)  # position t predicts token t+1
+                for r, k in enumerate(batch):
+                    c = conts[k]
+                    target = ids[r, -c:]
+                    lp = logp[r, -c:, :].gather(-1, target[:, None]).squeeze(-1)
+                    out[k] = float(lp.sum())
+        return out
