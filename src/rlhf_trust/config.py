@@ -178,22 +178,32 @@ class DPOConfig(TrainCommon):
 
 @dataclass
 class EvalConfig:
-    """Shared generation settings; each vertical's own entry lives under `verticals`."""
+    """Shared generation settings; each vertical's own entry lives under `verticals.<name>`
+    (keys = that vertical's `Settings` dataclass in rlhf_trust/evals/<name>.py)."""
 
     models: list[str] = field(default_factory=lambda: ["base", "sft", "ppo", "dpo"])
+    data_dir: str = "outputs/prepared"       # prepared JSONL dir (or any raw-layout dir)
+    out_dir: str = "eval"                    # eval/<vertical>/<model>/{metrics.json,samples.jsonl}
     batch_size: int = 8
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    threads: int = 0
+    threads: int = 0                         # 0 = torch default
     seed: int = 0
-    cache: str = "outputs/cache/generations.sqlite"
+    cache: str = "outputs/cache/generations.sqlite"   # "" = no cache
     bootstrap_samples: int = 1000
     verticals: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def check(self) -> None:
         _require(self.batch_size >= 1, "eval.batch_size", "must be >= 1")
+        _require(self.threads >= 0, "eval.threads", "must be >= 0")
         _require(self.bootstrap_samples >= 100, "eval.bootstrap_samples", "must be >= 100")
         bad = [m for m in self.models if m not in ("base", "sft", "ppo", "dpo")]
         _require(not bad, "eval.models", f"unknown model stage(s) {bad}; use base, sft, ppo, dpo")
+        from rlhf_trust import evals  # light: vertical modules import torch only when they run
+
+        for name, entry in self.verticals.items():
+            _require(name in evals.VERTICALS, f"eval.verticals.{name}",
+                     f"unknown vertical (known: {', '.join(evals.VERTICALS)})")
+            evals.settings(name, entry)
 
 
 @dataclass
