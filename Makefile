@@ -36,8 +36,8 @@ data: setup                 ## fill data/ from the source in params.yaml and che
 repro: data                 ## the whole pipeline (dvc repro)
 	$(BIN)/dvc repro
 
-report: setup               ## reports/trust_summary.{md,html} from whatever results exist
-	$(BIN)/dvc repro report
+report: setup               ## reports/trust_summary.{md,html} from whatever results exist (partial runs too)
+	$(BIN)/rlhf-trust report
 
 ui: setup                   ## MLflow UI on http://127.0.0.1:$(UI_PORT)
 	$(BIN)/mlflow ui --host 127.0.0.1 --port $(UI_PORT) --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --default-artifact-root $(CURDIR)/mlruns

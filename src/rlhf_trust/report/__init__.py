@@ -1,0 +1,1 @@
+"""The trustworthiness report: tables with CIs and deltas, figures, top pairs, provenance."""

@@ -1,0 +1,120 @@
+"""Gather whatever results exist (a partial pipeline still gives a report).
+
+Reads eval/<vertical>/<stage>/metrics.json, influence/<stage>/<vertical>/{metrics.json,top.jsonl}
+and metrics/<stage>.json. Missing cells are None and listed in `missing`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlhf_trust import paths
+
+STAGES = ("base", "sft", "ppo", "dpo")
+VERTICALS = ("toxicity", "bias", "ethics", "truthfulness", "privacy")
+# which influence stage explains which model's change (PPO is attributed through its reward model)
+INFLUENCE_STAGE = {"sft": "sft", "ppo": "rm", "dpo": "dpo"}
+
+
+@dataclass
+class Cell:
+    value: float | None
+    low: float | None = None
+    high: float | None = None
+    n: int | None = None
+    run_id: str | None = None
+
+    @property
+    def has_ci(self) -> bool:
+        return self.low is not None and self.high is not None
+
+
+@dataclass
+class Vertical:
+    name: str
+    headline: str
+    higher_is_better: bool
+    cells: dict[str, Cell] = field(default_factory=dict)
+    extra: dict[str, dict[str, Any]] = field(default_factory=dict)   # stage -> full metrics dict
+    top: dict[str, list[dict]] = field(default_factory=dict)          # influence stage -> top rows
+    influence: dict[str, dict] = field(default_factory=dict)          # influence stage -> metrics
+
+
+@dataclass
+class Results:
+    verticals: list[Vertical]
+    stages: dict[str, dict]          # training/data stage -> metrics/<stage>.json
+    provenance: dict[str, Any]
+    missing: list[str]
+
+
+def _read(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _vertical_meta(name: str) -> tuple[str, bool]:
+    """Headline metric and its direction, declared by the vertical's module."""
+    from rlhf_trust import evals
+
+    mod = evals.get(name)
+    return mod.HEADLINE, bool(getattr(mod, "HIGHER_IS_BETTER", False))
+
+
+def _cell(m: dict, headline: str) -> Cell:
+    ci = m.get(f"{headline}_ci95") or {}
+    return Cell(m.get(headline), ci.get("low"), ci.get("high"), m.get("n_samples") or m.get("n"),
+                m.get("mlflow_run_id"))
+
+
+def collect(eval_dir: Path = paths.EVAL, influence_dir: Path = paths.INFLUENCE,
+            metrics_dir: Path = paths.METRICS, verticals: tuple[str, ...] = VERTICALS) -> Results:
+    out, missing = [], []
+    for v in verticals:
+        headline, higher = _vertical_meta(v)
+        vert = Vertical(v, headline, higher)
+        for s in STAGES:
+            m = _read(eval_dir / v / s / "metrics.json")
+            if isinstance(m, dict) and m.get(headline) is not None:
+                vert.cells[s] = _cell(m, headline)
+                vert.extra[s] = m
+            else:
+                missing.append(f"eval {v} @ {s} ({eval_dir / v / s / 'metrics.json'})")
+        for stage in ("sft", "rm", "dpo"):
+            d = influence_dir / stage / v
+            top = d / "top.jsonl"
+            if top.is_file():
+                vert.top[stage] = [json.loads(line) for line in top.read_text().splitlines() if line.strip()]
+                vert.influence[stage] = _read(d / "metrics.json") or {}
+            else:
+                missing.append(f"influence {stage} x {v} ({top})")
+        out.append(vert)
+    stages = {}
+    for s in ("prepare", "validate", "sft", "rm", "ppo", "dpo"):
+        m = _read(metrics_dir / f"{s}.json")
+        if isinstance(m, dict):
+            stages[s] = m
+    return Results(out, stages, provenance(stages, out), missing)
+
+
+def provenance(stages: dict[str, dict], verticals: list[Vertical]) -> dict[str, Any]:
+    from rlhf_trust.tracking import data_version, git_info
+
+    params = Path("params.yaml")
+    runs = {s: m.get("mlflow_run_id") for s, m in stages.items() if m.get("mlflow_run_id")}
+    for v in verticals:
+        for s, c in v.cells.items():
+            if c.run_id:
+                runs[f"eval_{v.name}@{s}"] = c.run_id
+        for s, m in v.influence.items():
+            if m.get("mlflow_run_id"):
+                runs[f"influence_{s}@{v.name}"] = m["mlflow_run_id"]
+    return {**git_info(), "data.version": data_version(),
+            "params.sha256": hashlib.sha256(params.read_bytes()).hexdigest()[:16] if params.is_file() else None,
+            "mlflow_runs": runs}

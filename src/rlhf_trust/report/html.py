@@ -1,0 +1,62 @@
+"""Self-contained HTML (no CDN): the same tables as the Markdown, figures embedded as base64."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+from rlhf_trust.report import summary
+from rlhf_trust.report.collect import STAGES, Results
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px;
+vertical-align:top}th{background:#f3f3f3}.up{color:#1a7f37}.down{color:#c62828}.missing{color:#999}
+img{max-width:420px;border:1px solid #eee}code{background:#f6f8fa;padding:1px 4px}"""
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    def td(x: str) -> str:
+        cls = "up" if "▲" in x else "down" if "▼" in x else "missing" if x == summary.DASH else ""
+        return f'<td class="{cls}">{html.escape(x)}</td>' if cls else f"<td>{html.escape(x)}</td>"
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(td(str(c)) for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+
+
+def render(res: Results, figures: dict[str, str], out_dir: Path, k: int) -> str:
+    p = res.provenance
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Trustworthiness summary</title>",
+             f"<style>{CSS}</style></head><body><h1>Trustworthiness summary</h1>",
+             "<p>Headline metric per trust vertical and alignment stage, with bootstrap 95% CIs.</p>",
+             _table(["vertical", "metric", *STAGES], summary.table_rows(res)),
+             "<h2>Changes</h2><p>▲ more trustworthy, ▼ less trustworthy; * = the two 95% CIs do not overlap.</p>",
+             _table(["vertical", "SFT − base", "PPO − base", "DPO − base", "PPO − SFT", "DPO − SFT"],
+                    summary.delta_rows(res))]
+    for v in res.verticals:
+        parts.append(f"<h2>{html.escape(v.name)}</h2>")
+        if v.name in figures:
+            parts.append(_img(out_dir / figures[v.name]))
+        rows = summary.top_pairs(v, k)
+        if rows:
+            parts.append("<p>Most influential HH pairs (DataInf; negative = lowers the test loss).</p>")
+            parts.append(_table(["stage", "kind", "score", "pair", "prompt", "chosen", "rejected"], rows))
+    if res.stages:
+        parts += ["<h2>Stages</h2>", _table(["stage", "cost", "MLflow run"], summary.stage_rows(res))]
+    runs = "".join(f"<li>{html.escape(n)}: <code>{html.escape(str(r))}</code></li>"
+                   for n, r in sorted(p.get("mlflow_runs", {}).items()))
+    parts += ["<h2>Provenance</h2><ul>",
+              f"<li>git commit: <code>{html.escape(str(p.get('git.commit')))}</code> (dirty: {p.get('git.dirty')})</li>",
+              f"<li>data version: <code>{html.escape(str(p.get('data.version')))}</code></li>",
+              f"<li>params.yaml sha256: <code>{html.escape(str(p.get('params.sha256')))}</code></li>",
+              f"<li>MLflow runs<ul>{runs}</ul></li></ul>"]
+    if res.missing:
+        items = "".join(f"<li>{html.escape(m)}</li>" for m in res.missing)
+        parts.append(f"<h2>Missing</h2><p>{len(res.missing)} result(s) not found:</p><ul>{items}</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,194 @@
+"""`rlhf-trust report` / `make report`: reports/trust_summary.{md,html,json} + one PNG per vertical.
+
+Tables: vertical x stage headline metrics with 95% CIs; deltas vs base and vs SFT with an arrow
+for more (▲) / less (▼) trustworthy, marked `*` when the two 95% CIs do not overlap (a
+conservative test: non-overlapping intervals imply a real difference, the converse is not true).
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+from pathlib import Path
+from typing import Any
+
+from rlhf_trust import io
+from rlhf_trust.report.collect import STAGES, Cell, Results, Vertical, collect
+
+DASH = "—"
+
+
+def fmt(x: float | None, digits: int = 3) -> str:
+    return DASH if x is None else f"{x:.{digits}f}"
+
+
+def cell_text(c: Cell | None) -> str:
+    if c is None or c.value is None:
+        return DASH
+    return f"{c.value:.3f} [{c.low:.3f}, {c.high:.3f}]" if c.has_ci else f"{c.value:.3f}"
+
+
+def delta(v: Vertical, stage: str, ref: str) -> dict[str, Any] | None:
+    a, b = v.cells.get(stage), v.cells.get(ref)
+    if a is None or b is None or a.value is None or b.value is None:
+        return None
+    d = a.value - b.value
+    real = a.has_ci and b.has_ci and (a.low > b.high or a.high < b.low)
+    better = d != 0 and ((d > 0) == v.higher_is_better)
+    return {"delta": d, "real": bool(real), "more_trustworthy": better if d != 0 else None}
+
+
+def delta_text(d: dict | None) -> str:
+    if d is None:
+        return DASH
+    arrow = "" if d["more_trustworthy"] is None else ("▲" if d["more_trustworthy"] else "▼")
+    return f"{d['delta']:+.3f} {arrow}{'*' if d['real'] else ''}".strip()
+
+
+def table_rows(res: Results) -> list[list[str]]:
+    rows = []
+    for v in res.verticals:
+        direction = "higher" if v.higher_is_better else "lower"
+        rows.append([v.name, f"{v.headline} ({direction} = more trustworthy)",
+                     *(cell_text(v.cells.get(s)) for s in STAGES)])
+    return rows
+
+
+def delta_rows(res: Results) -> list[list[str]]:
+    rows = []
+    for v in res.verticals:
+        rows.append([v.name, *(delta_text(delta(v, s, "base")) for s in ("sft", "ppo", "dpo")),
+                     *(delta_text(delta(v, s, "sft")) for s in ("ppo", "dpo"))])
+    return rows
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    def esc(x: str) -> str:
+        return str(x).replace("|", "\\|").replace("\n", " ")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def short(text: str, n: int = 160) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def top_pairs(v: Vertical, k: int) -> list[list[str]]:
+    rows = []
+    for stage, items in v.top.items():
+        for kind in ("helpful", "harmful"):
+            picked = [r for r in items if r.get("kind") == kind][:k]
+            for r in picked:
+                rows.append([stage, kind, fmt(r.get("score"), 4), str(r.get("id", "")),
+                             short(r.get("prompt", ""), 90), short(r.get("chosen", ""), 80),
+                             short(r.get("rejected", ""), 80)])
+    return rows
+
+
+def stage_rows(res: Results) -> list[list[str]]:
+    keys = ("wall_s", "train_runtime_s", "tokens_per_s", "peak_rss_mb")
+    rows = []
+    for s, m in res.stages.items():
+        shown = [f"{k}={m[k]:.1f}" if isinstance(m.get(k), (int, float)) else None for k in keys]
+        rows.append([s, ", ".join(x for x in shown if x) or DASH, m.get("mlflow_run_id", DASH)])
+    return rows
+
+
+def markdown(res: Results, figures: dict[str, str], k: int) -> str:
+    p = res.provenance
+    out = ["# Trustworthiness summary", "",
+           "Headline metric per trust vertical and alignment stage, with bootstrap 95% CIs.", "",
+           md_table(["vertical", "metric", *STAGES], table_rows(res)), "",
+           "## Changes", "",
+           "▲ more trustworthy, ▼ less trustworthy; `*` = the two 95% CIs do not overlap (the change is real).", "",
+           md_table(["vertical", "SFT − base", "PPO − base", "DPO − base", "PPO − SFT", "DPO − SFT"],
+                    delta_rows(res)), ""]
+    for v in res.verticals:
+        out += [f"## {v.name}", ""]
+        if v.name in figures:
+            out += [f"![{v.name}]({figures[v.name]})", ""]
+        rows = top_pairs(v, k)
+        if rows:
+            out += ["Most influential HH pairs (DataInf; negative score = the pair lowers the test loss, "
+                    "i.e. pushed the model toward its new behaviour):", "",
+                    md_table(["stage", "kind", "score", "pair", "prompt", "chosen", "rejected"], rows), ""]
+        else:
+            out += ["No influence results for this vertical yet.", ""]
+    if res.stages:
+        out += ["## Stages", "", md_table(["stage", "cost", "MLflow run"], stage_rows(res)), ""]
+    out += ["## Provenance", "",
+            f"- git commit: `{p.get('git.commit')}` (dirty: {p.get('git.dirty')})",
+            f"- data version (`data.dvc` md5): `{p.get('data.version')}`",
+            f"- params.yaml sha256: `{p.get('params.sha256')}`",
+            f"- MLflow runs: {len(p.get('mlflow_runs', {}))} (ids in trust_summary.json)", ""]
+    if res.missing:
+        out += ["## Missing", "", f"{len(res.missing)} result(s) not found; their cells show {DASH}:", ""]
+        out += [f"- {m}" for m in res.missing] + [""]
+    return "\n".join(out)
+
+
+def as_json(res: Results) -> dict[str, Any]:
+    return {
+        "verticals": {v.name: {
+            "headline": v.headline, "higher_is_better": v.higher_is_better,
+            "cells": {s: (None if (c := v.cells.get(s)) is None else
+                          {"value": c.value, "ci95": [c.low, c.high], "n": c.n, "mlflow_run_id": c.run_id})
+                      for s in STAGES},
+            "deltas": {f"{s}-{ref}": delta(v, s, ref) for s, ref in
+                       (("sft", "base"), ("ppo", "base"), ("dpo", "base"), ("ppo", "sft"), ("dpo", "sft"))},
+        } for v in res.verticals},
+        "provenance": res.provenance, "missing": res.missing,
+    }
+
+
+def plot_csv(v: Vertical) -> str:
+    buf = _io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["stage", v.headline, "ci_low", "ci_high"])
+    for s in STAGES:
+        c = v.cells.get(s)
+        if c is not None and c.value is not None:
+            w.writerow([s, c.value, c.low, c.high])
+    return buf.getvalue()
+
+
+def write_report(out_dir: Path, top_k: int = 3, res: Results | None = None) -> Results:
+    from rlhf_trust.report import figures, html
+
+    res = res or collect()
+    out_dir = Path(out_dir)
+    fig_dir = out_dir / "figures"
+    figs = {}
+    for v in res.verticals:
+        if v.cells:
+            path = fig_dir / f"{v.name}.png"
+            figures.bar_chart(v, path)
+            figs[v.name] = path.relative_to(out_dir).as_posix()
+        io.write_text(out_dir / "plots" / f"{v.name}.csv", plot_csv(v))
+    md = markdown(res, figs, top_k)
+    io.write_text(out_dir / "trust_summary.md", md)
+    io.write_json(out_dir / "trust_summary.json", as_json(res))
+    io.write_text(out_dir / "trust_summary.html", html.render(res, figs, out_dir, top_k))
+    return res
+
+
+def cli(args) -> int:
+    from rlhf_trust import config, tracking
+
+    cfg = config.load("report", args.params)
+
+    def work(sr) -> dict:
+        res = write_report(Path(cfg.out_dir), cfg.top_k)
+        for name in ("trust_summary.md", "trust_summary.html", "trust_summary.json"):
+            sr.log_artifact(Path(cfg.out_dir) / name)
+        sr.log_artifact(Path(cfg.out_dir) / "figures", "figures")
+        filled = sum(len(v.cells) for v in res.verticals)
+        return {"cells_filled": filled, "cells_missing": len(res.verticals) * len(STAGES) - filled,
+                "missing_results": len(res.missing)}
+
+    m = tracking.track_stage("report", work, cfg=cfg, metrics_path=Path(cfg.out_dir) / "report_metrics.json")
+    print(f"report: {cfg.out_dir}/trust_summary.md and .html ({m['cells_filled']} cells, "
+          f"{m['missing_results']} missing results)")
+    return 0
