@@ -75,6 +75,8 @@ def test_chunked_sums_equal_whole():
     hvp = datainf.hvp_from_sums({k: parts[0][k] + parts[1][k] for k in train}, 30, lam, test)
     chunked = torch.cat([datainf.scores_from_hvp(h, hvp) for h in halves])
     assert torch.allclose(chunked, datainf.datainf_scores(train, test, 0.1), rtol=1e-5, atol=1e-6)
+    streamed = datainf.datainf_scores_chunked(lambda: iter(halves), test, 0.1)
+    assert torch.allclose(streamed, chunked, rtol=1e-6, atol=1e-7)
 
 
 def test_sign_convention_gradient_step_on_helpful_example_lowers_test_loss():

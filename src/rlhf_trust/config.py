@@ -224,15 +224,28 @@ class InfluenceConfig:
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     threads: int = 0
     svd_rank: int = 4                        # full fine-tunes -> LoRA by truncated SVD
+    sft_test_loss: Literal["lm_contrast", "sft"] = "lm_contrast"  # "sft" = the study's NLL of the new text
     seed: int = 0
 
     def check(self) -> None:
         bad = [s for s in self.stages if s not in ("sft", "rm", "dpo")]
         _require(not bad, "influence.stages", f"unknown stage(s) {bad}; use sft, rm, dpo")
+        known = ("toxicity", "bias", "ethics", "truthfulness", "privacy")
+        bad = [v for v in self.verticals if v not in known]
+        _require(not bad, "influence.verticals", f"unknown vertical(s) {bad}; use {', '.join(known)}")
         _require(self.damping_scale > 0, "influence.damping_scale", "must be > 0")
+        _require(self.dpo_beta > 0, "influence.dpo_beta", "must be > 0")
         _require(self.shard_size >= 1, "influence.shard_size", "must be >= 1")
+        _require(self.batch_size >= 1, "influence.batch_size", "must be >= 1")
+        _require(self.max_length >= 8, "influence.max_length", "must be >= 8")
         _require(self.max_test_samples >= 1, "influence.max_test_samples", "must be >= 1")
+        _require(self.max_train_pairs is None or self.max_train_pairs >= 1, "influence.max_train_pairs",
+                 "must be >= 1 or null")
+        _require(self.exact_subsample >= 3, "influence.exact_subsample", "must be >= 3 (a rank correlation)")
+        _require(self.top_k >= 1, "influence.top_k", "must be >= 1")
         _require(self.svd_rank >= 1, "influence.svd_rank", "must be >= 1")
+        _require(bool(self.layers.strip()), "influence.layers", "must be all, last:N or a regex")
+        _require(self.threads >= 0, "influence.threads", "must be >= 0")
 
 
 @dataclass

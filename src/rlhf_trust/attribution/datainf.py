@@ -155,3 +155,25 @@ def normalize(scores):
     if neg.any():
         out[neg] = x[neg] / -x[neg].min()
     return out
+
+
+def datainf_scores_chunked(chunks, test_grad: dict, damping_scale: float = 0.1):
+    """`datainf_scores` over gradients too large for memory: `chunks()` returns a fresh iterable of
+    {layer: Tensor(rows, *shape)} (e.g. disk shards); three passes (damping, hvp, scores)."""
+    import torch
+
+    n, sq = 0, None
+    for c in chunks():
+        n += next(iter(c.values())).shape[0]
+        s = sq_mean_sums(c)
+        sq = s if sq is None else {k: sq[k] + s[k] for k in sq}
+    if not n:
+        raise ValueError("no training gradients")
+    lam = damping_from_sums(sq, n, damping_scale)
+    acc = None
+    for c in chunks():
+        _check(c, test_grad)
+        s = datainf_hvp_sums(c, test_grad, lam)
+        acc = s if acc is None else {k: acc[k] + s[k] for k in acc}
+    hvp = hvp_from_sums(acc, n, lam, test_grad)
+    return torch.cat([scores_from_hvp(c, hvp) for c in chunks()])

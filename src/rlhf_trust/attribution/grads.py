@@ -192,3 +192,18 @@ def load_store(store_dir: str | Path) -> dict:
 
     parts = list(iter_store(store_dir))
     return {l: torch.cat([p[l] for p in parts]) for l in parts[0]}
+
+
+def gather_store(store_dir: str | Path, index) -> dict:
+    """The rows `index` (sorted ints) of a store, read shard by shard."""
+    import torch
+
+    index = sorted(int(i) for i in index)
+    meta = io.read_json(Path(store_dir) / "meta.json")
+    size = meta["shard_size"]
+    parts = []
+    for k, chunk in enumerate(iter_store(store_dir)):
+        local = [i - k * size for i in index if k * size <= i < (k + 1) * size]
+        if local:
+            parts.append({l: g[local] for l, g in chunk.items()})
+    return {l: torch.cat([p[l] for p in parts]) for l in meta["layers"]}

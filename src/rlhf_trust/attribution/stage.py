@@ -1,0 +1,250 @@
+"""`rlhf-trust influence`: DataInf scores of every HH training pair for each RLHF stage x trust vertical.
+
+Stages (the study's attribute_{sft,ppo,dpo}.py, with its defects fixed, docs/influence.md):
+  sft: SFT policy; train loss = SFT NLL of (prompt, chosen); test = SFT's continuation vs base's.
+  rm:  reward model (how PPO is attributed); train = Bradley-Terry on (prompt, chosen, rejected);
+       test = BT preferring the PPO continuation over the SFT continuation.
+  dpo: DPO policy vs the SFT reference; train = DPO loss on the pair; test = DPO loss preferring
+       DPO's continuation over SFT's.
+Train gradients are computed once per stage (sharded on disk, resumable) and reused by every vertical.
+Outputs: influence/<stage>/<vertical>/{scores.parquet, top.jsonl, hist.png, metrics.json}.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from rlhf_trust import config, io, paths
+from rlhf_trust.errors import UserError
+
+VERTICALS = ("toxicity", "bias", "ethics", "truthfulness", "privacy")
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    model: str            # the model whose LoRA gradients are taken
+    new: str              # eval samples of the stage's result
+    old: str              # eval samples of the model before the stage
+    train_loss: str
+    test_loss: str
+    ref: Optional[str] = None  # DPO reference stage
+
+
+def spec(stage: str, cfg) -> StageSpec:
+    if stage == "sft":
+        return StageSpec("sft", "sft", "base", "sft", cfg.sft_test_loss)
+    if stage == "rm":
+        return StageSpec("rm", "ppo", "sft", "bt", "bt")
+    if stage == "dpo":
+        return StageSpec("dpo", "dpo", "sft", "dpo", "dpo", ref="sft")
+    raise UserError(f"influence: unknown stage '{stage}' (use sft, rm, dpo)")
+
+
+def out_dir(stage: str, vertical: str) -> Path:
+    return paths.INFLUENCE / stage / vertical
+
+
+# ----------------------------------------------------------------------------------------------
+class Attributor:
+    """One RLHF stage: its model, train pairs and train-gradient store, scoring any test pairs."""
+
+    def __init__(self, stage: str, cfg, train_rows: list[dict], train_md5: str):
+        import torch
+
+        from rlhf_trust import models
+        from rlhf_trust.attribution import grads, loading
+
+        self.stage, self.cfg, self.rows = stage, cfg, train_rows
+        self.spec = spec(stage, cfg)
+        self.device = models.resolve_device(cfg.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        model_dir = paths.model_dir(self.spec.model)
+        self.model, self.tok = loading.load_lora_model(model_dir, cfg.svd_rank, self.device)
+        self.ref = loading.load_reference(paths.model_dir(self.spec.ref), self.device) if self.spec.ref else None
+        self.layers = grads.select_layers(grads.lora_param_names(self.model), cfg.layers)
+        self.pe = grads.PerExampleGrads(self.model, self.layers)
+        key = grads.store_key(model=models.load_stage_info(model_dir).get("md5"), stage=stage, data=train_md5,
+                              n=len(train_rows), loss=self.spec.train_loss, layers=self.layers,
+                              max_length=cfg.max_length, beta=cfg.dpo_beta, svd_rank=cfg.svd_rank)
+        self.store = paths.OUTPUTS / "influence_grads" / stage / key
+        self.grad_seconds = 0.0
+
+    def _grads(self, kind: str, rows: list[dict]) -> dict:
+        from rlhf_trust.attribution import losses
+
+        return self.pe.compute(lambda: losses.per_example_losses(
+            kind, self.model, self.tok, rows, self.cfg.max_length, ref_model=self.ref, beta=self.cfg.dpo_beta,
+            device=self.device), len(rows))
+
+    def train_grads(self) -> Path:
+        """Write (or resume) the sharded train-gradient store."""
+        from tqdm import tqdm
+
+        from rlhf_trust.attribution import grads
+
+        t0 = time.perf_counter()
+        cfg = self.cfg
+        with tqdm(total=len(self.rows), desc=f"influence {self.stage}: train gradients", unit="pair") as bar:
+            grads.write_store(self.store, grads.shard_batches(self.rows, cfg.batch_size, cfg.shard_size),
+                              lambda items: self._grads(self.spec.train_loss, items), len(self.rows), self.layers,
+                              self.pe.shapes, cfg.shard_size, cfg.grad_dtype, progress=bar.update)
+        self.grad_seconds = time.perf_counter() - t0
+        return self.store
+
+    def test_grad(self, test_rows: list[dict]) -> dict:
+        """Mean gradient of the test loss over the test pairs."""
+        total = None
+        for b in range(0, len(test_rows), self.cfg.batch_size):
+            chunk = test_rows[b:b + self.cfg.batch_size]
+            g = self._grads(self.spec.test_loss, chunk)
+            s = {k: v.sum(0) for k, v in g.items()}
+            total = s if total is None else {k: total[k] + s[k] for k in total}
+        return {k: v / len(test_rows) for k, v in total.items()}
+
+    def score(self, test_rows: list[dict]) -> dict:
+        import numpy as np
+        import torch
+        from scipy.stats import spearmanr
+
+        from rlhf_trust.attribution import datainf, grads
+
+        t0 = time.perf_counter()
+        v = self.test_grad(test_rows)
+        t1 = time.perf_counter()
+        scores = datainf.datainf_scores_chunked(lambda: grads.iter_store(self.store), v, self.cfg.damping_scale)
+        identity = torch.cat([datainf.identity_scores(c, v) for c in grads.iter_store(self.store)])
+        t2 = time.perf_counter()
+        n = len(self.rows)
+        k = min(self.cfg.exact_subsample, n)
+        idx = np.sort(np.random.default_rng(self.cfg.seed).choice(n, size=k, replace=False))
+        sub = grads.gather_store(self.store, idx)
+        sub_datainf = datainf.datainf_scores(sub, v, self.cfg.damping_scale)
+        sub_exact = datainf.exact_scores(sub, v, self.cfg.damping_scale)
+        t3 = time.perf_counter()
+        rho = float(spearmanr(sub_datainf.numpy(), sub_exact.numpy()).statistic) if k >= 3 else float("nan")
+        rho_id = float(spearmanr(datainf.identity_scores(sub, v).numpy(), sub_exact.numpy()).statistic) \
+            if k >= 3 else float("nan")
+        return {"scores": scores.numpy(), "identity": identity.numpy(),
+                "metrics": {"spearman_datainf_exact": rho, "spearman_identity_exact": rho_id,
+                            "exact_subsample": k, "test_grad_s": t1 - t0, "score_s": t2 - t1, "exact_s": t3 - t2}}
+
+
+# ----------------------------------------------------------------------------------------------
+def write_outputs(dest: Path, rows: list[dict], scores, identity, top_k: int) -> dict:
+    import numpy as np
+    import pandas as pd
+
+    from rlhf_trust.attribution import datainf
+
+    norm = datainf.normalize(scores)
+    order = np.argsort(scores, kind="stable")
+    rank = np.empty(len(scores), dtype=np.int64)
+    rank[order] = np.arange(len(scores))
+    df = pd.DataFrame({"id": [str(r["id"]) for r in rows], "score": scores, "score_normalized": norm,
+                       "identity_score": identity, "rank_helpful": rank})
+    dest.mkdir(parents=True, exist_ok=True)
+    with io.atomic_path(dest / "scores.parquet") as tmp:
+        df.to_parquet(tmp, index=False)
+
+    def entry(kind: str, i: int, pos: int) -> dict:
+        r = rows[i]
+        return {"kind": kind, "rank": pos + 1, "id": r["id"], "score": float(scores[i]),
+                "score_normalized": float(norm[i]), "prompt": r["prompt"], "chosen": r["chosen"],
+                "rejected": r["rejected"]}
+
+    k = min(top_k, len(rows))
+    helpful = [entry("helpful", int(i), p) for p, i in enumerate(order[:k])]           # most negative
+    harmful = [entry("harmful", int(i), p) for p, i in enumerate(order[::-1][:k])]     # most positive
+    io.write_jsonl(dest / "top.jsonl", helpful + harmful)
+    plot_hist(dest / "hist.png", scores)
+    return {"n_train": len(rows), "frac_negative": float((scores < 0).mean()),
+            "score_min": float(scores.min()), "score_max": float(scores.max()),
+            "score_median": float(np.median(scores))}
+
+
+def plot_hist(path: Path, scores) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.hist(scores, bins=min(50, max(5, len(scores) // 4)), color="#4472c4")
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_xlabel("DataInf influence (negative = pair moved the model toward the new behaviour)")
+    ax.set_ylabel("HH pairs")
+    fig.tight_layout()
+    with io.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------
+def train_rows(cfg) -> tuple[list[dict], str]:
+    from rlhf_trust.data import records
+
+    path = paths.prepared("hh_train")
+    if not path.is_file():
+        raise UserError(f"missing {path}; run `rlhf-trust prepare` first")
+    rows = records.load("hh_train", paths.PREPARED)
+    if cfg.max_train_pairs:
+        rows = rows[: cfg.max_train_pairs]
+    if not rows:
+        raise UserError(f"{path} holds no training pairs")
+    return rows, io.md5_file(path)
+
+
+def run_stage(stage: str, verticals: list[str], cfg) -> dict[str, dict]:
+    from rlhf_trust.attribution import testpairs
+    from rlhf_trust.tracking import track_stage
+
+    rows, md5 = train_rows(cfg)
+    sp = spec(stage, cfg)
+    # fail fast on missing eval samples before the (long) gradient pass
+    tests = {v: testpairs.build(v, sp.new, sp.old, cfg.max_test_samples) for v in verticals}
+    att = Attributor(stage, cfg, rows, md5)
+    results = {}
+    for i, vertical in enumerate(verticals):
+        dest = out_dir(stage, vertical)
+        test_rows, counts = tests[vertical]
+
+        def work(sr, vertical=vertical, dest=dest, test_rows=test_rows, counts=counts, first=(i == 0)):
+            t0 = time.perf_counter()
+            if first:
+                att.train_grads()
+            res = att.score(test_rows)
+            summary = write_outputs(dest, rows, res["scores"], res["identity"], cfg.top_k)
+            for name in ("scores.parquet", "top.jsonl", "hist.png"):
+                sr.log_artifact(dest / name)
+            return {**summary, **counts, **res["metrics"], "n_test": len(test_rows),
+                    "train_grad_s": att.grad_seconds if first else 0.0,
+                    "runtime_s": time.perf_counter() - t0, "layers": len(att.layers),
+                    "params_per_example": sum(math.prod(s) for s in att.pe.shapes.values()),
+                    "train_loss": sp.train_loss, "test_loss": sp.test_loss}
+
+        inputs = [paths.prepared("hh_train"), paths.model_dir(sp.model), testpairs.samples_path(vertical, sp.new),
+                  testpairs.samples_path(vertical, sp.old)]
+        results[vertical] = track_stage("influence", work, cfg=cfg, inputs=inputs,
+                                        metrics_path=dest / "metrics.json",
+                                        run_name=f"influence@{stage}-{vertical}",
+                                        tags={"influence.stage": stage, "influence.vertical": vertical})
+    return results
+
+
+def cli(args) -> int:
+    cfg = config.load("influence", args.params)
+    stages = [args.stage] if getattr(args, "stage", None) else list(cfg.stages)
+    verticals = [args.vertical] if getattr(args, "vertical", None) else list(cfg.verticals)
+    for v in verticals:
+        if v not in VERTICALS:
+            raise UserError(f"influence: unknown vertical '{v}' (known: {', '.join(VERTICALS)})")
+    for stage in stages:
+        spec(stage, cfg)
+    for stage in stages:
+        run_stage(stage, verticals, cfg)
+    return 0

@@ -1,0 +1,144 @@
+"""The influence stage end to end on tiny adapter / full fine-tuned stages and real data samples."""
+
+import argparse
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from attribution_setup import DATA, TARGETS, hh_rows, tiny_base
+from rlhf_trust import io
+from rlhf_trust.errors import UserError
+
+torch.set_num_threads(1)
+
+PARAMS = """
+influence:
+  stages: [sft, rm, dpo]
+  verticals: [toxicity, ethics]
+  max_test_samples: 4
+  layers: "last:1"
+  shard_size: 8
+  batch_size: 4
+  max_length: 48
+  exact_subsample: 10
+  top_k: 3
+  device: cpu
+  grad_dtype: float16
+"""
+
+
+def _adapter(model, out, task="CAUSAL_LM", seed=0):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    peft = get_peft_model(model, LoraConfig(r=2, lora_alpha=2, target_modules=TARGETS, init_lora_weights=False,
+                                            task_type=task))
+    peft.save_pretrained(out)
+    return peft
+
+
+def _stage_dir(root, name, kind, task, parent, save):
+    from transformers import AutoTokenizer
+
+    from rlhf_trust.models import write_stage_info
+
+    out = root / name
+    out.mkdir(parents=True)
+    save(out)
+    AutoTokenizer.from_pretrained(str(root / "base")).save_pretrained(out)
+    write_stage_info(out, {"stage": name, "kind": kind, "task": task, "spec": "tiny-gpt-neox", "parent": parent,
+                           "parent_dir": str(root / parent), "data_md5": None, "dtype": "float32"})
+
+
+def _samples(vertical, model, prompts, gens):
+    rows = [{"id": f"{vertical}-{i}", "vertical": vertical, "model": model, "condition": "benign",
+             "sample_index": 0, "prompt": p, "generation": g} for i, (p, g) in enumerate(zip(prompts, gens))]
+    io.write_jsonl(f"eval/{vertical}/{model}/samples.jsonl", rows)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    from transformers import AutoModelForCausalLM
+
+    from rlhf_trust.data import records
+    from rlhf_trust.models import load_merged_causal_lm, seq_cls_from_causal
+
+    root = tmp_path_factory.mktemp("proj")
+    models = root / "outputs" / "models"
+    tiny_base(models / "base")
+    _stage_dir(models, "sft", "adapter", "causal_lm", "base",
+               lambda out: _adapter(AutoModelForCausalLM.from_pretrained(str(models / "base")), out))
+    _stage_dir(models, "rm", "adapter", "seq_cls", "sft",
+               lambda out: _adapter(seq_cls_from_causal(load_merged_causal_lm(models / "sft")), out,
+                                    task="SEQ_CLS", seed=1))
+
+    def full_dpo(out):  # a full fine-tune of SFT: exercises the SVD conversion
+        m = load_merged_causal_lm(models / "sft")
+        with torch.no_grad():
+            for p in m.parameters():
+                p.add_(0.01 * torch.randn_like(p))
+        m.save_pretrained(out)
+    _stage_dir(models, "dpo", "full", "causal_lm", "sft", full_dpo)
+
+    (root / "outputs" / "prepared").mkdir(parents=True)
+    io.write_jsonl(root / "outputs" / "prepared" / "hh_train.jsonl", hh_rows(20, 80))
+    (root / "params.yaml").write_text(PARAMS)
+    tox = [r["prompt"] for r in records.load("toxicity", DATA)[:6]]
+    eth = [r["input"][:150] for r in records.load("ethics", DATA)[:6]]
+    hh = [r["chosen"] for r in hh_rows(40, 40)[20:]]
+    return root, {"toxicity": tox, "ethics": eth}, hh
+
+
+def _run(root, monkeypatch, **kw):
+    from rlhf_trust.attribution import stage
+
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
+    monkeypatch.setenv("RLHF_TRUST_ROOT", str(root))
+    args = argparse.Namespace(params="params.yaml", stage=kw.get("stage"), vertical=kw.get("vertical"))
+    return stage.cli(args)
+
+
+@pytest.mark.slow
+def test_stage_writes_scores_top_hist_metrics_and_resumes(project, monkeypatch):
+    root, prompts, hh = project
+    monkeypatch.chdir(root)
+    for v, ps in prompts.items():
+        for j, model in enumerate(["base", "sft", "ppo", "dpo"]):
+            gens = [hh[(i + 5 * j) % len(hh)] for i in range(len(ps))]
+            gens[0] = hh[0]  # identical for every model: must be dropped
+            _samples(v, model, ps, gens)
+    assert _run(root, monkeypatch) == 0
+    for stage in ("sft", "rm", "dpo"):
+        for v in ("toxicity", "ethics"):
+            d = root / "influence" / stage / v
+            df = pd.read_parquet(d / "scores.parquet")
+            assert len(df) == 20 and df["score"].notna().all()
+            assert df["score_normalized"].between(-1, 1).all()
+            top = io.read_jsonl(d / "top.jsonl")
+            assert [t["kind"] for t in top] == ["helpful"] * 3 + ["harmful"] * 3
+            assert top[0]["score"] == df["score"].min() and top[3]["score"] == df["score"].max()
+            assert top[0]["prompt"] and top[0]["chosen"]
+            m = json.loads((d / "metrics.json").read_text())
+            assert m["n_train"] == 20 and m["n_test"] == 4 and m["test_identical_dropped"] == 1
+            assert -1 <= m["spearman_datainf_exact"] <= 1 and m["exact_subsample"] == 10
+            assert (d / "hist.png").stat().st_size > 1000
+    shards = sorted((root / "outputs" / "influence_grads" / "sft").rglob("shard_*.npy"))
+    assert len(shards) == 3  # 20 pairs in shards of 8
+    before = {p: p.stat().st_mtime_ns for p in shards}
+    shards[1].unlink()  # an interrupted run: only the missing shard is recomputed
+    old = pd.read_parquet(root / "influence/sft/toxicity/scores.parquet")
+    assert _run(root, monkeypatch, stage="sft", vertical="toxicity") == 0
+    assert shards[0].stat().st_mtime_ns == before[shards[0]] and shards[1].is_file()
+    new = pd.read_parquet(root / "influence/sft/toxicity/scores.parquet")
+    pd.testing.assert_series_equal(old["score"], new["score"], rtol=1e-5)
+
+
+def test_missing_eval_samples_is_a_user_error(project, monkeypatch, tmp_path):
+    root, _, _ = project
+    with pytest.raises(UserError, match="privacy"):
+        _run(root, monkeypatch, stage="rm", vertical="privacy")
+    with pytest.raises(UserError, match="unknown vertical"):
+        _run(root, monkeypatch, stage="rm", vertical="nope")
