@@ -87,3 +87,17 @@ def test_tracking_uri_is_anchored_at_the_repo_root(monkeypatch, tmp_path):
         assert tracking.tracking_uri() == f"sqlite:///{tmp_path / 'proj' / 'mlflow.db'}"
     finally:
         paths.repo_root.cache_clear()
+
+
+def test_stage_runs_of_one_pipeline_nest_under_one_parent(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RLHF_TRUST_PIPELINE_ID", "unit-pipeline-42")
+    a = tracking.track_stage("stage-a", lambda sr: {"x": 1}, metrics_path="a.json")
+    b = tracking.track_stage("stage-b", lambda sr: {"x": 2}, metrics_path="b.json")
+    del a, b
+    c = _client()
+    exp = c.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
+    parents = c.search_runs([exp], filter_string="tags.`pipeline.id` = 'unit-pipeline-42' and tags.kind = 'pipeline'")
+    assert len(parents) == 1
+    children = c.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
+    assert sorted(r.info.run_name for r in children) == ["stage-a", "stage-b"]

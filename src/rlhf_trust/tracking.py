@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import math
 import os
 import re
@@ -112,6 +113,33 @@ def _safe_params(cfg: Any) -> dict[str, str]:
     return {k: str(v)[:500] for k, v in flat.items() if not _SECRET.search(k)}
 
 
+def pipeline_id(tags: dict[str, str]) -> str:
+    """Groups the runs of one pipeline: $RLHF_TRUST_PIPELINE_ID, else the DVC experiment name,
+    else commit + params.yaml + data version (re-running the same configuration joins its group)."""
+    explicit = os.environ.get("RLHF_TRUST_PIPELINE_ID") or tags.get("dvc.exp_name")
+    if explicit:
+        return explicit
+    params = Path("params.yaml")
+    p_sha = hashlib.sha256(params.read_bytes()).hexdigest()[:8] if params.is_file() else "noparams"
+    dirty = "-dirty" if tags.get("git.dirty") == "true" else ""
+    return f"{tags.get('git.commit', 'unknown')[:8]}{dirty}-p{p_sha}-d{tags.get('data.version', '')[:8]}"
+
+
+def _pipeline_parent(mlflow: Any, pipeline: str, tags: dict[str, str]) -> str:
+    """The parent run of this pipeline (created on first use) under which stage runs nest in the UI."""
+    client = mlflow.tracking.MlflowClient()
+    exp = mlflow.get_experiment_by_name(os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT))
+    found = client.search_runs([exp.experiment_id], max_results=1,
+                               filter_string=f"tags.`pipeline.id` = '{pipeline}' and tags.kind = 'pipeline'")
+    if found:
+        return found[0].info.run_id
+    keep = {k: v for k, v in tags.items() if k.startswith(("git.", "data.", "version.", "dvc."))}
+    run = client.create_run(exp.experiment_id, run_name=f"pipeline {pipeline}",
+                            tags={**keep, "pipeline.id": pipeline, "kind": "pipeline"})
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
 class StageRun:
     """Handle given to a stage: log artifacts and extra tags into its MLflow run."""
 
@@ -151,12 +179,12 @@ def stage_run(stage: str, cfg: Any = None, inputs: list[str | Path] = (), run_na
         "params.hash": params_hash(cfg) if dataclasses.is_dataclass(cfg) else "",
         **git_info(), **library_versions(), **input_tags(list(inputs)), **(tags or {}),
     }
-    pipeline = os.environ.get("RLHF_TRUST_PIPELINE_ID")
-    if pipeline:
-        all_tags["pipeline.id"] = pipeline
     exp_name = os.environ.get("DVC_EXP_NAME")
     if exp_name:
         all_tags["dvc.exp_name"] = exp_name
+    pipeline = pipeline_id(all_tags)
+    all_tags["pipeline.id"] = pipeline
+    all_tags["mlflow.parentRunId"] = _pipeline_parent(mlflow, pipeline, all_tags)
     with mlflow.start_run(run_name=run_name or stage, tags=all_tags) as run:
         params = _safe_params(cfg)
         if params:
