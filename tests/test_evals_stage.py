@@ -1,0 +1,103 @@
+"""`rlhf-trust eval`: one DVC matrix cell end to end on a tiny model, and bad input -> one line, exit 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rlhf_trust import cli
+
+PARAMS = """
+eval:
+  data_dir: {data}
+  out_dir: eval
+  batch_size: 4
+  cache: cache/gen.sqlite
+  bootstrap_samples: 200
+  verticals:
+    toxicity: {{limit: 1, samples: 2, max_new_tokens: 4}}
+    bias: {{limit: 2, samples: 1, max_new_tokens: 4, system_prompt_dir: {data}}}
+    ethics: {{limit: 3, max_new_tokens: 4}}
+    truthfulness: {{limit: 2, max_new_tokens: 4}}
+    privacy: {{limit: 1, pii_types: [ssn], enron_shots: [one_shot], max_new_tokens: 4}}
+"""
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, shared_data):
+    from rlhf_trust.models import build_tiny_base
+
+    root = tmp_path_factory.mktemp("proj")
+    build_tiny_base(root / "outputs" / "models" / "base")
+    (root / "params.yaml").write_text(PARAMS.format(data=shared_data))
+    return root
+
+
+def run_cli(*argv) -> int:
+    return cli.main(["eval", *argv])
+
+
+@pytest.mark.slow
+def test_every_vertical_end_to_end_then_cached(project, monkeypatch, capsys):
+    monkeypatch.chdir(project)
+    for vertical in ("toxicity", "bias", "ethics", "truthfulness", "privacy"):
+        assert run_cli("--vertical", vertical, "--model", "base") == 0
+        m = json.loads((project / "eval" / vertical / "base" / "metrics.json").read_text())
+        rows = [json.loads(x) for x in (project / "eval" / vertical / "base" / "samples.jsonl").open()]
+        assert m["model_calls"] > 0 and m["n_samples"] == len(rows) > 0
+        assert m[m["headline"]] is not None and m["mlflow_run_id"]
+        assert "refusal_rate" in m and "parse_failure_rate" in m and f"{m['headline']}_ci95" in m
+        assert all(r["model"] == "base" and r["vertical"] == vertical for r in rows)
+    # re-run with nothing changed: zero model calls, same numbers
+    before = json.loads((project / "eval" / "ethics" / "base" / "metrics.json").read_text())
+    assert run_cli("--vertical", "ethics", "--model", "base") == 0
+    after = json.loads((project / "eval" / "ethics" / "base" / "metrics.json").read_text())
+    assert after["model_calls"] == 0 and after["cache_hits"] == before["model_calls"]
+    assert after["false_positive_rate"] == before["false_positive_rate"]
+    assert "ethics@base" in capsys.readouterr().out
+
+    import mlflow
+
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.mlflow.runName = 'eval_ethics@base'")
+    assert len(runs) >= 2
+    client = mlflow.tracking.MlflowClient()
+    assert "samples.jsonl" in [a.path for a in client.list_artifacts(runs.iloc[0]["run_id"])]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--vertical", "honesty", "--model", "base"], "unknown vertical 'honesty'"),
+    (["--vertical", "ethics", "--model", "rlhf"], "unknown model 'rlhf'"),
+    (["--vertical", "ethics", "--model", "sft"], "model directory not found"),
+    (["--vertical", "ethics", "--model", "base", "--limit", "0"], "--limit must be >= 1"),
+])
+def test_bad_arguments_are_one_line(project, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(project)
+    assert run_cli(*argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("params, message", [
+    ("eval:\n  verticals:\n    honesty: {limit: 2}\n", "eval.verticals.honesty: unknown vertical"),
+    ("eval:\n  verticals:\n    toxicity: {samples: zero}\n", "eval.verticals.toxicity.samples: must be an integer"),
+    ("eval:\n  verticals:\n    ethics: {prompts: [evil]}\n", "eval.verticals.ethics.prompts: unknown ['evil']"),
+    ("eval:\n  verticals:\n    bias: [1, 2]\n", "eval.verticals.bias: must be a mapping"),
+    ("eval:\n  batch_size: 0\n", "eval.batch_size: must be >= 1"),
+    ("eval:\n  data_dir: nowhere\n", "eval.data_dir not found: nowhere"),
+])
+def test_malformed_params_are_one_line(tmp_path, monkeypatch, capsys, params, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(params)
+    assert run_cli("--vertical", "ethics", "--model", "base") == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
+def test_missing_data_file_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "prepared").mkdir()
+    (tmp_path / "params.yaml").write_text("eval:\n  data_dir: prepared\n")
+    assert run_cli("--vertical", "truthfulness", "--model", "base") == 2
+    err = capsys.readouterr().err.strip()
+    assert "truthfulqa/truth_mc.json" in err and "\n" not in err
