@@ -47,3 +47,26 @@ def tiny_texts() -> list[str]:
 
 def state_snapshot(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def make_layout(tmp: Path, n_train: int = 24, n_heldout: int = 8, **sizes):
+    """A temp project layout: prepared HH splits from real data + a tiny-gpt-neox base model."""
+    from rlhf_trust.models import build_tiny_base
+    from rlhf_trust.train.common import Layout
+
+    layout = Layout(data_dir=tmp / "prepared", models_dir=tmp / "models", checkpoints_dir=tmp / "checkpoints",
+                    metrics_dir=tmp / "metrics")
+    write_jsonl(layout.split("hh_train"), hh_pairs(n_train, max_chars=200))
+    write_jsonl(layout.split("hh_heldout"), hh_pairs(n_heldout, offset=500, max_chars=200))
+    build_tiny_base(layout.model("base"), tiny_texts(), **sizes)
+    return layout
+
+
+def train_cfg(stage: str, **over):
+    """A fast config for the tiny model (full params validation included)."""
+    from rlhf_trust import config
+
+    base = dict(max_length=96, max_prompt_length=48, batch_size=4, eval_batch_size=8, logging_steps=1,
+                save_steps=1000, learning_rate=5e-3, threads=1, device="cpu")
+    base.update(over)
+    return config.section(stage, {stage: base})

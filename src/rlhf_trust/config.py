@@ -113,10 +113,15 @@ class TrainCommon:
     max_length: int = 256
     max_prompt_length: int = 128
     max_train_pairs: Optional[int] = None    # cap on the prepared train split (None = all)
+    max_heldout_pairs: Optional[int] = None  # cap on the held-out split used for final metrics
+    eval_batch_size: int = 8                 # batch size of the held-out metric passes
     save_steps: int = 20                     # checkpoint cadence (resume after a crash)
     logging_steps: int = 5
+    resume: bool = True                      # continue from outputs/checkpoints/<stage> if it matches
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     threads: int = 0                         # 0 = torch default
+    precision: Literal["float32", "bfloat16", "float16"] = "float32"  # mixed precision on GPUs
+    gradient_checkpointing: bool = False
     lora: LoraConfig = field(default_factory=LoraConfig)
 
     def check_common(self, name: str) -> None:
@@ -129,7 +134,12 @@ class TrainCommon:
                  "must be in (0, max_length)")
         _require(self.max_train_pairs is None or self.max_train_pairs >= 1, f"{name}.max_train_pairs",
                  "must be >= 1 or null")
+        _require(self.max_heldout_pairs is None or self.max_heldout_pairs >= 1, f"{name}.max_heldout_pairs",
+                 "must be >= 1 or null")
+        _require(self.eval_batch_size >= 1, f"{name}.eval_batch_size", "must be >= 1")
+        _require(self.max_steps == -1 or self.max_steps >= 1, f"{name}.max_steps", "must be -1 or >= 1")
         _require(self.save_steps >= 1, f"{name}.save_steps", "must be >= 1")
+        _require(self.logging_steps >= 1, f"{name}.logging_steps", "must be >= 1")
         _require(self.threads >= 0, f"{name}.threads", "must be >= 0")
         self.lora.check()
 
@@ -142,7 +152,7 @@ class SFTConfig(TrainCommon):
 
 @dataclass
 class RMConfig(TrainCommon):
-    init_from: str = "sft"                   # a stage name (sft, base) or a model spec
+    init_from: str = "sft"                   # a stage name (sft, base) or a model directory path
 
     def check(self) -> None:
         self.check_common("rm")
@@ -155,21 +165,38 @@ class PPOConfig(TrainCommon):
     num_ppo_epochs: int = 1
     num_mini_batches: int = 1
     kl_coef: float = 0.05                    # the study's trlx init_kl_coef
+    kl_estimator: Literal["k1", "k3"] = "k1"
+    cliprange: float = 0.2
+    cliprange_value: float = 0.2
+    vf_coef: float = 0.1
+    gamma: float = 1.0                       # the study's trlx gamma / lam
+    lam: float = 0.95
     temperature: float = 0.7
     missing_eos_penalty: float = 1.0
     heldout_prompts: int = 16                # held-out prompts for the final reward comparison
+    reward_model: str = "rm"                 # stage whose model scores the rollouts (and inits the value model)
 
     def check(self) -> None:
         self.check_common("ppo")
-        _require(self.total_episodes >= self.batch_size, "ppo.total_episodes", "must be >= ppo.batch_size")
+        _require(self.total_episodes >= self.batch_size * self.grad_accum, "ppo.total_episodes",
+                 "must be >= ppo.batch_size * ppo.grad_accum")
         _require(self.response_length >= 1, "ppo.response_length", "must be >= 1")
+        _require(self.max_prompt_length + self.response_length <= self.max_length, "ppo.response_length",
+                 "max_prompt_length + response_length must be <= max_length")
         _require(self.kl_coef >= 0, "ppo.kl_coef", "must be >= 0")
         _require(self.temperature > 0, "ppo.temperature", "must be > 0")
+        _require(self.num_ppo_epochs >= 1, "ppo.num_ppo_epochs", "must be >= 1")
+        _require(self.num_mini_batches >= 1 and (self.batch_size * self.grad_accum) % self.num_mini_batches == 0,
+                 "ppo.num_mini_batches", "must divide batch_size * grad_accum")
+        _require(0 < self.cliprange and 0 < self.cliprange_value, "ppo.cliprange", "must be > 0")
+        _require(0 < self.lam <= 1 and 0 < self.gamma <= 1, "ppo.gamma/lam", "must be in (0, 1]")
+        _require(self.heldout_prompts >= 1, "ppo.heldout_prompts", "must be >= 1")
 
 
 @dataclass
 class DPOConfig(TrainCommon):
     beta: float = 0.1                        # the study's DPO code (eric-mitchell example) used 0.1
+    loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"   # sigmoid = the DPO paper's loss
 
     def check(self) -> None:
         self.check_common("dpo")

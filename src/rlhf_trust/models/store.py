@@ -130,7 +130,8 @@ def _load_merged(model_dir: Path, task: str, dtype: str | None):
     parent = _load_merged(parent_path(model_dir, info), "causal_lm", dtype)
     if task == "seq_cls":
         parent = seq_cls_from_causal(parent)
-    return PeftModel.from_pretrained(parent, str(model_dir)).merge_and_unload()
+    merged = PeftModel.from_pretrained(parent, str(model_dir)).merge_and_unload()
+    return merged.requires_grad_(True)  # like from_pretrained: peft froze the base weights
 
 
 def seq_cls_from_causal(causal, num_labels: int = 1):

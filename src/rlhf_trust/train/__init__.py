@@ -1,0 +1,1 @@
+"""The four alignment stages (SFT, reward model, PPO, DPO) on TRL; `common` holds what they share."""

@@ -1,0 +1,318 @@
+"""What the four training stages share: locations, data, clipping, TRL arguments, LoRA, checkpoints
+and resume, the NaN guard, atomic model directories and the tracked CLI entry point.
+
+Each stage module (sft, rm, ppo, dpo) exposes `run(cfg, layout=None) -> metrics` (the work, also
+called by tests and benchmarks) and `cli(args)` (the DVC stage: params + MLflow run + metrics JSON).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from rlhf_trust import io, paths
+from rlhf_trust.errors import DataError, UserError
+
+# The stage each one starts from (its model directory is the parent of the new one).
+PARENT = {"sft": "base", "rm": "sft", "ppo": "sft", "dpo": "sft"}
+CHECKPOINTS = paths.OUTPUTS / "checkpoints"
+LOG_MODEL_MAX_BYTES = 64 << 20
+
+
+# ------------------------------------------------------------------------------------------ layout
+@dataclass
+class Layout:
+    """Where a stage reads and writes. Defaults = the DVC layout; tests pass temp dirs."""
+
+    data_dir: Path = paths.PREPARED
+    models_dir: Path = paths.MODELS
+    checkpoints_dir: Path = CHECKPOINTS
+    metrics_dir: Path = paths.METRICS
+
+    def model(self, stage: str) -> Path:
+        return Path(self.models_dir) / stage
+
+    def checkpoints(self, stage: str) -> Path:
+        return Path(self.checkpoints_dir) / stage
+
+    def metrics(self, stage: str) -> Path:
+        return Path(self.metrics_dir) / f"{stage}.json"
+
+    def split(self, name: str) -> Path:
+        return Path(self.data_dir) / f"{name}.jsonl"
+
+
+def parent_dir(stage: str, layout: Layout, name: str | None = None) -> Path:
+    """The upstream model directory, or one clear line when that stage has not run."""
+    from rlhf_trust.models.store import STAGE_FILE
+
+    name = name or PARENT[stage]
+    d = layout.model(name)
+    if not (d / STAGE_FILE).is_file():
+        raise UserError(f"{stage}: upstream model '{name}' not found at {d}; run `rlhf-trust {name}` first")
+    return d
+
+
+# ------------------------------------------------------------------------------------------ runtime
+def setup_runtime(cfg: Any) -> None:
+    """Threads, seeds and environment for a reproducible run."""
+    import torch
+    from transformers import set_seed
+
+    os.environ.setdefault("MLFLOW_MAX_LOG_PARAMS", "0")  # the stage logs its own params; TRL's would clash
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    set_seed(cfg.seed)
+
+
+def use_cpu(cfg: Any) -> bool:
+    from rlhf_trust.models.store import resolve_device
+
+    return resolve_device(cfg.device) == "cpu"
+
+
+# ------------------------------------------------------------------------------------------ data
+def load_split(name: str, layout: Layout, cap: int | None, stage: str) -> list[dict]:
+    """HH records of one prepared split, first `cap` of them (prepare already shuffled them)."""
+    from rlhf_trust.data import records
+
+    path = layout.split(name)
+    if not path.is_file():
+        raise DataError(f"{stage}: missing {path}; run `rlhf-trust prepare` first")
+    rows = records.load(name, layout.data_dir)
+    rows = rows[:cap] if cap else rows
+    if not rows:
+        raise DataError(f"{stage}: the {name} split is empty ({path})")
+    for r in rows[:1]:
+        missing = {"prompt", "chosen", "rejected"} - set(r)
+        if missing:
+            raise DataError(f"{stage}: {path} records lack {sorted(missing)}")
+    return rows
+
+
+@dataclass
+class Inputs:
+    """A stage's upstream model dir, its tokenizer, clipped train/held-out records and data md5."""
+
+    parent: Path
+    tok: Any
+    train: list[dict]
+    heldout: list[dict]
+    data_md5: str
+
+
+def stage_inputs(stage: str, cfg: Any, layout: Layout, parent: str | None = None,
+                 heldout: bool = True) -> Inputs:
+    """Everything a stage reads, validated: one clear line if the model or a split is missing."""
+    from rlhf_trust.models import load_tokenizer
+
+    setup_runtime(cfg)
+    parent_path = parent_dir(stage, layout, parent)
+    splits = ["hh_train"] + (["hh_heldout"] if heldout else [])
+    train = load_split("hh_train", layout, cfg.max_train_pairs, stage)
+    held = load_split("hh_heldout", layout, cfg.max_heldout_pairs, stage) if heldout else []
+    tok = load_tokenizer(parent_path)
+    return Inputs(parent=parent_path, tok=tok,
+                  train=clip(tok, train, cfg.max_prompt_length, cfg.max_length),
+                  heldout=clip(tok, held, cfg.max_prompt_length, cfg.max_length),
+                  data_md5=data_md5([layout.split(s) for s in splits]))
+
+
+def data_md5(files: list[Path]) -> str:
+    h = hashlib.md5()
+    for f in files:
+        h.update(io.md5_file(f).encode())
+    return h.hexdigest()
+
+
+def clip(tok: Any, rows: list[dict], max_prompt: int, max_length: int) -> list[dict]:
+    """Token-level clipping shared by every stage, done on the text so TRL sees whole records.
+
+    The prompt keeps its LAST `max_prompt` tokens (the latest turns; HH prompts end with
+    "\\n\\nAssistant:"); each response keeps its first tokens so prompt + response + BOS/EOS fit in
+    `max_length`. TRL 1.12's DPO/RM only truncate the end of the whole sequence, which would cut
+    the responses away on long prompts.
+    """
+    out = []
+    for r in rows:
+        prompt = _keep_last_tokens(tok, r["prompt"], max_prompt)
+        n_prompt = len(tok(prompt, add_special_tokens=False)["input_ids"])
+        room = max(1, max_length - n_prompt - 3)
+        row = dict(r, prompt=prompt)
+        for k in ("chosen", "rejected"):
+            if k in r:
+                row[k] = _keep_first_tokens(tok, r[k], room)
+        out.append(row)
+    return out
+
+
+def _keep_last_tokens(tok: Any, text: str, n: int) -> str:
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    if len(enc["input_ids"]) <= n:
+        return text
+    return text[enc["offset_mapping"][-n][0]:]
+
+
+def _keep_first_tokens(tok: Any, text: str, n: int) -> str:
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    if len(enc["input_ids"]) <= n:
+        return text
+    return text[: enc["offset_mapping"][n - 1][1]]
+
+
+# ------------------------------------------------------------------------------------------ TRL
+def lora_config(cfg: Any, task: str):
+    """peft LoraConfig on all linear layers (None = full fine-tuning)."""
+    if not cfg.lora.enabled:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=cfg.lora.target_modules, task_type=task, bias="none")
+
+
+def trl_args(config_cls: type, cfg: Any, out_dir: Path, stage: str, **extra: Any):
+    """TRL config with the settings every stage shares (seeded, MLflow logging, checkpoints)."""
+    kw: dict[str, Any] = dict(
+        output_dir=str(out_dir), run_name=stage, seed=cfg.seed, data_seed=cfg.seed,
+        learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.eval_batch_size,
+        gradient_accumulation_steps=cfg.grad_accum, logging_steps=cfg.logging_steps, logging_first_step=True,
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=1, report_to=["mlflow"],
+        use_cpu=use_cpu(cfg), bf16=cfg.precision == "bfloat16", fp16=cfg.precision == "float16",
+        gradient_checkpointing=cfg.gradient_checkpointing, dataloader_num_workers=0, disable_tqdm=False,
+    )
+    kw.update(extra)
+    return config_cls(**kw)
+
+
+def nan_guard(stage: str):
+    """A TrainerCallback that stops the run with one line when the loss stops being finite."""
+    from transformers import TrainerCallback
+
+    class NaNGuard(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            for k in ("loss", "train_loss", "grad_norm", "loss/policy_avg", "loss/value_avg"):
+                v = (logs or {}).get(k)
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise UserError(f"{stage}: {k} became {v} at step {state.global_step}; "
+                                    f"lower {stage}.learning_rate or check the data")
+
+    return NaNGuard()
+
+
+def train_metrics(trainer: Any) -> dict[str, float]:
+    """Final training loss (last logged), mean loss and steps, from the Trainer's log history."""
+    hist = trainer.state.log_history
+    losses = [h["loss"] for h in hist if "loss" in h]
+    summary = next((h for h in reversed(hist) if "train_loss" in h), {})
+    out = {"train_steps": int(trainer.state.global_step)}
+    if losses:
+        out["train_loss_last"] = float(losses[-1])
+    if "train_loss" in summary:
+        out["train_loss_mean"] = float(summary["train_loss"])
+    for k, v in out.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise UserError(f"{trainer.args.run_name}: {k} is {v}; lower the learning rate or check the data")
+    return out
+
+
+# ------------------------------------------------------------------------------------------ resume
+def checkpoint_to_resume(ckpt_dir: Path, fingerprint: dict, resume: bool) -> str | None:
+    """The last checkpoint of an interrupted run with the same params/inputs, else None.
+
+    A fingerprint (params + input md5s) is kept beside the checkpoints; a mismatch (params
+    changed, new data) or resume=false discards the old checkpoints, never a finished result.
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    ckpt_dir = Path(ckpt_dir)
+    fp_file = ckpt_dir / "fingerprint.json"
+    same = fp_file.is_file() and io.read_json(fp_file) == json.loads(json.dumps(fingerprint, default=str))
+    if not (resume and same):
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    io.write_json(fp_file, fingerprint)
+    return get_last_checkpoint(str(ckpt_dir)) if resume and same else None
+
+
+def fingerprint(cfg: Any, inputs: dict[str, str]) -> dict:
+    return {"params": asdict(cfg), "inputs": inputs}
+
+
+def model_md5(model_dir: Path) -> str:
+    from rlhf_trust.models import load_stage_info
+
+    return load_stage_info(model_dir)["md5"]
+
+
+def checkpoint_step(ckpt: str | None) -> int:
+    """The global step a Trainer checkpoint directory (checkpoint-<step>) was saved at (0: none)."""
+    return int(Path(ckpt).name.split("-")[-1]) if ckpt else 0
+
+
+def discard_checkpoints(ckpt_dir: Path) -> None:
+    """After the model directory exists the checkpoints are no longer needed."""
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------ output
+def save_model_dir(model: Any, tok: Any, out_dir: Path, *, stage: str, task: str, parent: Path,
+                   data_md5: str, cfg: Any, extra: dict | None = None) -> dict:
+    """Write the stage's model directory atomically: adapter (LoRA) or full weights, tokenizer,
+    stage.json. A failure leaves any earlier directory untouched and no partial one behind."""
+    from rlhf_trust.config import params_hash
+    from rlhf_trust.models.store import load_stage_info, write_stage_info
+
+    parent_info = load_stage_info(parent)
+    is_adapter = hasattr(model, "peft_config")
+    info = {
+        "stage": stage, "kind": "adapter" if is_adapter else "full", "task": task,
+        "spec": parent_info.get("spec"), "dtype": parent_info.get("dtype", "float32"),
+        "parent": parent_info.get("stage"), "parent_dir": str(parent.resolve()),
+        "data_md5": data_md5, "params_hash": params_hash(cfg), **(extra or {}),
+    }
+    with io.atomic_path(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        info = write_stage_info(tmp, info, final_dir=out_dir)
+    return info
+
+
+def count_params(model: Any) -> dict[str, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"params_total": total, "params_trainable": trainable}
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def run_cli(stage: str, args: Any, run: Callable[..., dict], inputs: list[Path]) -> int:
+    """The DVC stage: load params, open the stage's MLflow run, run, write metrics once."""
+    from rlhf_trust import config
+    from rlhf_trust.tracking import track_stage
+
+    cfg = config.load(stage, args.params)
+    layout = Layout()
+
+    def body(sr):
+        metrics = run(cfg, layout)
+        model_dir = layout.model(stage)
+        sr.set_tags({"model.dir": str(model_dir), "model.md5": io.read_json(model_dir / "stage.json")["md5"]})
+        size = sum(f.stat().st_size for f in model_dir.rglob("*") if f.is_file())
+        # adapters are small: log the directory; full weights: path + md5 (tags) and stage.json only
+        sr.log_artifact(model_dir if size <= LOG_MODEL_MAX_BYTES else model_dir / "stage.json",
+                        artifact_path="model")
+        return metrics
+
+    metrics = track_stage(stage, body, cfg=cfg, inputs=[p for p in inputs if Path(p).exists()],
+                          metrics_path=layout.metrics(stage))
+    shown = {k: v for k, v in metrics.items() if k.startswith(("heldout", "train_loss_last", "reward"))}
+    print(f"{stage}: {layout.model(stage)}  " + "  ".join(f"{k}={v:.4g}" for k, v in shown.items()
+                                                         if isinstance(v, (int, float))))
+    return 0

@@ -1,0 +1,73 @@
+"""`rlhf-trust dpo`: DPO from the SFT model with the SFT model as the reference (TRL DPOTrainer).
+
+With LoRA (default) the reference is the same network with the adapter disabled: one model in
+memory instead of two. Reports held-out preference accuracy and implicit-reward margin.
+"""
+
+from __future__ import annotations
+
+from rlhf_trust.train import common, scoring
+
+STAGE = "dpo"
+
+
+def run(cfg, layout: common.Layout | None = None) -> dict:
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    from rlhf_trust.models import load_merged_causal_lm
+
+    layout = layout or common.Layout()
+    inp = common.stage_inputs(STAGE, cfg, layout)
+    parent, tok, rows, heldout, md5 = inp.parent, inp.tok, inp.train, inp.heldout, inp.data_md5
+    train = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
+
+    model = load_merged_causal_lm(parent)
+    peft = common.lora_config(cfg, "CAUSAL_LM")
+    ref = None if peft else load_merged_causal_lm(parent)  # full fine-tuning: an explicit frozen SFT copy
+    ckpt_dir = layout.checkpoints(STAGE)
+    resume = common.checkpoint_to_resume(
+        ckpt_dir, common.fingerprint(cfg, {"data": md5, "parent": common.model_md5(parent)}), cfg.resume)
+    args = common.trl_args(DPOConfig, cfg, ckpt_dir, STAGE, max_length=cfg.max_length, beta=cfg.beta,
+                           loss_type=[cfg.loss_type])
+    trainer = DPOTrainer(model=model, ref_model=ref, args=args, train_dataset=train, processing_class=tok,
+                         peft_config=peft, callbacks=[common.nan_guard(STAGE)])
+    trainer.train(resume_from_checkpoint=resume)
+    metrics = {**common.train_metrics(trainer), **common.count_params(trainer.model),
+               "train_pairs": len(rows), "resumed_from_step": common.checkpoint_step(resume), "beta": cfg.beta}
+    metrics.update(heldout_metrics(trainer.model, ref, tok, heldout, cfg.beta, cfg.eval_batch_size))
+    common.save_model_dir(trainer.model, tok, layout.model(STAGE), stage=STAGE, task="causal_lm",
+                          parent=parent, data_md5=md5, cfg=cfg)
+    common.discard_checkpoints(ckpt_dir)
+    return metrics
+
+
+def implicit_rewards(policy, ref, tok, rows: list[dict], beta: float, batch_size: int):
+    """beta * (log pi(y|x) - log pi_ref(y|x)) for chosen and rejected responses.
+
+    `ref=None` with a PEFT policy: the reference is the policy with its adapter disabled."""
+    import contextlib
+
+    prompts = [r["prompt"] for r in rows]
+    out = {}
+    for side in ("chosen", "rejected"):
+        responses = [r[side] for r in rows]
+        lp_pol, _ = scoring.sequence_logps(policy, tok, prompts, responses, batch_size)
+        ctx = policy.disable_adapter() if ref is None else contextlib.nullcontext()
+        with ctx:
+            lp_ref, _ = scoring.sequence_logps(ref if ref is not None else policy, tok, prompts, responses,
+                                               batch_size)
+        out[side] = beta * (lp_pol - lp_ref)
+    return out["chosen"], out["rejected"]
+
+
+def heldout_metrics(policy, ref, tok, rows: list[dict], beta: float, batch_size: int) -> dict:
+    """Held-out preference accuracy (implicit reward of chosen > rejected) and mean reward margin."""
+    chosen, rejected = implicit_rewards(policy, ref, tok, rows, beta, batch_size)
+    return scoring.pairwise(chosen, rejected)
+
+
+def cli(args) -> int:
+    layout = common.Layout()
+    return common.run_cli(STAGE, args, run, [layout.split("hh_train"), layout.split("hh_heldout"),
+                                             layout.model("sft")])

@@ -1,0 +1,51 @@
+"""`rlhf-trust rm`: Bradley-Terry reward model on HH pairs (TRL RewardTrainer, num_labels=1),
+initialised from the SFT model (or `rm.init_from`); reports held-out pairwise accuracy."""
+
+from __future__ import annotations
+
+from rlhf_trust.train import common, scoring
+
+STAGE = "rm"
+
+
+def run(cfg, layout: common.Layout | None = None) -> dict:
+    from datasets import Dataset
+    from trl import RewardConfig, RewardTrainer
+
+    from rlhf_trust.models import load_merged_causal_lm, seq_cls_from_causal
+
+    layout = layout or common.Layout()
+    inp = common.stage_inputs(STAGE, cfg, layout, parent=cfg.init_from)
+    parent, tok, rows, heldout, md5 = inp.parent, inp.tok, inp.train, inp.heldout, inp.data_md5
+    train = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
+
+    model = seq_cls_from_causal(load_merged_causal_lm(parent), num_labels=1)
+    model.config.pad_token_id = tok.pad_token_id
+    ckpt_dir = layout.checkpoints(STAGE)
+    resume = common.checkpoint_to_resume(
+        ckpt_dir, common.fingerprint(cfg, {"data": md5, "parent": common.model_md5(parent)}), cfg.resume)
+    args = common.trl_args(RewardConfig, cfg, ckpt_dir, STAGE, max_length=cfg.max_length)
+    trainer = RewardTrainer(model=model, args=args, train_dataset=train, processing_class=tok,
+                            peft_config=common.lora_config(cfg, "SEQ_CLS"), callbacks=[common.nan_guard(STAGE)])
+    trainer.train(resume_from_checkpoint=resume)
+    metrics = {**common.train_metrics(trainer), **common.count_params(trainer.model),
+               "train_pairs": len(rows), "resumed_from_step": common.checkpoint_step(resume)}
+    metrics.update(heldout_metrics(trainer.model, tok, heldout, cfg.eval_batch_size))
+    common.save_model_dir(trainer.model, tok, layout.model(STAGE), stage=STAGE, task="seq_cls",
+                          parent=parent, data_md5=md5, cfg=cfg)
+    common.discard_checkpoints(ckpt_dir)
+    return metrics
+
+
+def heldout_metrics(model, tok, rows: list[dict], batch_size: int) -> dict:
+    """Pairwise accuracy (r(chosen) > r(rejected)) and mean reward margin on held-out pairs."""
+    prompts = [r["prompt"] for r in rows]
+    chosen = scoring.reward_scores(model, tok, prompts, [r["chosen"] for r in rows], batch_size)
+    rejected = scoring.reward_scores(model, tok, prompts, [r["rejected"] for r in rows], batch_size)
+    return scoring.pairwise(chosen, rejected)
+
+
+def cli(args) -> int:
+    layout = common.Layout()
+    return common.run_cli(STAGE, args, run, [layout.split("hh_train"), layout.split("hh_heldout"),
+                                             layout.model("sft")])

@@ -1,0 +1,80 @@
+"""Exact per-example held-out scores: completion log-probs (SFT, DPO) and reward-model scores
+(RM, PPO). The trainers' own `evaluate()` averages per batch; these give per-example values that
+aggregate exactly, and tokenise the way TRL does (prompt with special tokens, EOS appended)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tqdm import tqdm
+
+
+def _batches(n: int, size: int, desc: str):
+    return tqdm(range(0, n, size), desc=desc, leave=False, disable=n <= size)
+
+
+def _pad(seqs: list[list[int]], pad_id: int):
+    import torch
+
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+def sequence_logps(model: Any, tok: Any, prompts: list[str], responses: list[str], batch_size: int = 4):
+    """(sum of log p(response tokens | prompt), number of response tokens), one per example."""
+    import torch
+
+    device = next(model.parameters()).device
+    out_lp, out_n = [], []
+    was_training = model.training
+    model.eval()
+    for i in _batches(len(prompts), batch_size, "log-probs"):
+        seqs, starts = [], []
+        for p, r in zip(prompts[i:i + batch_size], responses[i:i + batch_size]):
+            p_ids = tok(p)["input_ids"]
+            full = tok(p + r + tok.eos_token)["input_ids"]
+            seqs.append(full)
+            starts.append(len(p_ids))
+        ids, mask = _pad(seqs, tok.pad_token_id)
+        with torch.no_grad():
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, :-1].float()
+        targets = ids[:, 1:].to(device)
+        lp = torch.gather(logits.log_softmax(-1), 2, targets.unsqueeze(-1)).squeeze(-1)
+        del logits
+        pos = torch.arange(targets.shape[1], device=device).unsqueeze(0)
+        comp = (pos >= (torch.tensor(starts, device=device).unsqueeze(1) - 1)) & mask[:, 1:].bool().to(device)
+        out_lp.append((lp * comp).sum(1).cpu())
+        out_n.append(comp.sum(1).cpu())
+    model.train(was_training)
+    return torch.cat(out_lp), torch.cat(out_n)
+
+
+def reward_scores(model: Any, tok: Any, prompts: list[str], responses: list[str], batch_size: int = 8):
+    """Scalar reward of prompt + response + EOS per example (a num_labels=1 sequence classifier)."""
+    import torch
+
+    device = next(model.parameters()).device
+    scores = []
+    was_training = model.training
+    model.eval()
+    for i in _batches(len(prompts), batch_size, "rewards"):
+        seqs = [tok(p + r + tok.eos_token)["input_ids"]
+                for p, r in zip(prompts[i:i + batch_size], responses[i:i + batch_size])]
+        ids, mask = _pad(seqs, tok.pad_token_id)
+        with torch.no_grad():
+            scores.append(model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, 0].float().cpu())
+    model.train(was_training)
+    return torch.cat(scores)
+
+
+def pairwise(chosen: Any, rejected: Any, prefix: str = "heldout_") -> dict[str, float]:
+    """Accuracy (chosen strictly above rejected), mean margin and mean scores of paired scores."""
+    margin = chosen - rejected
+    return {f"{prefix}accuracy": float((margin > 0).float().mean()), f"{prefix}margin": float(margin.mean()),
+            f"{prefix}pairs": len(margin), f"{prefix}reward_chosen_mean": float(chosen.mean()),
+            f"{prefix}reward_rejected_mean": float(rejected.mean())}

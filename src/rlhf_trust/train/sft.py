@@ -1,0 +1,53 @@
+"""`rlhf-trust sft`: supervised fine-tuning on prompt + chosen, loss on the completion only (TRL SFTTrainer)."""
+
+from __future__ import annotations
+
+from rlhf_trust.train import common
+
+STAGE = "sft"
+
+
+def run(cfg, layout: common.Layout | None = None) -> dict:
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from rlhf_trust.models import load_merged_causal_lm
+
+    layout = layout or common.Layout()
+    inp = common.stage_inputs(STAGE, cfg, layout, heldout=layout.split("hh_heldout").is_file())
+    parent, tok, rows, md5 = inp.parent, inp.tok, inp.train, inp.data_md5
+    train = Dataset.from_list([{"prompt": r["prompt"], "completion": r["chosen"]} for r in rows])
+
+    model = load_merged_causal_lm(parent)
+    ckpt_dir = layout.checkpoints(STAGE)
+    resume = common.checkpoint_to_resume(
+        ckpt_dir, common.fingerprint(cfg, {"data": md5, "parent": common.model_md5(parent)}), cfg.resume)
+    args = common.trl_args(SFTConfig, cfg, ckpt_dir, STAGE, max_length=cfg.max_length,
+                           completion_only_loss=True, packing=False, dataset_num_proc=None)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tok,
+                         peft_config=common.lora_config(cfg, "CAUSAL_LM"), callbacks=[common.nan_guard(STAGE)])
+    trainer.train(resume_from_checkpoint=resume)
+    metrics = {**common.train_metrics(trainer), **common.count_params(trainer.model),
+               "train_pairs": len(rows), "resumed_from_step": common.checkpoint_step(resume)}
+    if not trainer.state.log_history or metrics["train_steps"] == 0:
+        raise common.UserError(f"{STAGE}: no training step ran (empty data after clipping?)")
+    if inp.heldout:
+        metrics.update(heldout_metrics(trainer.model, tok, inp.heldout, cfg.eval_batch_size))
+    common.save_model_dir(trainer.model, tok, layout.model(STAGE), stage=STAGE, task="causal_lm",
+                          parent=parent, data_md5=md5, cfg=cfg)
+    common.discard_checkpoints(ckpt_dir)
+    return metrics
+
+
+def heldout_metrics(model, tok, rows: list[dict], batch_size: int) -> dict:
+    """Mean completion NLL (per token) of the chosen responses of the held-out split."""
+    from rlhf_trust.train import scoring
+
+    lp, n = scoring.sequence_logps(model, tok, [r["prompt"] for r in rows], [r["chosen"] for r in rows],
+                                   batch_size)
+    return {"heldout_chosen_nll_per_token": float(-lp.sum() / n.sum())}
+
+
+def cli(args) -> int:
+    layout = common.Layout()
+    return common.run_cli(STAGE, args, run, [layout.split("hh_train"), layout.model("base")])
