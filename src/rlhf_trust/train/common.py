@@ -208,15 +208,15 @@ def nan_guard(stage: str):
 
 
 def train_metrics(trainer: Any) -> dict[str, float]:
-    """Final training loss (last logged), mean loss and steps, from the Trainer's log history."""
-    hist = trainer.state.log_history
-    losses = [h["loss"] for h in hist if "loss" in h]
-    summary = next((h for h in reversed(hist) if "train_loss" in h), {})
-    out = {"train_steps": int(trainer.state.global_step)}
+    """Final training loss (last logged), mean of the logged losses and steps, from the log history.
+
+    The history survives a resume (it is in the checkpoint); Trainer's own `train_loss` would
+    average only the steps after the resume."""
+    losses = [float(h["loss"]) for h in trainer.state.log_history if "loss" in h]
+    out: dict[str, float] = {"train_steps": int(trainer.state.global_step)}
     if losses:
-        out["train_loss_last"] = float(losses[-1])
-    if "train_loss" in summary:
-        out["train_loss_mean"] = float(summary["train_loss"])
+        out["train_loss_last"] = losses[-1]
+        out["train_loss_mean"] = sum(losses) / len(losses)
     for k, v in out.items():
         if isinstance(v, float) and not math.isfinite(v):
             raise UserError(f"{trainer.args.run_name}: {k} is {v}; lower the learning rate or check the data")

@@ -11,7 +11,7 @@ from rlhf_trust.train import common, scoring
 STAGE = "dpo"
 
 
-def run(cfg, layout: common.Layout | None = None) -> dict:
+def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None) -> dict:
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
@@ -31,7 +31,7 @@ def run(cfg, layout: common.Layout | None = None) -> dict:
     args = common.trl_args(DPOConfig, cfg, ckpt_dir, STAGE, max_length=cfg.max_length, beta=cfg.beta,
                            loss_type=[cfg.loss_type])
     trainer = DPOTrainer(model=model, ref_model=ref, args=args, train_dataset=train, processing_class=tok,
-                         peft_config=peft, callbacks=[common.nan_guard(STAGE)])
+                         peft_config=peft, callbacks=[common.nan_guard(STAGE)] + list(callbacks or []))
     trainer.train(resume_from_checkpoint=resume)
     metrics = {**common.train_metrics(trainer), **common.count_params(trainer.model),
                "train_pairs": len(rows), "resumed_from_step": common.checkpoint_step(resume), "beta": cfg.beta}

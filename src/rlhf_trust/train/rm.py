@@ -8,7 +8,7 @@ from rlhf_trust.train import common, scoring
 STAGE = "rm"
 
 
-def run(cfg, layout: common.Layout | None = None) -> dict:
+def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None) -> dict:
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
@@ -26,7 +26,7 @@ def run(cfg, layout: common.Layout | None = None) -> dict:
         ckpt_dir, common.fingerprint(cfg, {"data": md5, "parent": common.model_md5(parent)}), cfg.resume)
     args = common.trl_args(RewardConfig, cfg, ckpt_dir, STAGE, max_length=cfg.max_length)
     trainer = RewardTrainer(model=model, args=args, train_dataset=train, processing_class=tok,
-                            peft_config=common.lora_config(cfg, "SEQ_CLS"), callbacks=[common.nan_guard(STAGE)])
+                            peft_config=common.lora_config(cfg, "SEQ_CLS"), callbacks=[common.nan_guard(STAGE)] + list(callbacks or []))
     trainer.train(resume_from_checkpoint=resume)
     metrics = {**common.train_metrics(trainer), **common.count_params(trainer.model),
                "train_pairs": len(rows), "resumed_from_step": common.checkpoint_step(resume)}

@@ -7,7 +7,7 @@ from rlhf_trust.train import common
 STAGE = "sft"
 
 
-def run(cfg, layout: common.Layout | None = None) -> dict:
+def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None) -> dict:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -25,7 +25,7 @@ def run(cfg, layout: common.Layout | None = None) -> dict:
     args = common.trl_args(SFTConfig, cfg, ckpt_dir, STAGE, max_length=cfg.max_length,
                            completion_only_loss=True, packing=False, dataset_num_proc=None)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tok,
-                         peft_config=common.lora_config(cfg, "CAUSAL_LM"), callbacks=[common.nan_guard(STAGE)])
+                         peft_config=common.lora_config(cfg, "CAUSAL_LM"), callbacks=[common.nan_guard(STAGE)] + list(callbacks or []))
     trainer.train(resume_from_checkpoint=resume)
     metrics = {**common.train_metrics(trainer), **common.count_params(trainer.model),
                "train_pairs": len(rows), "resumed_from_step": common.checkpoint_step(resume)}
