@@ -3,12 +3,19 @@ import time
 
 import pytest
 import torch
+from train_support import hh_pairs, tiny_texts, write_jsonl
 
 from rlhf_trust import cli
 from rlhf_trust.errors import UserError
-from rlhf_trust.models import (build_tiny_base, hh_prompt, load_causal_lm, load_stage_info, seq_cls_from_causal,
-                               spec_kind, split_dialogue)
-from train_support import hh_pairs, tiny_texts, write_jsonl
+from rlhf_trust.models import (
+    build_tiny_base,
+    hh_prompt,
+    load_causal_lm,
+    load_stage_info,
+    seq_cls_from_causal,
+    spec_kind,
+    split_dialogue,
+)
 
 torch.set_num_threads(1)
 

@@ -144,7 +144,7 @@ def seq_cls_from_causal(causal, num_labels: int = 1):
     cfg.num_labels = num_labels
     cfg.problem_type = None
     model = AutoModelForSequenceClassification.from_config(cfg, dtype=next(causal.parameters()).dtype)
-    missing, unexpected = model.load_state_dict(causal.state_dict(), strict=False)
+    missing, _unexpected = model.load_state_dict(causal.state_dict(), strict=False)
     bad = [k for k in missing if not k.startswith(("score.", "classifier."))]
     if bad:
         raise RuntimeError(f"backbone keys did not match the classifier: {bad[:3]}")

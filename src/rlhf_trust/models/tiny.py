@@ -3,8 +3,8 @@ offline with `tokenizers`. For tests and quick runs: builds in well under a seco
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 NAME = "tiny-gpt-neox"
 SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>"]

@@ -12,9 +12,10 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rlhf_trust import io, paths
 from rlhf_trust.errors import DataError, UserError
@@ -179,17 +180,16 @@ def lora_config(cfg: Any, task: str):
 
 def trl_args(config_cls: type, cfg: Any, out_dir: Path, stage: str, **extra: Any):
     """TRL config with the settings every stage shares (seeded, MLflow logging, checkpoints)."""
-    kw: dict[str, Any] = dict(
-        output_dir=str(out_dir), run_name=stage, seed=cfg.seed, data_seed=cfg.seed,
-        learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.eval_batch_size,
-        gradient_accumulation_steps=cfg.grad_accum, logging_steps=cfg.logging_steps, logging_first_step=True,
-        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=1, report_to=["mlflow"],
-        use_cpu=use_cpu(cfg), bf16=cfg.precision == "bfloat16", fp16=cfg.precision == "float16",
-        gradient_checkpointing=cfg.gradient_checkpointing, dataloader_num_workers=0, disable_tqdm=False,
-    )
-    kw.update(extra)
-    return config_cls(**kw)
+    return config_cls(**{
+        "output_dir": str(out_dir), "run_name": stage, "seed": cfg.seed, "data_seed": cfg.seed,
+        "learning_rate": cfg.learning_rate, "num_train_epochs": cfg.epochs, "max_steps": cfg.max_steps,
+        "per_device_train_batch_size": cfg.batch_size, "per_device_eval_batch_size": cfg.eval_batch_size,
+        "gradient_accumulation_steps": cfg.grad_accum, "logging_steps": cfg.logging_steps,
+        "logging_first_step": True, "save_strategy": "steps", "save_steps": cfg.save_steps, "save_total_limit": 1,
+        "report_to": ["mlflow"], "use_cpu": use_cpu(cfg), "bf16": cfg.precision == "bfloat16",
+        "fp16": cfg.precision == "float16", "gradient_checkpointing": cfg.gradient_checkpointing,
+        "dataloader_num_workers": 0, "disable_tqdm": False, **extra,
+    })
 
 
 def nan_guard(stage: str):
@@ -283,6 +283,13 @@ def save_model_dir(model: Any, tok: Any, out_dir: Path, *, stage: str, task: str
         tok.save_pretrained(tmp)
         info = write_stage_info(tmp, info, final_dir=out_dir)
     return info
+
+
+def train_tokens(tok: Any, rows: list[dict], sides: tuple[str, ...], cfg: Any) -> int:
+    """Tokens the trainer feeds per epoch (prompt + each response side) times the epochs run."""
+    per_epoch = sum(len(tok(r["prompt"] + r[s])["input_ids"]) for r in rows for s in sides)
+    epochs = cfg.epochs if cfg.max_steps <= 0 else cfg.max_steps * cfg.batch_size * cfg.grad_accum / len(rows)
+    return int(per_epoch * epochs)
 
 
 def count_params(model: Any) -> dict[str, int]:

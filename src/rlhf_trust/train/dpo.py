@@ -34,7 +34,8 @@ def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None)
                          peft_config=peft, callbacks=[common.nan_guard(STAGE)] + list(callbacks or []))
     trainer.train(resume_from_checkpoint=resume)
     metrics = {**common.train_metrics(trainer), **common.count_params(trainer.model),
-               "train_pairs": len(rows), "resumed_from_step": common.checkpoint_step(resume), "beta": cfg.beta}
+               "train_pairs": len(rows), "train_tokens": common.train_tokens(tok, rows, ("chosen", "rejected"), cfg),
+               "resumed_from_step": common.checkpoint_step(resume), "beta": cfg.beta}
     metrics.update(heldout_metrics(trainer.model, ref, tok, heldout, cfg.beta, cfg.eval_batch_size))
     common.save_model_dir(trainer.model, tok, layout.model(STAGE), stage=STAGE, task="causal_lm",
                           parent=parent, data_md5=md5, cfg=cfg)

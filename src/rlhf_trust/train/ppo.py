@@ -81,6 +81,7 @@ def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None)
     history = (state["log_history"] if state else []) + list(trainer.state.log_history)
     metrics = {**rollout_metrics(history), **common.count_params(trainer.model.policy),
                "updates": updates, "episodes": updates * per_update, "train_prompts": len(prompts),
+               "train_tokens": sum(len(tok(prompts[i])["input_ids"]) + cfg.response_length for i in order),
                "resumed_from_update": done}
     metrics.update(heldout_metrics(trainer.model.policy, reward, tok, inp.heldout, cfg, inp.parent))
     common.save_model_dir(trainer.model.policy, load_tokenizer(inp.parent), layout.model(STAGE), stage=STAGE,

@@ -13,41 +13,50 @@ def _batches(n: int, size: int, desc: str):
     return tqdm(range(0, n, size), desc=desc, leave=False, disable=n <= size)
 
 
-def _pad(seqs: list[list[int]], pad_id: int):
+def _pad(seqs: list[list[int]], pad_id: int, left: bool = False):
     import torch
 
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s)
-        mask[i, : len(s)] = 1
+        sl = slice(width - len(s), width) if left else slice(0, len(s))
+        ids[i, sl] = torch.tensor(s)
+        mask[i, sl] = 1
     return ids, mask
 
 
 def sequence_logps(model: Any, tok: Any, prompts: list[str], responses: list[str], batch_size: int = 4):
-    """(sum of log p(response tokens | prompt), number of response tokens), one per example."""
+    """(sum of log p(response tokens | prompt), number of response tokens), one per example.
+
+    Sequences are left-padded with explicit position ids (so the result equals the unpadded one)
+    and only the last positions' logits are computed (`logits_to_keep`): with a 262k vocabulary
+    the LM head over the prompt tokens would otherwise dominate time and memory.
+    """
     import torch
+    from trl.trainer.utils import selective_log_softmax
 
     device = next(model.parameters()).device
     out_lp, out_n = [], []
     was_training = model.training
     model.eval()
     for i in _batches(len(prompts), batch_size, "log-probs"):
-        seqs, starts = [], []
+        seqs, n_resp = [], []
         for p, r in zip(prompts[i:i + batch_size], responses[i:i + batch_size]):
-            p_ids = tok(p)["input_ids"]
             full = tok(p + r + tok.eos_token)["input_ids"]
             seqs.append(full)
-            starts.append(len(p_ids))
-        ids, mask = _pad(seqs, tok.pad_token_id)
+            n_resp.append(len(full) - len(tok(p)["input_ids"]))
+        ids, mask = _pad(seqs, tok.pad_token_id, left=True)
+        keep = max(n_resp) + 1
         with torch.no_grad():
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, :-1].float()
-        targets = ids[:, 1:].to(device)
-        lp = torch.gather(logits.log_softmax(-1), 2, targets.unsqueeze(-1)).squeeze(-1)
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                           position_ids=(mask.cumsum(1) - 1).clamp(min=0).to(device),
+                           logits_to_keep=keep).logits[:, -keep:-1].float()
+            targets = ids[:, -keep + 1:].to(device)
+            lp = selective_log_softmax(logits, targets)
         del logits
-        pos = torch.arange(targets.shape[1], device=device).unsqueeze(0)
-        comp = (pos >= (torch.tensor(starts, device=device).unsqueeze(1) - 1)) & mask[:, 1:].bool().to(device)
+        pos = torch.arange(keep - 1, device=device).unsqueeze(0)
+        comp = pos >= (keep - 1 - torch.tensor(n_resp, device=device).unsqueeze(1))
         out_lp.append((lp * comp).sum(1).cpu())
         out_n.append(comp.sum(1).cpu())
     model.train(was_training)

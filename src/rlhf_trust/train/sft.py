@@ -28,7 +28,8 @@ def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None)
                          peft_config=common.lora_config(cfg, "CAUSAL_LM"), callbacks=[common.nan_guard(STAGE)] + list(callbacks or []))
     trainer.train(resume_from_checkpoint=resume)
     metrics = {**common.train_metrics(trainer), **common.count_params(trainer.model),
-               "train_pairs": len(rows), "resumed_from_step": common.checkpoint_step(resume)}
+               "train_pairs": len(rows), "train_tokens": common.train_tokens(tok, rows, ("chosen",), cfg),
+               "resumed_from_step": common.checkpoint_step(resume)}
     if not trainer.state.log_history or metrics["train_steps"] == 0:
         raise common.UserError(f"{STAGE}: no training step ran (empty data after clipping?)")
     if inp.heldout:

@@ -1,0 +1,62 @@
+import math
+
+import pytest
+from train_support import check_resume, copy_layout, merged_differs, train_cfg, trained_layout
+
+from rlhf_trust.errors import ConfigError, UserError
+from rlhf_trust.models import load_causal_lm, load_stage_info
+from rlhf_trust.train import ppo
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def rm_layout(tmp_path_factory):
+    return trained_layout(tmp_path_factory, ("sft", "rm"))
+
+
+FAST = {"total_episodes": 16, "response_length": 8, "heldout_prompts": 4}
+
+
+def test_ppo_trains_and_reloads(rm_layout, tmp_path):
+    layout = copy_layout(rm_layout, tmp_path)
+    m = ppo.run(train_cfg("ppo", **FAST), layout)
+    assert m["updates"] == 4 and m["episodes"] == 16
+    for k in ("reward_mean", "kl_mean", "kl_last", "heldout_reward_policy", "heldout_reward_sft", "policy_loss_last"):
+        assert math.isfinite(m[k]), k
+    assert m["heldout_reward_gain"] == pytest.approx(m["heldout_reward_policy"] - m["heldout_reward_sft"], abs=1e-5)
+    info = load_stage_info(layout.model("ppo"))
+    assert info["parent"] == "sft" and info["kind"] == "adapter" and info["reward_model_dir"]
+    assert merged_differs(layout.model("ppo"), layout.model("sft"))
+    load_causal_lm(layout.model("ppo"))
+    assert not layout.checkpoints("ppo").exists()
+
+
+def test_ppo_resume_after_kill_is_exact(rm_layout, tmp_path):
+    layout = copy_layout(rm_layout, tmp_path)
+    cfg = train_cfg("ppo", save_steps=2, **{**FAST, "total_episodes": 24})
+    check_resume(ppo, cfg, layout, ("reward_mean", "kl_mean", "value_loss_last", "heldout_reward_policy"),
+                 resumed_key="resumed_from_update", rel=1e-4)
+
+
+def test_ppo_schedule_is_seeded_and_covers_prompts():
+    a = ppo.schedule(5, 12, seed=0)
+    assert a == ppo.schedule(5, 12, seed=0) != ppo.schedule(5, 12, seed=1)
+    assert sorted(a[:5]) == list(range(5)) and len(a) == 12
+
+
+def test_ppo_bad_inputs(rm_layout, tmp_path):
+    layout = copy_layout(rm_layout, tmp_path)
+    with pytest.raises(ConfigError, match="response_length"):
+        train_cfg("ppo", response_length=90)  # 48 prompt + 90 > max_length 96
+    with pytest.raises(ConfigError, match="total_episodes"):
+        train_cfg("ppo", total_episodes=2)
+    with pytest.raises(UserError, match="upstream model 'sft' not found"):
+        ppo.run(train_cfg("ppo", **FAST), type(layout)(data_dir=layout.data_dir, models_dir=tmp_path / "x"))
+    import shutil
+
+    shutil.copytree(layout.model("sft"), tmp_path / "x" / "sft")
+    shutil.copytree(layout.model("base"), tmp_path / "x" / "base")
+    with pytest.raises(UserError, match="upstream model 'rm' not found"):
+        ppo.run(train_cfg("ppo", **FAST), type(layout)(data_dir=layout.data_dir, models_dir=tmp_path / "x"))
+    assert not (tmp_path / "x" / "ppo").exists()

@@ -1,0 +1,34 @@
+import pytest
+import torch
+from train_support import hh_pairs, tiny_texts
+
+from rlhf_trust.models import build_tiny_base, load_merged_causal_lm, load_tokenizer
+from rlhf_trust.train import common, scoring
+
+
+def test_sequence_logps_equal_unpadded_reference(tmp_path):
+    build_tiny_base(tmp_path / "b", tiny_texts())
+    model, tok = load_merged_causal_lm(tmp_path / "b"), load_tokenizer(tmp_path / "b")
+    rows = hh_pairs(5, max_chars=120)
+    lp, n = scoring.sequence_logps(model, tok, [r["prompt"] for r in rows], [r["chosen"] for r in rows], 3)
+    for i, r in enumerate(rows):
+        full = tok(r["prompt"] + r["chosen"] + tok.eos_token)["input_ids"]
+        k = len(tok(r["prompt"])["input_ids"])
+        x = torch.tensor([full])
+        with torch.no_grad():
+            logp = model(input_ids=x).logits[0, :-1].log_softmax(-1)
+        ref = logp[torch.arange(len(full) - 1), x[0, 1:]][k - 1:].sum()
+        assert int(n[i]) == len(full) - k
+        assert float(lp[i]) == pytest.approx(float(ref), rel=1e-5)
+
+
+def test_clip_keeps_last_prompt_tokens_and_first_response_tokens(tmp_path):
+    build_tiny_base(tmp_path / "b", tiny_texts())
+    tok = load_tokenizer(tmp_path / "b")
+    row = hh_pairs(1, max_chars=2000)[0]
+    (c,) = common.clip(tok, [row], 20, 40)
+    assert row["prompt"].endswith(c["prompt"]) and c["prompt"].endswith("\n\nAssistant:")
+    assert len(tok(c["prompt"], add_special_tokens=False)["input_ids"]) <= 21
+    for side in ("chosen", "rejected"):
+        assert row[side].startswith(c[side])
+        assert len(tok(c["prompt"] + c[side])["input_ids"]) + 1 <= 40
