@@ -91,3 +91,26 @@ def test_store_rejects_other_settings_and_fp16(tmp_path):
     torch.testing.assert_close(grads.load_store(tmp_path)["a"], data["a"], rtol=1e-3, atol=1e-3)
     with pytest.raises(UserError, match="other settings"):
         grads.write_store(tmp_path, batches, lambda it: data, 4, ["a"], {"a": (3,)}, 4, "float32")
+
+
+def test_trimmed_logits_give_the_same_log_probs(base):
+    model, tok = lora(base)
+    batch = losses.collate(tok, [(r["prompt"], r["chosen"]) for r in hh_rows(4)], 64)
+    with torch.no_grad():
+        a, na = losses.sequence_logps(model, batch, trim=True)
+        b, nb = losses.sequence_logps(model, batch, trim=False)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert torch.equal(na, nb) and (na > 0).all()
+
+
+def test_merging_unselected_adapters_keeps_the_model_output(base):
+    model, tok = lora(base)
+    rows = hh_rows(3)
+    with torch.no_grad():
+        before = losses.per_example_losses("sft", model, tok, rows, 64)[0]
+    grads.PerExampleGrads(model, grads.select_layers(grads.lora_param_names(model), "last:1"))
+    merged = [m for m in model.modules() if hasattr(m, "lora_A") and getattr(m, "merged", False)]
+    assert len(merged) == 4  # block 0's four adapters; block 1's stay unmerged for the hooks
+    with torch.no_grad():
+        torch.testing.assert_close(losses.per_example_losses("sft", model, tok, rows, 64)[0], before,
+                                   rtol=1e-5, atol=1e-5)

@@ -54,10 +54,23 @@ def select_layers(names: list[str], spec: str) -> list[str]:
     return chosen
 
 
-class PerExampleGrads:
-    """Hooks on the selected LoRA Linear modules; `compute` returns per-example gradients."""
+def merge_unselected(model, selected: set[str]) -> int:
+    """Merge into the frozen weights every LoRA adapter none of whose tensors is selected: their
+    output is unchanged (W + BA), but the forward skips their two extra matmuls, scale and add."""
+    n = 0
+    for name, mod in model.named_modules():
+        if hasattr(mod, "lora_A") and hasattr(mod, "merge") and not getattr(mod, "merged", True):
+            if not any(s.startswith(f"{name}.lora_") for s in selected):
+                mod.merge()
+                n += 1
+    return n
 
-    def __init__(self, model, layers: list[str]):
+
+class PerExampleGrads:
+    """Hooks on the selected LoRA Linear modules; `compute` returns per-example gradients.
+    Unselected adapters are merged into their base weights (the model is modified in place)."""
+
+    def __init__(self, model, layers: list[str], merge_frozen: bool = True):
         modules = dict(model.named_modules())
         self.model = model
         self.layers = list(layers)
@@ -70,6 +83,8 @@ class PerExampleGrads:
         wanted = set(self.layers)
         for n, p in model.named_parameters():  # backward only as deep as the first selected tensor
             p.requires_grad_(n in wanted)
+        if merge_frozen:
+            merge_unselected(model, wanted)
         self.shapes = {n: tuple(self._mods[n].weight.shape) for n in self.layers}
         self._records: dict[str, list] = {}
 
@@ -100,11 +115,12 @@ class PerExampleGrads:
                 h.remove()
         out = {}
         for name in self.layers:
-            recs = self._records.get(name, [])
-            if not recs or any(g is None for _, g in recs):
+            # a call whose output never reached the loss (e.g. a retried forward) has no gradient
+            recs = [(x, g) for x, g in self._records.get(name, []) if g is not None]
+            if not recs:
                 raise UserError(f"influence: no gradient reached {name}")
             per_seq = sum(torch.einsum("bto,bti->boi", g.float(), x.float()) for x, g in recs)
-            agg = torch.zeros((n_examples, *per_seq.shape[1:]), dtype=per_seq.dtype)
+            agg = torch.zeros((n_examples, *per_seq.shape[1:]), dtype=per_seq.dtype, device=per_seq.device)
             out[name] = agg.index_add_(0, owner.to(per_seq.device).long(), per_seq).cpu()
         self._records = {}
         self.model.zero_grad(set_to_none=True)

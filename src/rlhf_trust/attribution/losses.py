@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 LOSSES = ("sft", "lm_contrast", "bt", "dpo")
+_NO_MASK_TRIM: set[str] = set()
 
 
 def encode(tok, prompt: str, completion: str, max_length: int) -> tuple[list[int], int]:
@@ -47,17 +48,36 @@ def collate(tok, pairs: list[tuple[str, str]], max_length: int, device: str = "c
     return {"input_ids": ids.to(device), "attention_mask": attn.to(device), "completion": comp.to(device)}
 
 
-def sequence_logps(model, batch: dict) -> tuple[Any, Any]:
-    """(sum, count) over completion tokens of log p(token | prefix), per sequence."""
-    import torch
+def sequence_logps(model, batch: dict, trim: bool = True) -> tuple[Any, Any]:
+    """(sum, count) over completion tokens of log p(token | prefix), per sequence.
 
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-    target = batch["input_ids"][:, 1:]
-    mask = batch["completion"][:, 1:]
-    # cross_entropy avoids materialising a second (b, t, vocab) log_softmax tensor
-    nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), target, reduction="none")
-    lp = -(nll * mask).sum(dim=1)
-    return lp, mask.sum(dim=1)
+    `trim`: project onto the vocabulary only at the positions that predict a completion token
+    (transformers' boolean `logits_to_keep`), not at prompt or padding positions: the same numbers,
+    and the lm_head is most of the cost for large vocabularies (Gemma 3: 262k tokens).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    ids, comp = batch["input_ids"], batch["completion"]
+    pred = torch.zeros_like(comp)
+    pred[:, :-1] = comp[:, 1:]                      # position t predicts token t + 1
+    logits = None
+    if trim and type(model).__name__ not in _NO_MASK_TRIM:
+        try:
+            logits = model(input_ids=ids, attention_mask=batch["attention_mask"], logits_to_keep=pred).logits
+        except (TypeError, ValueError, RuntimeError, IndexError):
+            logits = None
+        if logits is None or logits.dim() != 2 or logits.shape[0] != int(pred.sum()):
+            _NO_MASK_TRIM.add(type(model).__name__)  # older transformers: no boolean logits_to_keep
+            logits = None
+    if logits is not None:
+        nll = F.cross_entropy(logits.float(), ids[:, 1:][comp[:, 1:]], reduction="none")
+        lp = -torch.zeros(ids.shape[0], dtype=nll.dtype, device=nll.device).index_add(0, pred.nonzero()[:, 0], nll)
+    else:
+        logits = model(input_ids=ids, attention_mask=batch["attention_mask"]).logits[:, :-1]
+        nll = F.cross_entropy(logits.float().transpose(1, 2), ids[:, 1:], reduction="none")
+        lp = -(nll * comp[:, 1:]).sum(dim=1)
+    return lp, pred.sum(dim=1)
 
 
 def _pairs(rows: list[dict]) -> list[tuple[str, str]]:
@@ -65,29 +85,30 @@ def _pairs(rows: list[dict]) -> list[tuple[str, str]]:
 
 
 def per_example_losses(kind: str, model, tok, rows: list[dict], max_length: int, *, ref_model=None,
-                       beta: float = 0.1, device: str = "cpu"):
-    """(losses (n,), owner (n_seq,)) for `kind` in LOSSES; differentiable w.r.t. `model`."""
+                       beta: float = 0.1, device: str = "cpu", trim: bool = True):
+    """(losses (n,), owner (n_seq,)) for `kind` in LOSSES; differentiable w.r.t. `model`.
+    `trim=False` computes logits at every position (the study's way; benchmarks only)."""
     import torch
     import torch.nn.functional as F
 
     n = len(rows)
     if kind == "sft":
         batch = collate(tok, [(r["prompt"], r["chosen"]) for r in rows], max_length, device)
-        lp, count = sequence_logps(model, batch)
+        lp, count = sequence_logps(model, batch, trim)
         return -lp / count.clamp(min=1), torch.arange(n)
     owner = torch.cat([torch.arange(n), torch.arange(n)])
     batch = collate(tok, _pairs(rows), max_length, device)
     if kind == "bt":
         r = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0].float()
         return -F.logsigmoid(r[:n] - r[n:]), owner
-    lp, _ = sequence_logps(model, batch)
+    lp, _ = sequence_logps(model, batch, trim)
     if kind == "lm_contrast":
         return -F.logsigmoid(lp[:n] - lp[n:]), owner
     if kind == "dpo":
         if ref_model is None:
             raise ValueError("dpo loss needs the reference (SFT) model")
         with torch.no_grad():
-            ref, _ = sequence_logps(ref_model, batch)
+            ref, _ = sequence_logps(ref_model, batch, trim)
         margin = (lp[:n] - ref[:n]) - (lp[n:] - ref[n:])
         return -F.logsigmoid(beta * margin), owner
     raise ValueError(f"unknown loss {kind!r}; known: {LOSSES}")
