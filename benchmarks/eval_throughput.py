@@ -7,7 +7,8 @@ The study's scripts call `model.generate` once per prompt (batch 1) with
   engine       - HFBackend: length-sorted, left-padded batches of --batch-size
   engine_cached- the engine behind the sqlite cache, second pass (no model calls)
 on the first N toxicity prompts (benign system prompt), greedy, --max-new-tokens each.
-Prints tokens/s of each and the ratios, all measured in this one run.
+The methods take turns batch by batch (rotating order), so a shared machine's changing load
+hits them alike. Prints tokens/s of each and the ratios, all measured in this one run.
 
     .venv/bin/python benchmarks/eval_throughput.py [--model-dir outputs/models/base | --tiny]
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -45,8 +47,8 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="use a tiny random GPTNeoX instead")
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--prompts", type=int, default=32)
-    ap.add_argument("--max-new-tokens", type=int, default=32)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--max-new-tokens", type=int, default=24)
+    ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--skip-study-loop", action="store_true", help="time only the plain batch-1 loop")
@@ -57,7 +59,7 @@ def main() -> None:
 
     from rlhf_trust.data import records
     from rlhf_trust.evals import toxicity
-    from rlhf_trust.evals.backends import HFBackend
+    from rlhf_trust.evals.backends import CallableBackend, HFBackend
     from rlhf_trust.evals.cache import Cache, CachedBackend
     from rlhf_trust.models import load_causal_lm
 
@@ -72,10 +74,10 @@ def main() -> None:
         engine = HFBackend(model, tok, batch_size=args.batch_size, fingerprint="bench", progress=False)
         dev = engine.device
 
-        def loop(extra: dict) -> tuple[float, int, list[str]]:
+        def loop(ps: list[str], extra: dict) -> tuple[float, int, list[str]]:
             n, outs = 0, []
             t = time.perf_counter()
-            for p in prompts:  # the study's shape: one prompt, one generate call
+            for p in ps:  # the study's shape: one prompt, one generate call
                 inputs = tok(p, return_tensors="pt").to(dev)
                 with torch.inference_mode():
                     out = model.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False,
@@ -88,23 +90,38 @@ def main() -> None:
                 outs.append(tok.decode(new[:k], skip_special_tokens=True))
             return time.perf_counter() - t, n, outs
 
+        def batched(ps: list[str]) -> tuple[float, int, list[str]]:
+            engine.generated_tokens = 0
+            t = time.perf_counter()
+            gens = engine.generate(ps, max_new_tokens=args.max_new_tokens)
+            return time.perf_counter() - t, engine.generated_tokens, [g[0] for g in gens]
+
         engine.generate(prompts[:2], max_new_tokens=2)  # warm-up (allocator, kernels)
         res: dict = {"model_dir": str(args.model_dir or ("tiny" if args.tiny else "gemma-3-270m")),
                      "device": str(dev), "threads": args.threads, "prompts": len(prompts),
                      "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
                      "load_s": round(load_s, 2)}
-        runs = {}
+        methods = {"engine": batched, "batch1_loop": lambda ps: loop(ps, {})}
         if not args.skip_study_loop:
-            runs["study_loop"] = loop({"return_dict_in_generate": True, "output_scores": True,
-                                       "output_hidden_states": True})
-        runs["batch1_loop"] = loop({})
-        engine.generated_tokens = 0
-        t = time.perf_counter()
-        gens = engine.generate(prompts, max_new_tokens=args.max_new_tokens)
-        runs["engine"] = (time.perf_counter() - t, engine.generated_tokens, [g[0] for g in gens])
+            methods["study_loop"] = lambda ps: loop(ps, {"return_dict_in_generate": True, "output_scores": True,
+                                                         "output_hidden_states": True})
+        # Interleave: each round runs every method on the same batch of prompts, in rotating order,
+        # so load from other processes on a shared machine hits all methods alike.
+        runs = {name: [0.0, 0, []] for name in methods}
+        names = list(methods)
+        for r, start in enumerate(range(0, len(prompts), args.batch_size)):
+            chunk = prompts[start:start + args.batch_size]
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                secs, n, outs = methods[name](chunk)
+                runs[name][0] += secs
+                runs[name][1] += n
+                runs[name][2] += outs
+            print(f"round {r + 1}: " + ", ".join(f"{k} {v[1] / v[0]:.1f} tok/s" for k, v in runs.items()),
+                  file=sys.stderr, flush=True)
         cache = Cache(Path(tmp) / "c.sqlite")
-        cached = CachedBackend(engine, cache, progress=False)
-        cached.generate(prompts, max_new_tokens=args.max_new_tokens)  # fills the cache
+        done = dict(zip(prompts, runs["engine"][2]))  # fill the cache with the engine's outputs
+        cached = CachedBackend(CallableBackend(lambda p, i: done[p], fingerprint="bench"), cache, progress=False)
+        cached.generate(prompts, max_new_tokens=args.max_new_tokens)
         t = time.perf_counter()
         cached.generate(prompts, max_new_tokens=args.max_new_tokens)
         res["engine_cached_rerun_s"] = round(time.perf_counter() - t, 4)
