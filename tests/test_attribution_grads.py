@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from attribution_setup import hh_rows, lora, tiny_base
+
 from rlhf_trust.attribution import grads, losses
 
 torch.set_num_threads(1)
@@ -72,8 +72,8 @@ def test_store_round_trip_and_resume(tmp_path):
     store = tmp_path / "g"
     grads.write_store(store, batches, compute, 7, ["a", "b"], shapes, 3, "float32")
     got = grads.load_store(store)
-    for k in data:
-        torch.testing.assert_close(got[k], data[k])
+    for k, want in data.items():
+        torch.testing.assert_close(got[k], want)
     # an interrupted run: shard 1 lost -> only its batches are recomputed
     (store / "shard_00001.npy").unlink()
     calls.clear()

@@ -6,8 +6,8 @@ import json
 import pandas as pd
 import pytest
 import torch
-
 from attribution_setup import DATA, TARGETS, hh_rows, tiny_base
+
 from rlhf_trust import io
 from rlhf_trust.errors import UserError
 

@@ -3,8 +3,8 @@
 import copy
 
 import torch
-
 from attribution_setup import tiny_base
+
 from rlhf_trust.attribution import grads, svd
 
 torch.set_num_threads(1)

@@ -3,9 +3,9 @@ removing the pairs it calls harmful/helpful and retraining moves the test loss t
 
 import pytest
 import torch
+from attribution_setup import TARGETS, hh_rows, tiny_base
 from scipy.stats import binomtest, spearmanr
 
-from attribution_setup import TARGETS, hh_rows, tiny_base
 from rlhf_trust.attribution import datainf, grads, losses
 
 torch.set_num_threads(1)

@@ -19,11 +19,6 @@ sums over a chunk (`sq_mean_sums`, `datainf_hvp_sums`) that add up across shards
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # torch is imported lazily by callers; annotations only here
-    from torch import Tensor
-
 
 def _flat(train_grads: dict, layer: str):
     g = train_grads[layer]

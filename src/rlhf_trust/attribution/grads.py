@@ -16,8 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from rlhf_trust import io
 from rlhf_trust.errors import UserError
@@ -59,10 +59,10 @@ def merge_unselected(model, selected: set[str]) -> int:
     output is unchanged (W + BA), but the forward skips their two extra matmuls, scale and add."""
     n = 0
     for name, mod in model.named_modules():
-        if hasattr(mod, "lora_A") and hasattr(mod, "merge") and not getattr(mod, "merged", True):
-            if not any(s.startswith(f"{name}.lora_") for s in selected):
-                mod.merge()
-                n += 1
+        frozen = not any(s.startswith(f"{name}.lora_") for s in selected)
+        if hasattr(mod, "lora_A") and hasattr(mod, "merge") and not getattr(mod, "merged", True) and frozen:
+            mod.merge()
+            n += 1
     return n
 
 

@@ -16,7 +16,6 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from rlhf_trust import config, io, paths
 from rlhf_trust.errors import UserError
@@ -31,7 +30,7 @@ class StageSpec:
     old: str              # eval samples of the model before the stage
     train_loss: str
     test_loss: str
-    ref: Optional[str] = None  # DPO reference stage
+    ref: str | None = None  # DPO reference stage
 
 
 def spec(stage: str, cfg) -> StageSpec:
@@ -70,7 +69,8 @@ class Attributor:
         self.pe = grads.PerExampleGrads(self.model, self.layers)
         key = grads.store_key(model=models.load_stage_info(model_dir).get("md5"), stage=stage, data=train_md5,
                               n=len(train_rows), loss=self.spec.train_loss, layers=self.layers,
-                              max_length=cfg.max_length, beta=cfg.dpo_beta, svd_rank=cfg.svd_rank)
+                              max_length=cfg.max_length, beta=cfg.dpo_beta, svd_rank=cfg.svd_rank,
+                              dtype=cfg.grad_dtype, shard_size=cfg.shard_size)
         self.store = paths.OUTPUTS / "influence_grads" / stage / key
         self.grad_seconds = 0.0
 
