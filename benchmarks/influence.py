@@ -122,8 +122,9 @@ def run_ours(args) -> tuple[list[float], float]:
                                                              ref_model=ref, beta=0.1, device=args.device), len(rows))
 
     store = Path(args.workdir) / "store"
-    grads.write_store(store, grads.shard_batches(train, args.batch_size, args.shard_size), compute, len(train),
-                      layers, pe.shapes, args.shard_size, "float32")
+    grads.write_store(store, grads.shard_batches(train, args.shard_size, args.shard_size),
+                      lambda items: grads.compute_sorted(items, args.batch_size, compute, grads.pair_length),
+                      len(train), layers, pe.shapes, args.shard_size, "float32")
     tg = compute(test)
     v = {k: x.mean(0) for k, x in tg.items()}
     scores = datainf.datainf_scores_chunked(lambda: grads.iter_store(store), v, 0.1).tolist()

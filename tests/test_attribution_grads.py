@@ -114,3 +114,16 @@ def test_merging_unselected_adapters_keeps_the_model_output(base):
     with torch.no_grad():
         torch.testing.assert_close(losses.per_example_losses("sft", model, tok, rows, 64)[0], before,
                                    rtol=1e-5, atol=1e-5)
+
+
+def test_length_sorted_micro_batches_return_rows_in_order():
+    items = [{"prompt": "p" * n, "chosen": "c", "rejected": ""} for n in (5, 1, 9, 3, 7)]
+    seen = []
+
+    def fn(batch):
+        seen.append([len(r["prompt"]) for r in batch])
+        return {"g": torch.tensor([[float(len(r["prompt"]))] for r in batch])}
+
+    out = grads.compute_sorted(items, 2, fn, grads.pair_length)
+    assert seen == [[1, 3], [5, 7], [9]]
+    assert out["g"][:, 0].tolist() == [5, 1, 9, 3, 7]

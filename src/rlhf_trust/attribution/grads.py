@@ -18,6 +18,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from rlhf_trust import io
 from rlhf_trust.errors import UserError
@@ -136,11 +137,13 @@ def store_key(**parts) -> str:
 
 def write_store(out_dir: str | Path, batches: Iterable[tuple[int, list]], compute: Callable[[list], dict],
                 n: int, layers: list[str], shapes: dict, shard_size: int, dtype: str,
-                progress: Callable[[int], None] | None = None) -> Path:
+                on_skip: Callable[[int], None] | None = None) -> Path:
     """Compute gradients shard by shard; shards already on disk are skipped (resume).
 
     `batches` yields (start_index, items) with starts aligned so no batch crosses a shard boundary
-    (use `shard_batches`). Each shard is written atomically, so an interrupted run resumes cleanly.
+    (use `shard_batches`; one batch per shard lets `compute` sort by length with `compute_sorted`).
+    Each shard is written atomically, so an interrupted run resumes cleanly; `on_skip(k)` reports
+    the k items of a batch already on disk.
     """
     import numpy as np
 
@@ -157,20 +160,40 @@ def write_store(out_dir: str | Path, batches: Iterable[tuple[int, list]], comput
         k = start // shard_size
         path = out_dir / f"shard_{k:05d}.npy"
         if path.is_file():
-            if progress:
-                progress(len(items))
+            if on_skip:
+                on_skip(len(items))
             continue
         g = compute(items)
         pending.setdefault(k, []).append(np.concatenate([g[l].reshape(len(items), -1).numpy() for l in layers],
                                                         axis=1).astype(dtype))
-        if progress:
-            progress(len(items))
         if sum(len(a) for a in pending[k]) == min(shard_size, n - k * shard_size):
             with io.atomic_path(path) as tmp, open(tmp, "wb") as f:
                 np.save(f, np.concatenate(pending.pop(k)))
     if pending:
         raise RuntimeError(f"incomplete shards {sorted(pending)} (batches crossed a shard boundary)")
     return out_dir
+
+
+def compute_sorted(items: list, batch_size: int, fn: Callable[[list], dict], key: Callable[[Any], int],
+                   progress: Callable[[int], None] | None = None) -> dict:
+    """`fn` over micro-batches of similar length (less padding), rows returned in `items` order."""
+    import torch
+
+    order = sorted(range(len(items)), key=lambda i: key(items[i]))
+    parts = []
+    for b in range(0, len(order), batch_size):
+        idx = order[b:b + batch_size]
+        parts.append(fn([items[i] for i in idx]))
+        if progress:
+            progress(len(idx))
+    inverse = torch.empty(len(items), dtype=torch.long)
+    inverse[torch.tensor(order)] = torch.arange(len(items))
+    return {name: torch.cat([p[name] for p in parts])[inverse] for name in parts[0]}
+
+
+def pair_length(row: dict) -> int:
+    """Sort key of a (prompt, chosen, rejected) row: the characters of its longer sequence."""
+    return len(row["prompt"]) + max(len(row.get("chosen") or ""), len(row.get("rejected") or ""))
 
 
 def shard_batches(items: list, batch_size: int, shard_size: int) -> Iterator[tuple[int, list]]:

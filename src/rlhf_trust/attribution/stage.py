@@ -90,9 +90,13 @@ class Attributor:
         t0 = time.perf_counter()
         cfg = self.cfg
         with tqdm(total=len(self.rows), desc=f"influence {self.stage}: train gradients", unit="pair") as bar:
-            grads.write_store(self.store, grads.shard_batches(self.rows, cfg.batch_size, cfg.shard_size),
-                              lambda items: self._grads(self.spec.train_loss, items), len(self.rows), self.layers,
-                              self.pe.shapes, cfg.shard_size, cfg.grad_dtype, progress=bar.update)
+            def shard(items):  # micro-batches of similar length inside each shard: little padding
+                return grads.compute_sorted(items, cfg.batch_size, lambda b: self._grads(self.spec.train_loss, b),
+                                            grads.pair_length, bar.update)
+
+            grads.write_store(self.store, grads.shard_batches(self.rows, cfg.shard_size, cfg.shard_size), shard,
+                              len(self.rows), self.layers, self.pe.shapes, cfg.shard_size, cfg.grad_dtype,
+                              on_skip=bar.update)
         self.grad_seconds = time.perf_counter() - t0
         return self.store
 
