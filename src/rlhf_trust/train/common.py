@@ -72,6 +72,20 @@ def setup_runtime(cfg: Any) -> None:
     set_seed(cfg.seed)
 
 
+def is_main_process() -> bool:
+    """Rank 0 under `accelerate launch`/torchrun (RANK is set by both), else True."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def barrier() -> None:
+    """Wait for every process (no-op when not distributed). Call after the TRL config exists:
+    reading `args.device` there initialises torch.distributed under `accelerate launch`."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def use_cpu(cfg: Any) -> bool:
     from rlhf_trust.models.store import resolve_device
 
@@ -180,7 +194,7 @@ def lora_config(cfg: Any, task: str):
 
 def trl_args(config_cls: type, cfg: Any, out_dir: Path, stage: str, **extra: Any):
     """TRL config with the settings every stage shares (seeded, MLflow logging, checkpoints)."""
-    return config_cls(**{
+    args = config_cls(**{
         "output_dir": str(out_dir), "run_name": stage, "seed": cfg.seed, "data_seed": cfg.seed,
         "learning_rate": cfg.learning_rate, "num_train_epochs": cfg.epochs, "max_steps": cfg.max_steps,
         "per_device_train_batch_size": cfg.batch_size, "per_device_eval_batch_size": cfg.eval_batch_size,
@@ -190,6 +204,8 @@ def trl_args(config_cls: type, cfg: Any, out_dir: Path, stage: str, **extra: Any
         "fp16": cfg.precision == "float16", "gradient_checkpointing": cfg.gradient_checkpointing,
         "dataloader_num_workers": 0, "disable_tqdm": False, **extra,
     })
+    _ = args.device  # sets up torch.distributed now under `accelerate launch` (see barrier())
+    return args
 
 
 def nan_guard(stage: str):
@@ -235,10 +251,13 @@ def checkpoint_to_resume(ckpt_dir: Path, fingerprint: dict, resume: bool) -> str
     ckpt_dir = Path(ckpt_dir)
     fp_file = ckpt_dir / "fingerprint.json"
     same = fp_file.is_file() and io.read_json(fp_file) == json.loads(json.dumps(fingerprint, default=str))
-    if not (resume and same):
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    io.write_json(fp_file, fingerprint)
+    barrier()  # every process has compared before the main one rewrites the fingerprint
+    if is_main_process():
+        if not (resume and same):
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        io.write_json(fp_file, fingerprint)
+    barrier()
     return get_last_checkpoint(str(ckpt_dir)) if resume and same else None
 
 
@@ -259,7 +278,9 @@ def checkpoint_step(ckpt: str | None) -> int:
 
 def discard_checkpoints(ckpt_dir: Path) -> None:
     """After the model directory exists the checkpoints are no longer needed."""
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    if is_main_process():
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    barrier()
 
 
 # ------------------------------------------------------------------------------------------ output
@@ -270,6 +291,9 @@ def save_model_dir(model: Any, tok: Any, out_dir: Path, *, stage: str, task: str
     from rlhf_trust.config import params_hash
     from rlhf_trust.models.store import load_stage_info, write_stage_info
 
+    if not is_main_process():  # one writer; the others wait until the directory exists
+        barrier()
+        return load_stage_info(out_dir)
     parent_info = load_stage_info(parent)
     is_adapter = hasattr(model, "peft_config")
     info = {
@@ -282,6 +306,7 @@ def save_model_dir(model: Any, tok: Any, out_dir: Path, *, stage: str, task: str
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         info = write_stage_info(tmp, info, final_dir=out_dir)
+    barrier()
     return info
 
 
@@ -306,6 +331,9 @@ def run_cli(stage: str, args: Any, run: Callable[..., dict], inputs: list[Path])
 
     cfg = config.load(stage, args.params)
     layout = Layout()
+    if not is_main_process():  # under `accelerate launch` only rank 0 tracks and writes metrics
+        run(cfg, layout)
+        return 0
 
     def body(sr):
         metrics = run(cfg, layout)

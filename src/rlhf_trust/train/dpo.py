@@ -26,10 +26,10 @@ def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None)
     peft = common.lora_config(cfg, "CAUSAL_LM")
     ref = None if peft else load_merged_causal_lm(parent)  # full fine-tuning: an explicit frozen SFT copy
     ckpt_dir = layout.checkpoints(STAGE)
-    resume = common.checkpoint_to_resume(
-        ckpt_dir, common.fingerprint(cfg, {"data": md5, "parent": common.model_md5(parent)}), cfg.resume)
     args = common.trl_args(DPOConfig, cfg, ckpt_dir, STAGE, max_length=cfg.max_length, beta=cfg.beta,
                            loss_type=[cfg.loss_type])
+    resume = common.checkpoint_to_resume(
+        ckpt_dir, common.fingerprint(cfg, {"data": md5, "parent": common.model_md5(parent)}), cfg.resume)
     trainer = DPOTrainer(model=model, ref_model=ref, args=args, train_dataset=train, processing_class=tok,
                          peft_config=peft, callbacks=[common.nan_guard(STAGE)] + list(callbacks or []))
     trainer.train(resume_from_checkpoint=resume)

@@ -14,6 +14,7 @@ numbers and optimiser state the uninterrupted run would have seen.
 from __future__ import annotations
 
 import math
+import os
 import random
 import shutil
 from pathlib import Path
@@ -39,24 +40,9 @@ def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None)
     rm_dir = common.parent_dir(STAGE, layout, cfg.reward_model)
     tok = load_tokenizer(inp.parent, padding_side="left")
     prompts = list(dict.fromkeys(r["prompt"] for r in inp.train))
-    per_update = cfg.batch_size * cfg.grad_accum
-    updates = math.ceil(cfg.total_episodes / per_update)
-    order = schedule(len(prompts), updates * per_update, cfg.seed)
-
     ckpt_dir = layout.checkpoints(STAGE)
-    fp = common.fingerprint(cfg, {"data": inp.data_md5, "parent": common.model_md5(inp.parent),
-                                  "reward": common.model_md5(rm_dir)})
-    last = common.checkpoint_to_resume(ckpt_dir, fp, cfg.resume)
-    state = torch.load(Path(last) / STATE_FILE, weights_only=False) if last else None
-    done = state["update"] if state else 0
-
-    policy = load_merged_causal_lm(inp.parent)
-    reward = load_merged_seq_cls(rm_dir).requires_grad_(False).eval()
-    value = value_model(rm_dir, cfg)
-    ids = [tok(prompts[i])["input_ids"] for i in order[done * per_update:]]
-    dataset = Dataset.from_dict({"input_ids": ids})
     args = common.trl_args(
-        PPOConfig, cfg, ckpt_dir, STAGE, total_episodes=len(ids), num_ppo_epochs=cfg.num_ppo_epochs,
+        PPOConfig, cfg, ckpt_dir, STAGE, num_ppo_epochs=cfg.num_ppo_epochs,
         num_mini_batches=cfg.num_mini_batches, local_rollout_forward_batch_size=cfg.batch_size,
         response_length=cfg.response_length, stop_token="eos", temperature=cfg.temperature,
         kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, cliprange=cfg.cliprange,
@@ -64,6 +50,23 @@ def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None)
         missing_eos_penalty=cfg.missing_eos_penalty, num_sample_generations=0, save_strategy="no",
         lr_scheduler_type="constant",  # the study's cosine had eta_min = lr (constant); also resume-safe
     )
+    # one update consumes batch_size * grad_accum prompts on every process
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_update = cfg.batch_size * cfg.grad_accum * world
+    updates = math.ceil(cfg.total_episodes / per_update)
+    order = schedule(len(prompts), updates * per_update, cfg.seed)
+    fp = common.fingerprint(cfg, {"data": inp.data_md5, "parent": common.model_md5(inp.parent),
+                                  "reward": common.model_md5(rm_dir), "world_size": world})
+    last = common.checkpoint_to_resume(ckpt_dir, fp, cfg.resume)
+    state = load_state(Path(last)) if last else None
+    done = state["update"] if state else 0
+
+    policy = load_merged_causal_lm(inp.parent)
+    reward = load_merged_seq_cls(rm_dir).requires_grad_(False).eval()
+    value = value_model(rm_dir, cfg)
+    ids = [tok(prompts[i])["input_ids"] for i in order[done * per_update:]]
+    dataset = Dataset.from_dict({"input_ids": ids})
+    args.total_episodes = len(ids)
     trainer = PPOTrainer(args=args, processing_class=tok, model=policy, ref_model=None, reward_model=reward,
                          value_model=value, train_dataset=dataset, peft_config=common.lora_config(cfg, "CAUSAL_LM"),
                          callbacks=[common.nan_guard(STAGE), checkpointer(ckpt_dir, done, updates, cfg.save_steps,
@@ -72,19 +75,25 @@ def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None)
     # Its own generator: creating the loader's iterator must not draw from the global RNG, or a
     # resumed run's sampling would be one draw off the uninterrupted run's.
     trainer.dataloader = trainer.accelerator.prepare(DataLoader(
-        dataset, batch_size=per_update, shuffle=False, collate_fn=trainer.data_collator, drop_last=True,
+        dataset, batch_size=cfg.batch_size * cfg.grad_accum, shuffle=False, collate_fn=trainer.data_collator, drop_last=True,
         generator=torch.Generator().manual_seed(cfg.seed)))
+    if hasattr(trainer.model, "module"):
+        # TRL 1.12 reads `self.model.policy` through the DDP wrapper (reference log-probs with the
+        # adapter disabled), which fails under `accelerate launch`; expose the policy on the
+        # wrapper without registering it as a second submodule.
+        object.__setattr__(trainer.model, "policy", trainer.accelerator.unwrap_model(trainer.model).policy)
     if state:
         restore(trainer, state)
     trainer.train()
 
+    policy = trainer.accelerator.unwrap_model(trainer.model).policy
     history = (state["log_history"] if state else []) + list(trainer.state.log_history)
-    metrics = {**rollout_metrics(history), **common.count_params(trainer.model.policy),
+    metrics = {**rollout_metrics(history), **common.count_params(policy),
                "updates": updates, "episodes": updates * per_update, "train_prompts": len(prompts),
                "train_tokens": sum(len(tok(prompts[i])["input_ids"]) + cfg.response_length for i in order),
                "resumed_from_update": done}
-    metrics.update(heldout_metrics(trainer.model.policy, reward, tok, inp.heldout, cfg, inp.parent))
-    common.save_model_dir(trainer.model.policy, load_tokenizer(inp.parent), layout.model(STAGE), stage=STAGE,
+    metrics.update(heldout_metrics(policy, reward, tok, inp.heldout, cfg, inp.parent))
+    common.save_model_dir(policy, load_tokenizer(inp.parent), layout.model(STAGE), stage=STAGE,
                           task="causal_lm", parent=inp.parent, data_md5=inp.data_md5, cfg=cfg,
                           extra={"reward_model_dir": str(rm_dir.resolve())})
     common.discard_checkpoints(ckpt_dir)
@@ -154,6 +163,15 @@ def restore(trainer, state: dict) -> None:
         torch.cuda.set_rng_state_all(rng["cuda"])
 
 
+def load_state(ckpt: Path) -> dict:
+    """A PPO checkpoint: shared state from rank 0 plus this process's own RNG states."""
+    import torch
+
+    state = torch.load(ckpt / STATE_FILE, weights_only=False)
+    state["rng"] = torch.load(ckpt / f"rng-{os.environ.get('RANK', '0')}.pt", weights_only=False)
+    return state
+
+
 def checkpointer(ckpt_dir: Path, done: int, total: int, every: int, previous: dict | None):
     """TrainerCallback saving the PPO state every `every` updates (never after the last one)."""
     import torch
@@ -164,16 +182,23 @@ def checkpointer(ckpt_dir: Path, done: int, total: int, every: int, previous: di
             update = done + state.global_step
             if update % every or update >= total:
                 return
-            wrapper = model.module if hasattr(model, "module") else model
-            blob = {"update": update, "policy": _trainable(wrapper.policy), "value": _trainable(wrapper.value_model),
-                    "optimizer": optimizer.state_dict(), "rng": _rng_state(),
-                    "log_history": (previous["log_history"] if previous else []) + list(state.log_history)}
-            with io.atomic_path(Path(ckpt_dir) / f"checkpoint-{update}") as tmp:
-                tmp.mkdir()
-                torch.save(blob, tmp / STATE_FILE)
-            for old in Path(ckpt_dir).glob("checkpoint-*"):
-                if old.name != f"checkpoint-{update}":
-                    shutil.rmtree(old, ignore_errors=True)
+            target = Path(ckpt_dir) / f"checkpoint-{update}"
+            if state.is_world_process_zero:  # DDP keeps the weights and optimiser identical on every rank
+                wrapper = model.module if hasattr(model, "module") else model
+                blob = {"update": update, "policy": _trainable(wrapper.policy),
+                        "value": _trainable(wrapper.value_model), "optimizer": optimizer.state_dict(),
+                        "log_history": (previous["log_history"] if previous else []) + list(state.log_history)}
+                with io.atomic_path(target) as tmp:
+                    tmp.mkdir()
+                    torch.save(blob, tmp / STATE_FILE)
+            common.barrier()
+            with io.atomic_path(target / f"rng-{os.environ.get('RANK', '0')}.pt") as tmp:
+                torch.save(_rng_state(), tmp)  # sampling RNG differs per rank
+            common.barrier()
+            if state.is_world_process_zero:
+                for old in Path(ckpt_dir).glob("checkpoint-*"):
+                    if old.name != target.name:
+                        shutil.rmtree(old, ignore_errors=True)
 
     return _Checkpointer()
 

@@ -22,9 +22,9 @@ def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None)
     model = seq_cls_from_causal(load_merged_causal_lm(parent), num_labels=1)
     model.config.pad_token_id = tok.pad_token_id
     ckpt_dir = layout.checkpoints(STAGE)
+    args = common.trl_args(RewardConfig, cfg, ckpt_dir, STAGE, max_length=cfg.max_length)
     resume = common.checkpoint_to_resume(
         ckpt_dir, common.fingerprint(cfg, {"data": md5, "parent": common.model_md5(parent)}), cfg.resume)
-    args = common.trl_args(RewardConfig, cfg, ckpt_dir, STAGE, max_length=cfg.max_length)
     trainer = RewardTrainer(model=model, args=args, train_dataset=train, processing_class=tok,
                             peft_config=common.lora_config(cfg, "SEQ_CLS"), callbacks=[common.nan_guard(STAGE)] + list(callbacks or []))
     trainer.train(resume_from_checkpoint=resume)

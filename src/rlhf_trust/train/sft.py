@@ -20,10 +20,10 @@ def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None)
 
     model = load_merged_causal_lm(parent)
     ckpt_dir = layout.checkpoints(STAGE)
-    resume = common.checkpoint_to_resume(
-        ckpt_dir, common.fingerprint(cfg, {"data": md5, "parent": common.model_md5(parent)}), cfg.resume)
     args = common.trl_args(SFTConfig, cfg, ckpt_dir, STAGE, max_length=cfg.max_length,
                            completion_only_loss=True, packing=False, dataset_num_proc=None)
+    resume = common.checkpoint_to_resume(
+        ckpt_dir, common.fingerprint(cfg, {"data": md5, "parent": common.model_md5(parent)}), cfg.resume)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tok,
                          peft_config=common.lora_config(cfg, "CAUSAL_LM"), callbacks=[common.nan_guard(STAGE)] + list(callbacks or []))
     trainer.train(resume_from_checkpoint=resume)
