@@ -134,9 +134,14 @@ def run_ours(args) -> tuple[list[float], float]:
 def child(args) -> None:
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    scores, seconds = (run_study if args.method == "study" else run_ours)(args)  # excludes imports/loading
+    fn = run_study if args.method == "study" else run_ours
+    if args.warmup:  # lazy imports and first-call allocations are not what is being compared
+        warm = Path(tempfile.mkdtemp(prefix="warm-", dir=args.workdir))
+        (warm / "base").symlink_to(Path(args.workdir) / "base")
+        fn(argparse.Namespace(**{**vars(args), "n": args.warmup, "n_test": 2, "workdir": str(warm)}))
+    scores, seconds = fn(args)  # excludes imports/loading
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gpu_mb = torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda") else 0.0
     print(json.dumps({"method": args.method, "seconds": seconds, "peak_rss_mb": peak_mb, "peak_gpu_mb": gpu_mb,
@@ -157,6 +162,8 @@ def main() -> None:
     ap.add_argument("--n-layers", type=int, default=2)
     ap.add_argument("--vocab", type=int, default=512)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for both methods (this CPU has 2 cores)")
+    ap.add_argument("--warmup", type=int, default=8, help="untimed warm-up examples per method (0 = none)")
     ap.add_argument("--method", choices=["study", "ours"], help=argparse.SUPPRESS)
     ap.add_argument("--workdir", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -165,7 +172,7 @@ def main() -> None:
 
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     from rlhf_trust.data import records
     from rlhf_trust.models import build_tiny_base
 
@@ -187,7 +194,8 @@ def main() -> None:
     rel_max = float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
     s, o = results["study"], results["ours"]
     print(f"model: tiny-gpt-neox hidden={args.hidden} layers={args.n_layers} vocab={args.vocab}, LoRA r=8 all Linear, "
-          f"selected {args.layers}; loss={args.loss}; n={args.n} train pairs, {args.n_test} test; device {args.device}, 1 CPU thread")
+          f"selected {args.layers}; loss={args.loss}; n={args.n} train pairs, {args.n_test} test; device {args.device}, "
+          f"{args.threads} CPU thread(s), {args.warmup} untimed warm-up examples per method")
     print(f"{'method':<42}{'seconds':>9}{'examples/s':>12}{'peak RSS MB':>13}{'peak GPU MB':>13}")
     for name, r in (("study: batch-1 backward + Python loops", s), ("ours: batched hooks + store + vectorised", o)):
         print(f"{name:<42}{r['seconds']:>9.2f}{args.n / r['seconds']:>12.1f}{r['peak_rss_mb']:>13.0f}"
