@@ -63,6 +63,8 @@ def test_sft_bad_inputs(tmp_path):
         sft.run(cfg, type(layout)(data_dir=layout.data_dir, models_dir=tmp_path / "nomodels"))
     with pytest.raises(ConfigError, match="max_prompt_length"):
         train_cfg("sft", max_prompt_length=200, max_length=96)
+    with pytest.raises(ConfigError, match="params: sft: .*nope"):
+        sft.run(train_cfg("sft", optimizer="nope"), layout)
     # a base model whose weights are NaN: the loss is NaN at the first step
     nan_models = tmp_path / "nan_models"
     build_tiny_base(nan_models / "base", [r["prompt"] + r["chosen"] for r in hh_pairs(40)])

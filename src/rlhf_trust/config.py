@@ -122,6 +122,12 @@ class TrainCommon:
     threads: int = 0                         # 0 = torch default
     precision: Literal["float32", "bfloat16", "float16"] = "float32"  # mixed precision on GPUs
     gradient_checkpointing: bool = False
+    optimizer: str = "adamw_torch"           # a transformers `optim` name (the study's DPO: rmsprop)
+    lr_scheduler: str = "linear"             # a transformers scheduler name (PPO always runs constant)
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    adam_beta2: float = 0.999                # the study's trlx runs: 0.95
+    max_grad_norm: float = 1.0               # the study's DPO code: 10
     lora: LoraConfig = field(default_factory=LoraConfig)
 
     def check_common(self, name: str) -> None:
@@ -141,6 +147,12 @@ class TrainCommon:
         _require(self.save_steps >= 1, f"{name}.save_steps", "must be >= 1")
         _require(self.logging_steps >= 1, f"{name}.logging_steps", "must be >= 1")
         _require(self.threads >= 0, f"{name}.threads", "must be >= 0")
+        _require(self.warmup_steps >= 0, f"{name}.warmup_steps", "must be >= 0")
+        _require(self.weight_decay >= 0, f"{name}.weight_decay", "must be >= 0")
+        _require(0 < self.adam_beta2 < 1, f"{name}.adam_beta2", "must be in (0, 1)")
+        _require(self.max_grad_norm > 0, f"{name}.max_grad_norm", "must be > 0")
+        # optimizer / lr_scheduler names are checked by transformers when the stage builds its
+        # TRL config (importing it here would make every command slow); a bad name is one line there.
         self.lora.check()
 
 

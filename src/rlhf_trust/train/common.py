@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf_trust import io, paths
-from rlhf_trust.errors import DataError, UserError
+from rlhf_trust.errors import ConfigError, DataError, UserError
 
 # The stage each one starts from (its model directory is the parent of the new one).
 PARENT = {"sft": "base", "rm": "sft", "ppo": "sft", "dpo": "sft"}
@@ -194,7 +194,16 @@ def lora_config(cfg: Any, task: str):
 
 def trl_args(config_cls: type, cfg: Any, out_dir: Path, stage: str, **extra: Any):
     """TRL config with the settings every stage shares (seeded, MLflow logging, checkpoints)."""
-    args = config_cls(**{
+    try:
+        args = _trl_config(config_cls, cfg, out_dir, stage, extra)
+    except ValueError as e:  # e.g. an unknown optimizer or scheduler name
+        raise ConfigError(f"params: {stage}: {str(e).splitlines()[0]}") from None
+    _ = args.device  # sets up torch.distributed now under `accelerate launch` (see barrier())
+    return args
+
+
+def _trl_config(config_cls: type, cfg: Any, out_dir: Path, stage: str, extra: dict):
+    return config_cls(**{
         "output_dir": str(out_dir), "run_name": stage, "seed": cfg.seed, "data_seed": cfg.seed,
         "learning_rate": cfg.learning_rate, "num_train_epochs": cfg.epochs, "max_steps": cfg.max_steps,
         "per_device_train_batch_size": cfg.batch_size, "per_device_eval_batch_size": cfg.eval_batch_size,
@@ -202,10 +211,10 @@ def trl_args(config_cls: type, cfg: Any, out_dir: Path, stage: str, **extra: Any
         "logging_first_step": True, "save_strategy": "steps", "save_steps": cfg.save_steps, "save_total_limit": 1,
         "report_to": ["mlflow"], "use_cpu": use_cpu(cfg), "bf16": cfg.precision == "bfloat16",
         "fp16": cfg.precision == "float16", "gradient_checkpointing": cfg.gradient_checkpointing,
-        "dataloader_num_workers": 0, "disable_tqdm": False, **extra,
+        "dataloader_num_workers": 0, "disable_tqdm": False, "optim": cfg.optimizer,
+        "lr_scheduler_type": cfg.lr_scheduler, "warmup_steps": cfg.warmup_steps, "weight_decay": cfg.weight_decay,
+        "adam_beta2": cfg.adam_beta2, "max_grad_norm": cfg.max_grad_norm, **extra,
     })
-    _ = args.device  # sets up torch.distributed now under `accelerate launch` (see barrier())
-    return args
 
 
 def nan_guard(stage: str):
