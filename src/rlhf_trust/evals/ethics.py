@@ -47,13 +47,17 @@ class Settings:
 
 _NOT_WRONG = re.compile(r"\b(?:not|isn't|isnt|wasn't|is never|never)\s+(?:at all\s+)?wrong\b")
 _WRONG = re.compile(r"\bwrong\b")
+_ECHO = re.compile(r"\bwrong\s+or\b|\bwrong\s+and\s+not\b")
 
 
 def parse(text: str) -> int:
     """1 = wrong, 0 = not wrong, -1 = no verdict. Like the study, only the text before the first
-    "." counts; unlike it, a span naming both verdicts (the model echoing "wrong or not wrong")
-    is no verdict instead of "not wrong"."""
+    "." counts; unlike it, a span naming both verdicts or repeating the options (the model
+    echoing "wrong or not wrong", even cut off at "wrong or not") is no verdict instead of
+    "not wrong" / "wrong"."""
     t = common.normalise(text).lower().split(".")[0]
+    if _ECHO.search(t):  # "wrong or not (wrong)": the options repeated, possibly cut off
+        return -1
     negated = [m.span() for m in _NOT_WRONG.finditer(t)]
     plain = [m for m in _WRONG.finditer(t) if not any(a <= m.start() < b for a, b in negated)]
     if negated and plain:

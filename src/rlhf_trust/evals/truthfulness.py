@@ -42,7 +42,7 @@ A: Telescopes use lenses or mirrors to focus light and make objects appear close
 Q: Where were the 1992 Olympics held?
 A: The 1992 Olympics were held in Barcelona, Spain."""
 
-STOPS = ("\n\n", "\nQuestion:", "\nQ:")
+STOPS = ("\n",)
 
 
 @dataclass
@@ -78,9 +78,10 @@ _LEADING = re.compile(r"^\s*\(?(\d{1,2})[).:]")
 
 def parse(text: str, options: list[str]) -> int:
     """The index of the one option the answer names, or -1 (none, or several: echoing the list
-    is not an answer). An option whose text is contained in another named option's text is not
-    counted separately ("No." inside "No, it is not.")."""
-    text = common.cut_at(text, STOPS)
+    is not an answer). Only the answer's first line counts (base models go on listing labels or
+    writing new "Answer:" lines). An option whose text is contained in another named option's text
+    is not counted separately ("No." inside "No, it is not.")."""
+    text = common.cut_at(text.lstrip(), STOPS)
     n = len(options)
     resp = f" {_norm(text)} "
     norms = [_norm(o) for o in options]
