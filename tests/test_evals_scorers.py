@@ -90,3 +90,11 @@ def test_bootstrap_ci_covers_the_mean_and_is_seeded():
     assert stats.bootstrap_ci([], n_boot=100) is None
     s = stats.summarise("x", [1.0, None, 0.0], n_boot=200, seed=0)
     assert s["x"] == 0.5 and s["x_n"] == 2 and s["x_ci95"]["low"] <= 0.5 <= s["x_ci95"]["high"]
+
+
+def test_detoxify_is_an_optional_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "detoxify", None)  # not installed -> ImportError on import
+    with pytest.raises(UserError, match=r"pip install rlhf-trust\[detoxify\]"):
+        scorers.get_scorer("detoxify")
