@@ -20,6 +20,7 @@ from rlhf_trust.models import (
 torch.set_num_threads(1)
 
 
+@pytest.mark.slow
 def test_tiny_base_builds_fast_and_loads_for_inference(tmp_path):
     texts = tiny_texts()
     build_tiny_base(tmp_path / "warm", texts)  # first call pays the lazy transformers imports
@@ -73,6 +74,7 @@ def test_missing_model_dir_is_a_user_error(tmp_path):
         load_causal_lm(tmp_path / "nothing")
 
 
+@pytest.mark.slow
 def test_base_stage_cli_writes_model_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("RLHF_TRUST_ROOT", str(tmp_path))
