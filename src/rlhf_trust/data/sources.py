@@ -96,20 +96,36 @@ def _truthfulqa_from_hub(dest: Path) -> int:  # pragma: no cover - needs interne
     return 1
 
 
+def _dvc_md5(dvc_file: Path) -> str | None:
+    return _dvc_md5_text(dvc_file.read_text()) if dvc_file.is_file() else None
+
+
 def check_against_dvc(data_dir: Path) -> str:
-    """Compare data/ with data.dvc. Returns a status line; raises if they differ."""
+    """Compare data/ with data.dvc by content (and fill the DVC cache, so `dvc push` works).
+
+    `dvc add` hashes the directory; the recorded md5 must stay the same. On a mismatch the
+    committed data.dvc is restored and the command fails (exit 1).
+    """
     from dvc.repo import Repo
 
     dvc_file = Path(f"{data_dir}.dvc")
-    repo = Repo(".")
-    if not dvc_file.is_file():
-        repo.add(str(data_dir))
+    before = dvc_file.read_text() if dvc_file.is_file() else None
+    Repo(".").add(str(data_dir))
+    if before is None:
         return f"created {dvc_file}: commit it (git add {dvc_file} .gitignore) to version this data"
-    status = repo.status(targets=[str(dvc_file)])
-    if status:
-        raise UserError(f"{data_dir}/ does not match {dvc_file} ({status}); the source changed: "
-                        f"review, then `dvc add {data_dir}` and commit {dvc_file}", exit_code=1)
-    return f"{data_dir}/ matches {dvc_file}"
+    expected, got = _dvc_md5_text(before), _dvc_md5(dvc_file)
+    if expected != got:
+        dvc_file.write_text(before)
+        raise UserError(f"{data_dir}/ does not match {dvc_file} (md5 {got} != {expected}): the source "
+                        f"changed; review, then `dvc add {data_dir}` and commit {dvc_file}", exit_code=1)
+    return f"{data_dir}/ matches {dvc_file} (md5 {got})"
+
+
+def _dvc_md5_text(text: str) -> str | None:
+    import re
+
+    m = re.search(r"md5:\s*([0-9a-f]{32}(?:\.dir)?)", text)
+    return m.group(1) if m else None
 
 
 def run(cfg: DataConfig, check: bool = True) -> str:
