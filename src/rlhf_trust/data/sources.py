@@ -110,7 +110,13 @@ def check_against_dvc(data_dir: Path) -> str:
 
     dvc_file = Path(f"{data_dir}.dvc")
     before = dvc_file.read_text() if dvc_file.is_file() else None
-    Repo(".").add(str(data_dir))
+    from dvc.ui import ui
+
+    was, ui._enabled = ui._enabled, False  # dvc add's "git add data.dvc" hints mislead when nothing changed
+    try:
+        Repo(".").add(str(data_dir))
+    finally:
+        ui._enabled = was
     if before is None:
         return f"created {dvc_file}: commit it (git add {dvc_file} .gitignore) to version this data"
     expected, got = _dvc_md5_text(before), _dvc_md5(dvc_file)
