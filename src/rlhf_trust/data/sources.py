@@ -110,13 +110,9 @@ def check_against_dvc(data_dir: Path) -> str:
 
     dvc_file = Path(f"{data_dir}.dvc")
     before = dvc_file.read_text() if dvc_file.is_file() else None
-    from dvc.ui import ui
-
-    was, ui._enabled = ui._enabled, False  # dvc add's "git add data.dvc" hints mislead when nothing changed
-    try:
-        Repo(".").add(str(data_dir))
-    finally:
-        ui._enabled = was
+    repo = Repo(".")
+    repo.scm_context.quiet = True  # its "git add data.dvc" hint would mislead when nothing changed
+    repo.add(str(data_dir))
     if before is None:
         return f"created {dvc_file}: commit it (git add {dvc_file} .gitignore) to version this data"
     expected, got = _dvc_md5_text(before), _dvc_md5(dvc_file)
