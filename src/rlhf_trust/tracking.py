@@ -15,6 +15,7 @@ import math
 import os
 import re
 import subprocess
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -113,6 +114,14 @@ def _safe_params(cfg: Any) -> dict[str, str]:
     return {k: str(v)[:500] for k, v in flat.items() if not _SECRET.search(k)}
 
 
+def peak_rss_mb() -> float:
+    import resource
+    import sys
+
+    ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return ru / 2**20 if sys.platform == "darwin" else ru / 1024
+
+
 def pipeline_id(tags: dict[str, str]) -> str:
     """Groups the runs of one pipeline: $RLHF_TRUST_PIPELINE_ID, else the DVC experiment name,
     else commit + params.yaml + data version (re-running the same configuration joins its group)."""
@@ -196,8 +205,12 @@ def track_stage(stage: str, fn: Callable[[StageRun], dict[str, Any]], *, cfg: An
                 inputs: list[str | Path] = (), metrics_path: str | Path | None = None,
                 run_name: str | None = None, tags: dict[str, str] | None = None) -> dict[str, Any]:
     """Run `fn` inside the stage's MLflow run; write its metrics once (MLflow + JSON)."""
+    t0 = time.perf_counter()
     with stage_run(stage, cfg, inputs, run_name, tags) as sr:
-        metrics = fn(sr)
+        metrics = dict(fn(sr))
+        # every stage is its own process under DVC, so the process peak is the stage's peak
+        metrics["stage_wall_s"] = round(time.perf_counter() - t0, 2)
+        metrics["stage_peak_rss_mb"] = round(peak_rss_mb(), 1)
         sr.log_metrics(metrics)
         sr.set_tags({"mlflow.note.content": f"stage {stage}: {len(metrics)} metrics"})
         if metrics_path is not None:

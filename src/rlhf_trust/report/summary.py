@@ -88,7 +88,7 @@ def top_pairs(v: Vertical, k: int) -> list[list[str]]:
 
 
 def stage_rows(res: Results) -> list[list[str]]:
-    keys = ("wall_s", "train_runtime_s", "tokens_per_s", "peak_rss_mb")
+    keys = ("stage_wall_s", "tokens_per_s", "stage_peak_rss_mb")
     rows = []
     for s, m in res.stages.items():
         shown = [f"{k}={m[k]:.1f}" if isinstance(m.get(k), (int, float)) else None for k in keys]
