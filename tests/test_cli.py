@@ -13,8 +13,8 @@ def test_help_imports_nothing_heavy():
             "from rlhf_trust import cli\n"
             "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
             "    cli.main([])\n"
-            "heavy = [m for m in %r if m in sys.modules]\n"
-            "print(heavy)\n") % HEAVY
+            f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+            "print(heavy)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

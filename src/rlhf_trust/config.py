@@ -14,7 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from rlhf_trust.errors import ConfigError
 
@@ -42,8 +42,8 @@ class DataConfig:
 class PrepareConfig:
     seed: int = 0
     heldout_fraction: float = 0.1
-    max_train_pairs: Optional[int] = None    # None = all
-    max_heldout_pairs: Optional[int] = None
+    max_train_pairs: int | None = None    # None = all
+    max_heldout_pairs: int | None = None
     max_prompt_chars: int = 2000             # HH prompts are cut (from the left) to keep recent turns
     max_response_chars: int = 1000
 
@@ -72,7 +72,7 @@ class ModelConfig:
     """The base model: a hub id, a local path, `gemma-3-270m` (offline wheel) or `tiny-gpt-neox`."""
 
     spec: str = "gemma-3-270m"
-    revision: Optional[str] = None
+    revision: str | None = None
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     cache_dir: str = "~/.cache/rlhf-trust"   # materialised safetensors of GGUF models
     # tiny-gpt-neox only (tests, quick runs)
@@ -112,8 +112,8 @@ class TrainCommon:
     grad_accum: int = 1
     max_length: int = 256
     max_prompt_length: int = 128
-    max_train_pairs: Optional[int] = None    # cap on the prepared train split (None = all)
-    max_heldout_pairs: Optional[int] = None  # cap on the held-out split used for final metrics
+    max_train_pairs: int | None = None    # cap on the prepared train split (None = all)
+    max_heldout_pairs: int | None = None  # cap on the held-out split used for final metrics
     eval_batch_size: int = 8                 # batch size of the held-out metric passes
     save_steps: int = 20                     # checkpoint cadence (resume after a crash)
     logging_steps: int = 5
@@ -249,7 +249,7 @@ class EvalConfig:
 class InfluenceConfig:
     stages: list[str] = field(default_factory=lambda: ["sft", "rm", "dpo"])
     verticals: list[str] = field(default_factory=lambda: ["toxicity", "bias", "ethics", "truthfulness", "privacy"])
-    max_train_pairs: Optional[int] = None
+    max_train_pairs: int | None = None
     max_test_samples: int = 32
     layers: str = "all"                      # "all", "last:N" or a regex on module names
     grad_dtype: Literal["float32", "float16"] = "float32"

@@ -16,9 +16,10 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from rlhf_trust import io, paths
 from rlhf_trust.config import as_flat_dict, params_hash
@@ -26,7 +27,7 @@ from rlhf_trust.config import as_flat_dict, params_hash
 EXPERIMENT = "rlhf-trust"
 LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "mlflow", "dvc",
              "great-expectations")
-_SECRET = re.compile(r"(api[_-]?key|token|secret|password)", re.I)
+_SECRET = re.compile(r"(api[_-]?key|token|secret|password)", re.IGNORECASE)
 
 
 def tracking_uri() -> str:
@@ -53,8 +54,8 @@ def configure_env() -> None:
 def git_info() -> dict[str, str]:
     def git(*args: str) -> str:
         try:
-            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
-                                  ).stdout.strip()
+            out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=False)
+            return out.stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
 
@@ -100,9 +101,7 @@ def numeric_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, floa
         key = f"{prefix}{k}"
         if isinstance(v, dict):
             out.update(numeric_metrics(v, key + "."))
-        elif isinstance(v, bool):
-            out[key] = float(v)
-        elif isinstance(v, (int, float)) and math.isfinite(v):
+        elif isinstance(v, bool) or isinstance(v, (int, float)) and math.isfinite(v):
             out[key] = float(v)
     return {re.sub(r"[^\w\-./ ]", "_", k): v for k, v in out.items()}
 

@@ -111,8 +111,8 @@ def markdown(res: Results, figures: dict[str, str], k: int) -> str:
             out += [f"![{v.name}]({figures[v.name]})", ""]
         rows = top_pairs(v, k)
         if rows:
-            out += ["Most influential HH pairs (DataInf; negative score = the pair lowers the test loss, "
-                    "i.e. pushed the model toward its new behaviour):", "",
+            out += [("Most influential HH pairs (DataInf; negative score = the pair lowers the test loss, "
+                     "i.e. pushed the model toward its new behaviour):"), "",
                     md_table(["stage", "kind", "score", "pair", "prompt", "chosen", "rejected"], rows), ""]
         else:
             out += ["No influence results for this vertical yet.", ""]
