@@ -203,15 +203,17 @@ def stage_run(stage: str, cfg: Any = None, inputs: list[str | Path] = (), run_na
 def track_stage(stage: str, fn: Callable[[StageRun], dict[str, Any]], *, cfg: Any = None,
                 inputs: list[str | Path] = (), metrics_path: str | Path | None = None,
                 run_name: str | None = None, tags: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run `fn` inside the stage's MLflow run; write its metrics once (MLflow + JSON)."""
+    """Run `fn` inside the stage's MLflow run; write its metrics once (MLflow + JSON).
+
+    The recorded metrics also carry the stage's wall time and peak RSS; `fn`'s own dict is returned."""
     t0 = time.perf_counter()
     with stage_run(stage, cfg, inputs, run_name, tags) as sr:
-        metrics = dict(fn(sr))
+        metrics = fn(sr)
         # every stage is its own process under DVC, so the process peak is the stage's peak
-        metrics["stage_wall_s"] = round(time.perf_counter() - t0, 2)
-        metrics["stage_peak_rss_mb"] = round(peak_rss_mb(), 1)
-        sr.log_metrics(metrics)
+        recorded = {**metrics, "stage_wall_s": round(time.perf_counter() - t0, 2),
+                    "stage_peak_rss_mb": round(peak_rss_mb(), 1)}
+        sr.log_metrics(recorded)
         sr.set_tags({"mlflow.note.content": f"stage {stage}: {len(metrics)} metrics"})
         if metrics_path is not None:
-            io.write_json(metrics_path, {**metrics, "mlflow_run_id": sr.run_id})
+            io.write_json(metrics_path, {**recorded, "mlflow_run_id": sr.run_id})
     return metrics
