@@ -142,3 +142,18 @@ def test_missing_eval_samples_is_a_user_error(project, monkeypatch, tmp_path):
         _run(root, monkeypatch, stage="rm", vertical="privacy")
     with pytest.raises(UserError, match="unknown vertical"):
         _run(root, monkeypatch, stage="rm", vertical="nope")
+
+
+def test_no_behaviour_change_records_zero_influence(project, monkeypatch):
+    """Every continuation identical between the two stages: nothing to attribute, and no failure."""
+    root, prompts, hh = project
+    monkeypatch.chdir(root)
+    ps = prompts["ethics"]
+    for model in ("sft", "dpo"):
+        _samples("ethics", model, ps, [hh[i] for i in range(len(ps))])
+    assert _run(root, monkeypatch, stage="dpo", vertical="ethics") == 0
+    d = root / "influence" / "dpo" / "ethics"
+    assert (pd.read_parquet(d / "scores.parquet")["score"] == 0).all()
+    assert io.read_jsonl(d / "top.jsonl") == []
+    m = json.loads((d / "metrics.json").read_text())
+    assert m["n_test"] == 0 and m["no_behaviour_change"] == 1 and m["test_identical_dropped"] == len(ps)

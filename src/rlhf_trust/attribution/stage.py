@@ -73,6 +73,7 @@ class Attributor:
                               dtype=cfg.grad_dtype, shard_size=cfg.shard_size)
         self.store = paths.OUTPUTS / "influence_grads" / stage / key
         self.grad_seconds = 0.0
+        self.grads_ready = False
 
     def _grads(self, kind: str, rows: list[dict]) -> dict:
         from rlhf_trust.attribution import losses
@@ -98,6 +99,7 @@ class Attributor:
                               len(self.rows), self.layers, self.pe.shapes, cfg.shard_size, cfg.grad_dtype,
                               on_skip=bar.update)
         self.grad_seconds = time.perf_counter() - t0
+        self.grads_ready = True
         return self.store
 
     def test_grad(self, test_rows: list[dict]) -> dict:
@@ -161,7 +163,7 @@ def write_outputs(dest: Path, rows: list[dict], scores, identity, top_k: int) ->
                 "score_normalized": float(norm[i]), "prompt": r["prompt"], "chosen": r["chosen"],
                 "rejected": r["rejected"]}
 
-    k = min(top_k, len(rows))
+    k = min(top_k, len(rows)) if np.any(scores) else 0  # all-zero scores rank nothing
     helpful = [entry("helpful", int(i), p) for p, i in enumerate(order[:k])]           # most negative
     harmful = [entry("harmful", int(i), p) for p, i in enumerate(order[::-1][:k])]     # most positive
     io.write_jsonl(dest / "top.jsonl", helpful + harmful)
@@ -213,15 +215,22 @@ def run_stage(stage: str, verticals: list[str], cfg) -> dict[str, dict]:
     tests = {v: testpairs.build(v, sp.new, sp.old, cfg.max_test_samples) for v in verticals}
     att = Attributor(stage, cfg, rows, md5)
     results = {}
-    for i, vertical in enumerate(verticals):
+    for vertical in verticals:
         dest = out_dir(stage, vertical)
         test_rows, counts = tests[vertical]
 
-        def work(sr, vertical=vertical, dest=dest, test_rows=test_rows, counts=counts, first=(i == 0)):
+        def work(sr, vertical=vertical, dest=dest, test_rows=test_rows, counts=counts):
+            import numpy as np
+
             t0 = time.perf_counter()
+            first = not att.grads_ready and bool(test_rows)
             if first:
                 att.train_grads()
-            res = att.score(test_rows)
+            if test_rows:
+                res = att.score(test_rows)
+            else:  # no behaviour change between the two stages on these samples: nothing to attribute
+                zeros = np.zeros(len(rows))
+                res = {"scores": zeros, "identity": zeros, "metrics": {"no_behaviour_change": 1}}
             summary = write_outputs(dest, rows, res["scores"], res["identity"], cfg.top_k)
             for name in ("scores.parquet", "top.jsonl", "hist.png"):
                 sr.log_artifact(dest / name)

@@ -56,7 +56,6 @@ def build(vertical: str, new: str, old: str, limit: int) -> tuple[list[dict], di
         if len(out) < limit:
             out.append({"id": "|".join(map(str, key)), "prompt": r_new["prompt"], "chosen": a, "rejected": b})
     counts = {"test_pairs": len(out), "test_identical_dropped": same, "test_empty_dropped": empty}
-    if not out:
-        raise UserError(f"influence: no {vertical} rows where {new} and {old} continuations differ "
-                        f"({same} identical, {empty} empty)")
+    # No pair whose continuations differ = the stage did not change this behaviour on these
+    # samples: nothing to attribute (every score is 0), which the stage records instead of failing.
     return out, counts

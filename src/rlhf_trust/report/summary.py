@@ -114,6 +114,9 @@ def markdown(res: Results, figures: dict[str, str], k: int) -> str:
             out += [("Most influential HH pairs (DataInf; negative score = the pair lowers the test loss, "
                      "i.e. pushed the model toward its new behaviour):"), "",
                     md_table(["stage", "kind", "score", "pair", "prompt", "chosen", "rejected"], rows), ""]
+        elif v.top:
+            out += ["Influence ran, but the stages' continuations did not differ on these samples: "
+                    "nothing to attribute.", ""]
         else:
             out += ["No influence results for this vertical yet.", ""]
     if res.stages:
