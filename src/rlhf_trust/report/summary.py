@@ -115,8 +115,8 @@ def markdown(res: Results, figures: dict[str, str], k: int) -> str:
                      "i.e. pushed the model toward its new behaviour):"), "",
                     md_table(["stage", "kind", "score", "pair", "prompt", "chosen", "rejected"], rows), ""]
         elif v.top:
-            out += ["Influence ran, but the stages' continuations did not differ on these samples: "
-                    "nothing to attribute.", ""]
+            out += [("Influence ran, but the stages' continuations did not differ on these samples: "
+                     "nothing to attribute."), ""]
         else:
             out += ["No influence results for this vertical yet.", ""]
     if res.stages:
