@@ -81,7 +81,8 @@ def top_pairs(v: Vertical, k: int) -> list[list[str]]:
         for kind in ("helpful", "harmful"):
             picked = [r for r in items if r.get("kind") == kind][:k]
             for r in picked:
-                rows.append([stage, kind, fmt(r.get("score"), 4), str(r.get("id", "")),
+                score = r.get("score")
+                rows.append([stage, kind, DASH if score is None else f"{score:.3g}", str(r.get("id", "")),
                              short(r.get("prompt", ""), 90), short(r.get("chosen", ""), 80),
                              short(r.get("rejected", ""), 80)])
     return rows
