@@ -132,6 +132,12 @@ class PerExampleGrads:
 # Sharded store: <dir>/meta.json + shard_00000.npy ... ; resumes by skipping finished shards
 # ----------------------------------------------------------------------------------------------
 def store_key(**parts) -> str:
+    """Names a gradient store by everything its numbers depend on, the gradient code included
+    (a store written by older loss or packing code is never resumed into)."""
+    code = hashlib.sha256()
+    for mod in ("grads", "losses", "packing", "fused_head"):
+        code.update((Path(__file__).parent / f"{mod}.py").read_bytes())
+    parts = {**parts, "code": code.hexdigest()}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

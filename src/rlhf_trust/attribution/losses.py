@@ -1,8 +1,11 @@
 """Per-example losses whose gradients DataInf compares, for training pairs and trust test pairs.
 
 Every loss takes rows {"prompt", "chosen", "rejected"} (for test rows chosen = the new stage's
-continuation, rejected = the previous stage's) and returns (losses (n,), owner (n_seq,)):
-one loss per example and, per forward sequence, the example it belongs to.
+continuation, rejected = the previous stage's) and returns (losses (n,), owner (n_rows,)):
+one loss per example and, per forward row, the example it belongs to. A pair's two responses share
+one prompt (its tail that leaves room for the longer response) and, where the model allows it, one
+row: prompt, chosen, rejected, the prompt computed once (`packing`); the numbers are those of the
+two separate sequences.
 
 - `sft`: mean token NLL of the chosen response given the prompt (prompt tokens masked; the study
   also scored prompt tokens, we score what SFT trains on).
@@ -20,6 +23,8 @@ from typing import Any
 
 LOSSES = ("sft", "lm_contrast", "bt", "dpo")
 _NO_MASK_TRIM: set[str] = set()
+_FUSED_OK: dict[str, bool] = {}  # model class -> the fused head matched the model's own logits once
+_PACK_OK: dict[tuple[str, str], bool] = {}  # (model class, lp|bt) -> packed pairs matched separate sequences once
 
 
 def encode(tok, prompt: str, completion: str, max_length: int) -> tuple[list[int], int]:
@@ -31,11 +36,23 @@ def encode(tok, prompt: str, completion: str, max_length: int) -> tuple[list[int
     return p + c, len(p)
 
 
+def encode_pair(tok, prompt: str, chosen: str, rejected: str, max_length: int) -> tuple[list, list, list]:
+    """Token ids (prompt, chosen, rejected): one prompt for both responses (the tail that leaves room
+    for the longer one), as a pair is compared under the same context; each sequence <= max_length."""
+    p = tok(prompt, add_special_tokens=True)["input_ids"]
+    c, r = (tok(x, add_special_tokens=False)["input_ids"][: max(1, max_length - 1)] for x in (chosen, rejected))
+    return p[-max(1, max_length - max(len(c), len(r))):], c, r
+
+
 def collate(tok, pairs: list[tuple[str, str]], max_length: int, device: str = "cpu") -> dict[str, Any]:
-    """Right-padded batch with a mask of the completion tokens that are predicted."""
+    """Right-padded batch of prompt+completion with a mask of the completion tokens."""
+    return collate_ids(tok, [encode(tok, p, c, max_length) for p, c in pairs], device)
+
+
+def collate_ids(tok, enc: list[tuple[list[int], int]], device: str = "cpu") -> dict[str, Any]:
+    """Right-padded batch from (ids, prompt length) with a mask of the completion tokens that are predicted."""
     import torch
 
-    enc = [encode(tok, p, c, max_length) for p, c in pairs]
     width = max(len(ids) for ids, _ in enc)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     ids = torch.full((len(enc), width), pad, dtype=torch.long)
@@ -46,6 +63,11 @@ def collate(tok, pairs: list[tuple[str, str]], max_length: int, device: str = "c
         attn[i, : len(row)] = 1
         comp[i, n_prompt: len(row)] = True
     return {"input_ids": ids.to(device), "attention_mask": attn.to(device), "completion": comp.to(device)}
+
+
+def pair_sequences(tok, enc: list[tuple[list, list, list]], device: str = "cpu") -> dict[str, Any]:
+    """The 2n separate sequences of n encoded pairs: all prompt+chosen, then all prompt+rejected."""
+    return collate_ids(tok, [(p + c, len(p)) for p, c, _ in enc] + [(p + r, len(p)) for p, _, r in enc], device)
 
 
 def sequence_logps(model, batch: dict, trim: bool = True) -> tuple[Any, Any]:
@@ -61,6 +83,11 @@ def sequence_logps(model, batch: dict, trim: bool = True) -> tuple[Any, Any]:
     ids, comp = batch["input_ids"], batch["completion"]
     pred = torch.zeros_like(comp)
     pred[:, :-1] = comp[:, 1:]                      # position t predicts token t + 1
+    if trim:
+        tok_lp = _fused_token_logps(model, batch, pred)
+        if tok_lp is not None:
+            lp = torch.zeros(ids.shape[0], dtype=tok_lp.dtype, device=tok_lp.device)
+            return lp.index_add(0, pred.nonzero()[:, 0], tok_lp), pred.sum(dim=1)
     logits = None
     if trim and type(model).__name__ not in _NO_MASK_TRIM:
         try:
@@ -80,35 +107,104 @@ def sequence_logps(model, batch: dict, trim: bool = True) -> tuple[Any, Any]:
     return lp, pred.sum(dim=1)
 
 
-def _pairs(rows: list[dict]) -> list[tuple[str, str]]:
-    return [(r["prompt"], r["chosen"]) for r in rows] + [(r["prompt"], r["rejected"]) for r in rows]
+def _fused_token_logps(model, batch: dict, pred):
+    """log p of each predicted completion token via `fused_head` (decoder, then the head in chunks),
+    or None where the model has no plain decoder + Linear head split or, checked once per model
+    class on one sequence, the split does not reproduce the model's own logits."""
+    import torch
+
+    from rlhf_trust.attribution import fused_head
+
+    name = type(model).__name__
+    parts = fused_head.split_head(model) if _FUSED_OK.get(name, True) else None
+    if parts is None:
+        _FUSED_OK[name] = False
+        return None
+    if parts[1].weight.requires_grad and torch.is_grad_enabled():  # a trained head: its gradient is wanted
+        return None
+    decoder, head, cap = parts
+    ids, attn, comp = batch["input_ids"], batch["attention_mask"], batch["completion"]
+    if not comp[:, 1:].any():
+        return None
+
+    def run(sel):
+        hidden = decoder(input_ids=ids[sel], attention_mask=attn[sel]).last_hidden_state
+        return fused_head.token_logps(hidden[pred[sel]], head.weight, head.bias, ids[sel][:, 1:][comp[sel][:, 1:]], cap)
+
+    if name not in _FUSED_OK and bool(pred[0].any()):
+        with torch.no_grad():
+            got = run(slice(0, 1))
+            logits = model(input_ids=ids[:1], attention_mask=attn[:1]).logits[0, :-1].float()
+            want = torch.log_softmax(logits, -1)[pred[0, :-1]].gather(1, ids[0, 1:][comp[0, 1:]][:, None])[:, 0]
+        # a structural mismatch (a logit scale or cap the split misses) is off by far more than 1e-2;
+        # two float32 forwards of Gemma 3 on a CPU already differ by ~1e-3 per token
+        _FUSED_OK[name] = bool(torch.allclose(got, want, rtol=0, atol=1e-2))
+        if not _FUSED_OK[name]:
+            return None
+    return run(slice(None))
+
+
+def _pair_scores(kind: str, model, tok, enc: list, device: str, trim: bool, pack: bool):
+    """(chosen, rejected, packed): sequence log-probs ("lp") or rewards ("bt"), (n,) each, packed (prompt once,
+    `packing`) when the model allows it - checked once per model class against the two separate
+    sequences of the first pair - else as 2n separate sequences."""
+    import torch
+
+    from rlhf_trust.attribution import packing
+
+    what = "bt" if kind == "bt" else "lp"
+
+    def separate(items):
+        batch = pair_sequences(tok, items, device)
+        if what == "bt":
+            r = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0].float()
+        else:
+            r, _ = sequence_logps(model, batch, trim)
+        return r[: len(items)], r[len(items):]
+
+    def packed(items):
+        fn = packing.rewards if what == "bt" else packing.logps
+        return fn(model, packing.pack(tok, items, device))
+
+    key = (type(model).__name__, what)
+    # the packed 4D mask replaces the model's own, sliding-window included: pack only where no
+    # separate sequence is longer than the window (Gemma 3: 512 tokens, the pipeline's max_length 192)
+    window = getattr(model.config, "sliding_window", None)
+    fits = not window or max(len(p) + max(len(c), len(r)) for p, c, r in enc) <= window
+    if not (pack and trim and fits and _PACK_OK.get(key, True)):
+        return (*separate(enc), False)
+    if key not in _PACK_OK:
+        with torch.no_grad():
+            got, want = packed(enc[:1]), separate(enc[:1])
+        # a wrong layout (rejected seeing chosen, shifted positions) is off by far more than the
+        # ~1e-3 per token two float32 forwards of Gemma 3 already differ by on a CPU
+        _PACK_OK[key] = got is not None and all(torch.allclose(g, w, rtol=1e-3, atol=5e-2) for g, w in zip(got, want))
+    return (*packed(enc), True) if _PACK_OK[key] else (*separate(enc), False)
 
 
 def per_example_losses(kind: str, model, tok, rows: list[dict], max_length: int, *, ref_model=None,
-                       beta: float = 0.1, device: str = "cpu", trim: bool = True):
-    """(losses (n,), owner (n_seq,)) for `kind` in LOSSES; differentiable w.r.t. `model`.
-    `trim=False` computes logits at every position (the study's way; benchmarks only)."""
+                       beta: float = 0.1, device: str = "cpu", trim: bool = True, pack: bool = True):
+    """(losses (n,), owner (n_rows,)) for `kind` in LOSSES; differentiable w.r.t. `model`.
+    `pack`: a pair is one forward row, its prompt computed once (`packing`), else two sequences.
+    `trim=False` computes logits at every position of separate sequences (the study's way; benchmarks)."""
     import torch
     import torch.nn.functional as F
 
+    if kind not in LOSSES:
+        raise ValueError(f"unknown loss {kind!r}; known: {LOSSES}")
+    if kind == "dpo" and ref_model is None:
+        raise ValueError("dpo loss needs the reference (SFT) model")
     n = len(rows)
     if kind == "sft":
         batch = collate(tok, [(r["prompt"], r["chosen"]) for r in rows], max_length, device)
         lp, count = sequence_logps(model, batch, trim)
         return -lp / count.clamp(min=1), torch.arange(n)
-    owner = torch.cat([torch.arange(n), torch.arange(n)])
-    batch = collate(tok, _pairs(rows), max_length, device)
-    if kind == "bt":
-        r = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0].float()
-        return -F.logsigmoid(r[:n] - r[n:]), owner
-    lp, _ = sequence_logps(model, batch, trim)
-    if kind == "lm_contrast":
-        return -F.logsigmoid(lp[:n] - lp[n:]), owner
-    if kind == "dpo":
-        if ref_model is None:
-            raise ValueError("dpo loss needs the reference (SFT) model")
-        with torch.no_grad():
-            ref, _ = sequence_logps(ref_model, batch, trim)
-        margin = (lp[:n] - ref[:n]) - (lp[n:] - ref[n:])
-        return -F.logsigmoid(beta * margin), owner
-    raise ValueError(f"unknown loss {kind!r}; known: {LOSSES}")
+    enc = [encode_pair(tok, r["prompt"], r["chosen"], r["rejected"], max_length) for r in rows]
+    chosen, rejected, packed = _pair_scores(kind, model, tok, enc, device, trim, pack)
+    owner = torch.arange(n) if packed else torch.cat([torch.arange(n)] * 2)  # forward rows -> examples
+    if kind in ("bt", "lm_contrast"):
+        return -F.logsigmoid(chosen - rejected), owner
+    with torch.no_grad():  # dpo
+        ref_chosen, ref_rejected, _ = _pair_scores(kind, ref_model, tok, enc, device, trim, pack)
+    margin = (chosen - ref_chosen) - (rejected - ref_rejected)
+    return -F.logsigmoid(beta * margin), owner

@@ -1,0 +1,74 @@
+"""log p(target | hidden) through the LM head without vocabulary-sized activations.
+
+Why hand-written: at Gemma 3's 262k-token vocabulary the plain path (logits -> log_softmax ->
+cross_entropy, kept for backward) writes and re-reads several (tokens x vocab) float tensors, about
+1 GB per 1,000 tokens each, and on a CPU that memory traffic costs as much as the head's matrix
+products. The fused linear cross-entropy of Liger-Kernel does this on GPUs (Triton only); nothing
+well kept does it on a CPU. Here the head runs in chunks of tokens and, because d log p_t / d h_t =
+W^T (onehot(y_t) - softmax(z_t)) needs nothing from later layers, the gradient with respect to each
+hidden state is formed in the same pass: backward is then one multiply per token. Same numbers as
+the plain path (tests), two matrix products per token as before, no (tokens x vocab) tensor kept.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+CHUNK_ELEMENTS = 1 << 25  # logits per chunk (128 MB in float32)
+
+
+def token_logps(hidden, weight, bias, targets, softcap: float | None = None):
+    """(K,) log-probabilities of `targets` (K,) under softmax(cap(hidden @ weight.T + bias)),
+    differentiable with respect to `hidden` (K, H); weight and bias are treated as frozen."""
+    import torch
+
+    class _Fn(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, h):
+            need = h.requires_grad
+            out = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
+            grad = torch.empty_like(h) if need else None
+            step = max(1, CHUNK_ELEMENTS // weight.shape[0])
+            for s in range(0, h.shape[0], step):
+                z = torch.nn.functional.linear(h[s:s + step], weight, bias).float()
+                t = None
+                if softcap:
+                    t = torch.tanh(z / softcap)
+                    z = t * softcap
+                y = targets[s:s + step, None]
+                zmax = z.amax(dim=-1, keepdim=True)
+                zy = z.gather(1, y)
+                total = z.sub_(zmax).exp_().sum(dim=-1, keepdim=True)  # in place: z <- exp(z - max)
+                out[s:s + step] = (zy - zmax - total.log())[:, 0]
+                if need:  # d log p / d z = onehot(y) - softmax(z), through the cap, then through the head
+                    d = z.div_(total.neg_())
+                    d.scatter_add_(1, y, torch.ones_like(y, dtype=d.dtype))
+                    if t is not None:
+                        d.mul_(1 - t * t)
+                    grad[s:s + step] = (d.to(weight.dtype) @ weight).to(h.dtype)
+            if need:
+                ctx.save_for_backward(grad)
+            return out
+
+        @staticmethod
+        def backward(ctx, g):
+            (grad,) = ctx.saved_tensors
+            return g.to(grad.dtype)[:, None] * grad
+
+    return _Fn.apply(hidden)
+
+
+def split_head(model) -> tuple[Any, Any, float | None] | None:
+    """(decoder, lm_head Linear, final logit softcap) of a causal LM (PEFT-wrapped or not), or None
+    when the model has no such plain split (then callers use its own forward)."""
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        head = base.get_output_embeddings()
+        decoder = base.get_decoder()
+    except (AttributeError, NotImplementedError, ValueError):
+        return None
+    if type(head) is not torch.nn.Linear or decoder is None or decoder is base:
+        return None
+    return decoder, head, getattr(base.config, "final_logit_softcapping", None)
