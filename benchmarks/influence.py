@@ -152,9 +152,12 @@ def run_ours(args) -> tuple[list[float], float]:
         return pe.compute(lambda: losses.per_example_losses(args.loss, model, tok, rows, args.max_length,
                                                              ref_model=ref, beta=0.1, device=args.device), len(rows))
 
+    def key(row):  # micro-batches of similar token length, as the stage forms them
+        return losses.row_tokens(args.loss, tok, row, args.max_length)
+
     store = Path(args.workdir) / "store"
     grads.write_store(store, grads.shard_batches(train, args.shard_size, args.shard_size),
-                      lambda items: grads.compute_sorted(items, args.batch_size, compute, grads.pair_length),
+                      lambda items: grads.compute_sorted(items, args.batch_size, compute, key),
                       len(train), layers, pe.shapes, args.shard_size, "float32")
     tg = compute(test)
     v = {k: x.mean(0) for k, x in tg.items()}
@@ -164,16 +167,16 @@ def run_ours(args) -> tuple[list[float], float]:
 
 def run_floor(args) -> tuple[list[float], float]:
     """The forward passes alone (no graph, no backward, no scores), batched as ours with logits only
-    where a completion token is predicted: what any exact method spends at least (bar prompt sharing)."""
+    where a completion token is predicted: what any exact method making these passes spends at least."""
     import torch
 
-    from rlhf_trust.attribution import grads, losses
+    from rlhf_trust.attribution import losses
 
     model, ref, tok, _, train, test = setup(args)
     t0 = time.perf_counter()
     with torch.no_grad():
         for rows in (train, test):
-            order = sorted(rows, key=grads.pair_length)
+            order = sorted(rows, key=lambda r: losses.row_tokens(args.loss, tok, r, args.max_length))
             for b in range(0, len(order), args.batch_size):
                 losses.per_example_losses(args.loss, model, tok, order[b:b + args.batch_size], args.max_length,
                                           ref_model=ref, beta=0.1, device=args.device)

@@ -156,6 +156,15 @@ def test_length_sorted_micro_batches_return_rows_in_order():
         seen.append([len(r["prompt"]) for r in batch])
         return {"g": torch.tensor([[float(len(r["prompt"]))] for r in batch])}
 
-    out = grads.compute_sorted(items, 2, fn, grads.pair_length)
+    out = grads.compute_sorted(items, 2, fn, lambda r: len(r["prompt"]))
     assert seen == [[1, 3], [5, 7], [9]]
     assert out["g"][:, 0].tolist() == [5, 1, 9, 3, 7]
+
+
+def test_rows_are_sorted_by_the_tokens_each_loss_runs(base):
+    _, tok = lora(base)
+    row = hh_rows(1, chars=400)[0]
+    p, c, r = losses.encode_pair(tok, row["prompt"], row["chosen"], row["rejected"], 64)
+    assert losses.row_tokens("dpo", tok, row, 64) == len(p) + len(c) + len(r)  # a packed pair
+    assert losses.row_tokens("sft", tok, row, 64) == len(losses.encode(tok, row["prompt"], row["chosen"], 64)[0])
+    assert losses.row_tokens("sft", tok, row, 64) <= 64

@@ -197,11 +197,6 @@ def compute_sorted(items: list, batch_size: int, fn: Callable[[list], dict], key
     return {name: torch.cat([p[name] for p in parts])[inverse] for name in parts[0]}
 
 
-def pair_length(row: dict) -> int:
-    """Sort key of a (prompt, chosen, rejected) row: the characters of its longer sequence."""
-    return len(row["prompt"]) + max(len(row.get("chosen") or ""), len(row.get("rejected") or ""))
-
-
 def shard_batches(items: list, batch_size: int, shard_size: int) -> Iterator[tuple[int, list]]:
     for s0 in range(0, len(items), shard_size):
         s1 = min(s0 + shard_size, len(items))

@@ -86,14 +86,15 @@ class Attributor:
         """Write (or resume) the sharded train-gradient store."""
         from tqdm import tqdm
 
-        from rlhf_trust.attribution import grads
+        from rlhf_trust.attribution import grads, losses
 
         t0 = time.perf_counter()
         cfg = self.cfg
         with tqdm(total=len(self.rows), desc=f"influence {self.stage}: train gradients", unit="pair") as bar:
             def shard(items):  # micro-batches of similar length inside each shard: little padding
                 return grads.compute_sorted(items, cfg.batch_size, lambda b: self._grads(self.spec.train_loss, b),
-                                            grads.pair_length, bar.update)
+                                            lambda r: losses.row_tokens(self.spec.train_loss, self.tok, r,
+                                                                        cfg.max_length), bar.update)
 
             grads.write_store(self.store, grads.shard_batches(self.rows, cfg.shard_size, cfg.shard_size), shard,
                               len(self.rows), self.layers, self.pe.shapes, cfg.shard_size, cfg.grad_dtype,
