@@ -58,17 +58,27 @@ def token_logps(hidden, weight, bias, targets, softcap: float | None = None):
     return _Fn.apply(hidden)
 
 
+def decoder_of(model) -> tuple[Any, Any] | None:
+    """(transformers model, its decoder body) of a model, PEFT-wrapped or not; None when the model
+    names no decoder distinct from itself."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        decoder = base.get_decoder()
+    except (AttributeError, NotImplementedError, ValueError):  # transformers raises for bespoke layouts
+        return None
+    return None if decoder is None or decoder is base else (base, decoder)
+
+
 def split_head(model) -> tuple[Any, Any, float | None] | None:
     """(decoder, lm_head Linear, final logit softcap) of a causal LM (PEFT-wrapped or not), or None
     when the model has no such plain split (then callers use its own forward)."""
     import torch
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    try:
-        head = base.get_output_embeddings()
-        decoder = base.get_decoder()
-    except (AttributeError, NotImplementedError, ValueError):
+    parts = decoder_of(model)
+    if parts is None:
         return None
-    if type(head) is not torch.nn.Linear or decoder is None or decoder is base:
+    base, decoder = parts
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    if type(head) is not torch.nn.Linear:
         return None
     return decoder, head, getattr(base.config, "final_logit_softcapping", None)

@@ -91,14 +91,12 @@ def rewards(model, packed: dict):
     `score` head at each branch's last token; None when the model has no such split."""
     import torch
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    score = getattr(base, "score", None)
-    try:
-        decoder = base.get_decoder()
-    except (AttributeError, NotImplementedError, ValueError):
+    from rlhf_trust.attribution import fused_head
+
+    parts = fused_head.decoder_of(model)
+    if parts is None or getattr(parts[0], "score", None) is None:
         return None
-    if score is None or decoder is None or decoder is base:
-        return None
+    score, decoder = parts[0].score, parts[1]
     hidden = _hidden(decoder, packed, next(decoder.parameters()).dtype)
     r = score(hidden[torch.arange(packed["n"], device=hidden.device)[:, None], packed["last"]]).float()
     return r[:, 0, 0], r[:, 1, 0]
