@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -85,6 +86,9 @@ class ModelConfig:
 
     def check(self) -> None:
         _require(bool(self.spec.strip()), "model.spec", "must not be empty")
+        for k in ("tiny_hidden_size", "tiny_layers", "tiny_heads", "tiny_max_positions"):
+            _require(getattr(self, k) >= 1, f"model.{k}", "must be >= 1")
+        _require(self.tiny_vocab_size >= 256, "model.tiny_vocab_size", "must be >= 256 (the byte-level alphabet)")
         _require(self.tiny_hidden_size % self.tiny_heads == 0, "model.tiny_hidden_size",
                  "must be divisible by model.tiny_heads")
 
@@ -323,20 +327,49 @@ def read_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
     import yaml  # light; kept local so `--help` stays instant
 
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"params: {path} is a directory, not a params file")
     if not path.is_file():
         raise ConfigError(f"params file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_unique_key_loader())
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"params: {path} is not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"params: cannot read {path} ({e.strerror})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
-        raise ConfigError(f"params: {path} is not valid YAML{where}") from None
+        problem = getattr(e, "problem", None) or ""
+        detail = f": {problem}" if problem.startswith("duplicate key") else ""
+        raise ConfigError(f"params: {path} is not valid YAML{where}{detail}") from None
+    if raw is None:  # empty or only comments: the code's defaults are not params.yaml's, so refuse
+        raise ConfigError(f"params: {path} is empty (no sections); copy params.yaml and edit it")
     if not isinstance(raw, dict):
         raise ConfigError(f"params: {path} must be a mapping of sections")
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"params: unknown section '{unknown[0]}' (known: {', '.join(SECTIONS)})")
     return raw
+
+
+def _unique_key_loader() -> type:
+    """yaml.SafeLoader that rejects a key given twice in one mapping (PyYAML silently keeps the
+    last one; there is no option for this, hence the subclass)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
 
 
 def build(cls: type, data: Any, prefix: str) -> Any:
@@ -389,11 +422,13 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, str):  # YAML reads "1e-4" (no dot) as a string
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"params: {key}: must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"params: {key}: must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
