@@ -23,6 +23,7 @@ from typing import Any
 
 from rlhf_trust import io, paths
 from rlhf_trust.config import as_flat_dict, params_hash
+from rlhf_trust.errors import UserError
 
 EXPERIMENT = "rlhf-trust"
 LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "mlflow", "dvc",
@@ -31,12 +32,57 @@ _SECRET = re.compile(r"(api[_-]?key|token|secret|password)", re.IGNORECASE)
 
 
 def tracking_uri() -> str:
-    """sqlite backend anchored at the repository root (survives `dvc exp run --temp`)."""
+    """$MLFLOW_TRACKING_URI (a team's server, e.g. http://mlflow.lab:5000), else the sqlite
+    backend anchored at the repository root (survives `dvc exp run --temp`)."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.repo_root() / 'mlflow.db'}"
 
 
-def artifact_root() -> str:
+def artifact_root() -> str | None:
+    """Where a new experiment's artifacts go: $RLHF_TRUST_ARTIFACT_ROOT (e.g. s3://bucket/mlflow);
+    for a tracking server, None = the server's own `--artifacts-destination`; else mlruns/."""
+    explicit = os.environ.get("RLHF_TRUST_ARTIFACT_ROOT")
+    if explicit:
+        return explicit
+    if tracking_uri().startswith(("http://", "https://", "databricks")):
+        return None
     return (paths.repo_root() / "mlruns").as_uri()
+
+
+def redact(uri: str) -> str:
+    """The URI without a password (http://user:pw@host -> http://user:***@host) for messages."""
+    return re.sub(r"(//[^/:@]+):[^/@]*@", r"\1:***@", uri)
+
+
+def check_reachable(uri: str) -> None:
+    """A tracking server must answer before a stage starts: one GET of /health, a few seconds
+    ($RLHF_TRUST_TRACKING_TIMEOUT), instead of MLflow's retries for minutes. Other stores (sqlite,
+    a database URI) are checked by opening the run (`_store_unusable`)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    timeout = float(os.environ.get("RLHF_TRUST_TRACKING_TIMEOUT", "5"))
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        pass  # it answered (auth, proxy path): the run's own requests say what is wrong
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise UserError(f"MLflow tracking server {redact(uri)} is unreachable ({reason}); start it, "
+                        "or unset MLFLOW_TRACKING_URI for the local store") from None
+
+
+@contextlib.contextmanager
+def _store_unusable(uri: str) -> Iterator[None]:
+    """Any tracking-store error while the run is being opened: one line naming the URI, exit 2."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except (MlflowException, OSError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise UserError(f"MLflow tracking store {redact(uri)} is unusable: {first}") from None
 
 
 def configure_env() -> None:
@@ -45,6 +91,9 @@ def configure_env() -> None:
         "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "DVC_NO_ANALYTICS": "1",
         "GX_ANALYTICS_ENABLED": "false", "HF_HUB_DISABLE_TELEMETRY": "1", "TRL_EXPERIMENTAL_SILENCE": "1",
         "TOKENIZERS_PARALLELISM": "false", "HF_MLFLOW_LOG_ARTIFACTS": "0",
+        # a dead tracking server costs seconds, not MLflow's default 7 retries with backoff (minutes)
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
         # offline unless the user opts in (HF_HUB_OFFLINE=0) to hub models or hub data
         "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
     }.items():
@@ -149,25 +198,47 @@ def _pipeline_parent(mlflow: Any, pipeline: str, tags: dict[str, str]) -> str:
 
 
 class StageRun:
-    """Handle given to a stage: log artifacts and extra tags into its MLflow run."""
+    """Handle given to a stage: log artifacts and extra tags into its MLflow run.
+
+    Logging never stops a stage: once the tracking store fails (a server that died mid-stage), the
+    first error is kept in `logging_failed`, later calls are skipped, and the stage goes on to write
+    its outputs; `stage_run` then says so in one line."""
 
     def __init__(self, mlflow: Any, run: Any):
         self._mlflow = mlflow
         self.run = run
         self.run_id = run.info.run_id
+        self.logging_failed: str | None = None
+
+    def _guard(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        if self.logging_failed is not None:
+            return
+        from mlflow.exceptions import MlflowException
+
+        try:
+            fn(*args, **kwargs)
+        except (MlflowException, OSError) as e:
+            self.logging_failed = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         path = Path(path)
         if path.is_dir():
-            self._mlflow.log_artifacts(str(path), artifact_path=artifact_path)
+            self._guard(self._mlflow.log_artifacts, str(path), artifact_path=artifact_path)
         elif path.is_file():
-            self._mlflow.log_artifact(str(path), artifact_path=artifact_path)
+            self._guard(self._mlflow.log_artifact, str(path), artifact_path=artifact_path)
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        self._mlflow.set_tags({k: str(v) for k, v in tags.items()})
+        self._guard(self._mlflow.set_tags, {k: str(v) for k, v in tags.items()})
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
-        self._mlflow.log_metrics(numeric_metrics(metrics), step=step)
+        self._guard(self._mlflow.log_metrics, numeric_metrics(metrics), step=step)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self._guard(self._mlflow.log_params, params)
+
+    def end(self, status: str) -> None:
+        """End the run (a no-op if SIGTERM already ended it); also flushes TRL's async logging."""
+        self._guard(self._mlflow.end_run, status)
 
 
 def process_tags() -> dict[str, str]:
@@ -226,9 +297,37 @@ def _sigterm_kills_run(mlflow: Any, stage: str) -> Iterator[None]:
 def stage_run(stage: str, cfg: Any = None, inputs: list[str | Path] = (), run_name: str | None = None,
               tags: dict[str, str] | None = None) -> Iterator[StageRun]:
     configure_env()
+    uri = tracking_uri()
+    check_reachable(uri)  # before anything else: a stage that cannot be tracked does no work
     import mlflow  # heavy: imported only by stages that run
 
-    mlflow.set_tracking_uri(tracking_uri())
+    with _store_unusable(uri):
+        run = _open_run(mlflow, uri, stage, cfg, inputs, run_name, tags)
+    sr = StageRun(mlflow, run)
+    with _sigterm_kills_run(mlflow, stage):
+        try:
+            params = _safe_params(cfg)
+            if params:
+                sr.log_params(params)
+            yield sr
+        except BaseException:
+            sr.end("FAILED")
+            raise
+        else:
+            sr.end("FINISHED")
+        finally:
+            if sr.logging_failed:
+                import sys
+
+                print(f"rlhf-trust {stage}: warning: MLflow logging to {redact(uri)} failed "
+                      f"({sr.logging_failed}); the stage's outputs are written, MLflow run {sr.run_id} "
+                      "is incomplete", file=sys.stderr, flush=True)
+
+
+def _open_run(mlflow: Any, uri: str, stage: str, cfg: Any, inputs: list[str | Path], run_name: str | None,
+              tags: dict[str, str] | None) -> Any:
+    """Experiment, pipeline parent run and the stage's run with its provenance tags."""
+    mlflow.set_tracking_uri(uri)
     name = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
     if mlflow.get_experiment_by_name(name) is None:
         mlflow.create_experiment(name, artifact_location=artifact_root())
@@ -247,11 +346,7 @@ def stage_run(stage: str, cfg: Any = None, inputs: list[str | Path] = (), run_na
     all_tags["mlflow.parentRunId"] = _pipeline_parent(mlflow, pipeline, all_tags)
     all_tags.update(process_tags())
     mark_dead_runs_killed(mlflow, stage)
-    with mlflow.start_run(run_name=run_name or stage, tags=all_tags) as run, _sigterm_kills_run(mlflow, stage):
-        params = _safe_params(cfg)
-        if params:
-            mlflow.log_params(params)
-        yield StageRun(mlflow, run)
+    return mlflow.start_run(run_name=run_name or stage, tags=all_tags)
 
 
 def track_stage(stage: str, fn: Callable[[StageRun], dict[str, Any]], *, cfg: Any = None,
