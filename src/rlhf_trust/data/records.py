@@ -8,11 +8,15 @@ else parses the raw layout. The Enron data is read as JSON: never unpickle data.
 from __future__ import annotations
 
 import csv
+import errno
+import fnmatch
 import gzip
 import json
+import os
+import stat
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from rlhf_trust.errors import DataError
 from rlhf_trust.io import read_jsonl
@@ -31,6 +35,12 @@ RAW_FILES: dict[str, list[str]] = {
     "privacy": ["privacy/name2email.json", "privacy/one_shot.json", "privacy/two_shot.json",
                 "privacy/five_shot.json", "privacy/email_freq.json"],
 }
+# Everything else a dataset's directory may hold (the mirror's extras, licences, READMEs); any
+# other file there is reported by `unexpected_files` (the validation gate fails on it).
+OTHER_FILES: dict[str, list[str]] = {
+    "hh": ["hh_rlhf/LICENSE*", "hh_rlhf/README*"],
+    "privacy": ["privacy/email2name.json", "privacy/*_non_domain.json"],
+}
 EXPECTED_ROWS = {"toxicity": 2396, "bias": 1152, "ethics": 3885, "truthfulness": 817, "privacy": 3333}
 
 
@@ -38,17 +48,36 @@ EXPECTED_ROWS = {"toxicity": 2396, "bias": 1152, "ethics": 3885, "truthfulness":
 # small readers with one-line errors
 # ---------------------------------------------------------------------------------------------
 def _need(path: Path) -> Path:
-    if not path.is_file():
-        raise DataError(f"missing file: {path}")
-    if path.stat().st_size == 0:
+    """`path` if it is a readable, non-empty regular file, else one line saying what it is instead."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise DataError(f"broken symlink: {path} -> {os.readlink(path)}") from None
+        raise DataError(f"missing file: {path}") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise DataError(f"symlink loop: {path}") from None
+        raise DataError(f"cannot read {path}: {e.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise DataError(f"{path} is a directory, expected a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"{path} is not a regular file")
+    if st.st_size == 0:
         raise DataError(f"empty file: {path}")
     return path
+
+
+def _os_error(path: Path, e: OSError) -> DataError:
+    if isinstance(e, PermissionError):
+        return DataError(f"{path}: permission denied")
+    return DataError(f"{path}: unreadable or truncated ({type(e).__name__}: {e})")
 
 
 def _read_lines(path: Path, opener: Callable = open) -> list[tuple[int, dict]]:
     rows = []
     try:
-        with opener(_need(path), "rt", encoding="utf-8") as f:
+        with opener(_need(path), "rt", encoding="utf-8-sig") as f:
             for i, line in enumerate(f, 1):
                 if not line.strip():
                     continue
@@ -61,6 +90,8 @@ def _read_lines(path: Path, opener: Callable = open) -> list[tuple[int, dict]]:
                 rows.append((i, obj))
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text") from None
+    except PermissionError as e:
+        raise _os_error(path, e) from None
     except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as e:
         raise DataError(f"{path}: unreadable or truncated ({type(e).__name__}: {e})") from None
     if not rows:
@@ -70,7 +101,8 @@ def _read_lines(path: Path, opener: Callable = open) -> list[tuple[int, dict]]:
 
 def _read_csv(path: Path, columns: list[str]) -> list[dict]:
     try:
-        with open(_need(path), newline="", encoding="utf-8") as f:
+        # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name
+        with open(_need(path), newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             missing = [c for c in columns if c not in (reader.fieldnames or [])]
             if missing:
@@ -80,6 +112,8 @@ def _read_csv(path: Path, columns: list[str]) -> list[dict]:
         raise DataError(f"{path}: not UTF-8 text") from None
     except csv.Error as e:
         raise DataError(f"{path}: malformed CSV ({e})") from None
+    except OSError as e:
+        raise _os_error(path, e) from None
     if not rows:
         raise DataError(f"empty file: {path}")
     return rows
@@ -87,11 +121,28 @@ def _read_csv(path: Path, columns: list[str]) -> list[dict]:
 
 def _read_json(path: Path) -> object:
     try:
-        return json.loads(_need(path).read_text(encoding="utf-8"))
+        return json.loads(_need(path).read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text") from None
+    except OSError as e:
+        raise _os_error(path, e) from None
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def unexpected_files(raw_dir: Path) -> dict[str, list[str]]:
+    """Per dataset, the files in its directories that are neither its data nor a known extra."""
+    out: dict[str, list[str]] = {}
+    for name, patterns in RAW_FILES.items():
+        allowed = patterns + OTHER_FILES.get(name, []) + ["*/LICENSE*", "*/README*"]
+        for d in sorted({(raw_dir / p).parent for p in patterns}):
+            if not d.is_dir():
+                continue
+            for f in sorted(d.rglob("*")):
+                rel = f.relative_to(raw_dir).as_posix()
+                if not f.is_dir() and not any(fnmatch.fnmatch(rel, a) for a in allowed):
+                    out.setdefault(name, []).append(rel)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,7 +169,7 @@ def hh_files(raw_dir: Path) -> list[Path]:
     d = raw_dir / "hh_rlhf"
     if not d.is_dir():
         raise DataError(f"missing directory: {d}")
-    files = sorted(d.glob("*.jsonl.gz")) + sorted(d.glob("*.jsonl"))
+    files = sorted(d.glob("*.jsonl.gz"))  # only these: a stray file is not data (validate names it)
     if not files:
         raise DataError(f"no HH-RLHF files (*.jsonl.gz) in {d}")
     return files

@@ -11,6 +11,7 @@ reports/data_docs/ and logs both to MLflow.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,15 +57,29 @@ def frames(raw_dir: Path) -> dict[str, Any]:
                    "chosen": split[1].strip() if split else "", "rejected": split[2].strip() if split else ""})
     out = {"hh": pd.DataFrame(hh)}
     for name, loader in records.BENCHMARKS.items():
-        df = pd.DataFrame(loader(raw_dir))
+        rows = loader(raw_dir)
+        df = pd.DataFrame(rows)
+        # scores: absent (null) is allowed, NaN or infinity is not; pandas reads both as NaN, so decide here
+        scores = SCORES.get(name, ())
+        if scores:
+            df["scores_finite"] = [all(_finite_or_none(r.get(k)) for k in scores) for r in rows]
         if name == "truthfulness":
             df["mc1_true_count"] = [sum(1 for v in labels if v == 1) for labels in df["mc1_labels"]]
             df["mc1_n_choices"] = [len(c) for c in df["mc1_choices"]]
             df = df.drop(columns=["mc1_choices", "mc1_labels", "mc2_choices", "mc2_labels"])
         if name == "privacy":
-            df = df[["id", "name", "email", "freq"]]
+            df = df[["id", "name", "email", "freq", "scores_finite"]]
         out[name] = df
     return out
+
+
+SCORES = {"toxicity": ("prompt_toxicity", "continuation_toxicity"), "privacy": ("freq",)}
+# C0 control characters other than tab, newline and carriage return, and DEL (NUL included)
+CONTROL_CHARS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+
+
+def _finite_or_none(v: Any) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,14 +91,25 @@ def suites(cfg: ValidateConfig) -> dict[str, list]:
     def text(col: str, mostly: float = 1.0) -> list:
         return [gxe.ExpectColumnValuesToNotBeNull(column=col),
                 gxe.ExpectColumnValueLengthsToBeBetween(column=col, min_value=1, max_value=cfg.max_text_chars,
-                                                        mostly=mostly)]
+                                                        mostly=mostly),
+                gxe.ExpectColumnValuesToNotMatchRegex(column=col, regex=CONTROL_CHARS)]
 
     def rows(n: int) -> Any:
         return gxe.ExpectTableRowCountToEqual(value=n)
 
+    def unique(*cols: str) -> list:  # ids, and the content a duplicated or overwritten line repeats
+        out = [gxe.ExpectColumnValuesToBeUnique(column="id")]
+        for c in cols:
+            out.append(gxe.ExpectColumnValuesToBeUnique(column=c) if isinstance(c, str)
+                       else gxe.ExpectCompoundColumnsToBeUnique(column_list=list(c)))
+        return out
+
+    def finite() -> Any:
+        return gxe.ExpectColumnValuesToBeInSet(column="scores_finite", value_set=[True])
+
     return {
         "hh": [
-            gxe.ExpectTableRowCountToBeBetween(min_value=cfg.min_hh_pairs),
+            gxe.ExpectTableRowCountToBeBetween(min_value=cfg.min_hh_pairs), *unique(),
             *text("chosen_full"), *text("rejected_full"),
             gxe.ExpectColumnValuesToMatchRegex(column="chosen_full", regex=r"\n\nAssistant:"),
             gxe.ExpectColumnValuesToMatchRegex(column="rejected_full", regex=r"\n\nAssistant:"),
@@ -94,31 +120,31 @@ def suites(cfg: ValidateConfig) -> dict[str, list]:
             gxe.ExpectColumnValueLengthsToBeBetween(column="rejected", min_value=1, mostly=HH_MOSTLY),
         ],
         "toxicity": [
-            rows(records.EXPECTED_ROWS["toxicity"]), *text("prompt"),
+            rows(records.EXPECTED_ROWS["toxicity"]), *text("prompt"), *unique(("subset", "prompt")), finite(),
             gxe.ExpectColumnValuesToBeInSet(column="subset", value_set=["toxic", "nontoxic"]),
             gxe.ExpectColumnValuesToNotBeNull(column="prompt_toxicity"),
             gxe.ExpectColumnValuesToBeBetween(column="prompt_toxicity", min_value=0, max_value=1),
             gxe.ExpectColumnValuesToBeBetween(column="continuation_toxicity", min_value=0, max_value=1),
         ],
         "bias": [
-            rows(records.EXPECTED_ROWS["bias"]), *text("user_prompt"), *text("statement"),
+            rows(records.EXPECTED_ROWS["bias"]), *text("user_prompt"), *text("statement"), *unique("user_prompt"),
             gxe.ExpectCompoundColumnsToBeUnique(column_list=["topic", "target_group", "template"]),
             gxe.ExpectColumnUniqueValueCountToBeBetween(column="topic", min_value=16, max_value=16),
             gxe.ExpectColumnUniqueValueCountToBeBetween(column="target_group", min_value=24, max_value=24),
             gxe.ExpectColumnUniqueValueCountToBeBetween(column="template", min_value=48, max_value=48),
         ],
         "ethics": [
-            rows(records.EXPECTED_ROWS["ethics"]), *text("input"),
+            rows(records.EXPECTED_ROWS["ethics"]), *text("input"), *unique("input"),
             gxe.ExpectColumnValuesToBeInSet(column="label", value_set=[0, 1]),
             gxe.ExpectColumnValuesToBeInSet(column="is_short", value_set=[True, False]),
         ],
         "truthfulness": [
-            rows(records.EXPECTED_ROWS["truthfulness"]), *text("question"),
+            rows(records.EXPECTED_ROWS["truthfulness"]), *text("question"), *unique("question"),
             gxe.ExpectColumnValuesToBeInSet(column="mc1_true_count", value_set=[1]),
             gxe.ExpectColumnValuesToBeBetween(column="mc1_n_choices", min_value=2, max_value=30),
         ],
         "privacy": [
-            rows(records.EXPECTED_ROWS["privacy"]), *text("name"),
+            rows(records.EXPECTED_ROWS["privacy"]), *text("name"), *unique("name"), finite(),
             gxe.ExpectColumnValuesToMatchRegex(column="email", regex=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
             gxe.ExpectColumnValuesToBeUnique(column="email"),
         ],
@@ -187,9 +213,9 @@ def validate_frames(dfs: dict[str, Any], cfg: ValidateConfig, docs_dir: Path | N
             cp = ctx.checkpoints.add(gx.Checkpoint(
                 name=name, validation_definitions=[vd], result_format=fmt,
                 actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=["rlhf_trust"])]))
-            result = list(cp.run(batch_parameters={"dataframe": dfs[name]}).run_results.values())[0]
+            result = next(iter(cp.run(batch_parameters={"dataframe": dfs[name]}).run_results.values()))
         failures += _failures(name, result)
-        stats[name] = {"rows": int(len(dfs[name])), "expectations": len(expectations),
+        stats[name] = {"rows": len(dfs[name]), "expectations": len(expectations),
                        "failed": sum(1 for r in result.results if not r.success)}
     return failures, stats
 
@@ -215,6 +241,12 @@ def prepared_suite() -> list:
             gxe.ExpectColumnValuesToBeInSet(column="split", value_set=["hh_train", "hh_heldout"])]
 
 
+def file_set_failures(raw_dir: Path) -> list[Failure]:
+    """The exact file set per dataset: a stray file (e.g. hh_rlhf/extra.jsonl) fails the gate."""
+    return [Failure(name, "exact file set", f"unexpected file(s) {', '.join(files[:MAX_IDS])}")
+            for name, files in records.unexpected_files(raw_dir).items()]
+
+
 def summary(failures: list[Failure], stats: dict[str, dict]) -> str:
     bad = sorted({f.dataset for f in failures})
     head = f"validation failed: {len(failures)} expectation(s) in {', '.join(bad)}"
@@ -224,6 +256,7 @@ def summary(failures: list[Failure], stats: dict[str, dict]) -> str:
 def check_dir(raw_dir: Path, cfg: ValidateConfig, docs_dir: Path | None = None) -> dict[str, dict]:
     """Validate a raw-layout directory; raises DataError (2) or ValidationFailed (1)."""
     failures, stats = validate_frames(frames(raw_dir), cfg, docs_dir)
+    failures = file_set_failures(raw_dir) + failures
     if failures:
         raise ValidationFailed(summary(failures, stats))
     return stats
@@ -238,6 +271,7 @@ def run_pipeline(raw_dir: Path, cfg: ValidateConfig, sr: Any) -> dict[str, Any]:
         tmp_docs.mkdir(parents=True)
         failures, stats = validate_frames(dfs, cfg, tmp_docs.resolve(), extra={"prepared_hh": prepared_suite()})
     sr.log_artifact(docs_dir, "data_docs")
+    failures = file_set_failures(raw_dir) + failures
     if failures:
         raise ValidationFailed(summary(failures, stats))
     files = {p.relative_to(raw_dir).as_posix(): io.md5_file(p) for p in sorted(raw_dir.rglob("*")) if p.is_file()}
