@@ -75,6 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"rlhf-trust {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        from rlhf_trust.io import is_disk_full
+
+        if not is_disk_full(e):
+            raise  # a bug: the traceback is what a maintainer needs
+        where = f" while writing {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"rlhf-trust {args.command}: error: no space left on device{where}; free space and re-run "
+              "(earlier results are unchanged)", file=sys.stderr)
+        return 2
     return int(rc or 0)
 
 

@@ -12,6 +12,7 @@ it stopped and a re-run with nothing changed makes no model calls.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -19,7 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rlhf_trust.errors import DataError
 from rlhf_trust.evals.backends import BaseBackend, Unit
+from rlhf_trust.io import is_disk_full
 
 
 def make_key(*parts: Any) -> str:
@@ -31,14 +34,34 @@ class Cache:
 
     def __init__(self, path: str | Path | None):
         self.path = Path(path) if path else None
-        if self.path:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        # several DVC stages may share the file: wait for locks instead of failing
-        self.db = sqlite3.connect(str(self.path) if self.path else ":memory:", timeout=120)
-        if self.path:
-            self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        self.db.commit()
+        self.db = None
+        try:
+            with self._errors("open"):
+                if self.path:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                # several DVC stages may share the file: wait for locks instead of failing
+                self.db = sqlite3.connect(str(self.path) if self.path else ":memory:", timeout=120)
+                if self.path:
+                    self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                self.db.commit()
+        except BaseException:
+            if self.db is not None:
+                self.db.close()
+            raise
+
+    @contextlib.contextmanager
+    def _errors(self, what: str):
+        """A full disk or a file that is not an sqlite database: one line (exit 2). Whatever was
+        committed before stays; a re-run resumes from it."""
+        try:
+            yield
+        except (sqlite3.Error, OSError) as e:
+            if is_disk_full(e):
+                raise DataError(f"no space left on device while writing the generation cache {self.path}; "
+                                "free space and re-run (cached generations are kept)") from None
+            raise DataError(f"generation cache {self.path}: cannot {what} ({e}); "
+                            "delete it or set eval.cache to another path") from None
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
         found: dict[str, Any] = {}
@@ -46,14 +69,22 @@ class Cache:
         for i in range(0, len(keys), 500):  # sqlite's bound-parameter limit
             chunk = keys[i:i + 500]
             q = f"SELECT key, value FROM cache WHERE key IN ({','.join('?' * len(chunk))})"
-            for k, v in self.db.execute(q, chunk):
+            with self._errors("read"):
+                rows = list(self.db.execute(q, chunk))
+            for k, v in rows:
                 found[k] = json.loads(v)
         return found
 
     def put_many(self, items: dict[str, Any]) -> None:
-        self.db.executemany("INSERT OR REPLACE INTO cache (key, value) VALUES (?, ?)",
-                            [(k, json.dumps(v, ensure_ascii=False)) for k, v in items.items()])
-        self.db.commit()
+        with self._errors("write"):
+            try:
+                self.db.executemany("INSERT OR REPLACE INTO cache (key, value) VALUES (?, ?)",
+                                    [(k, json.dumps(v, ensure_ascii=False)) for k, v in items.items()])
+                self.db.commit()
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.rollback()
+                raise
 
     def __len__(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM cache").fetchone()[0]

@@ -7,11 +7,14 @@ called by tests and benchmarks) and `cli(args)` (the DVC stage: params + MLflow 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import math
 import os
 import shutil
+import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -55,6 +58,7 @@ def parent_dir(stage: str, layout: Layout, name: str | None = None) -> Path:
 
     name = name or PARENT[stage]
     d = layout.model(name)
+    io.recover(d)  # a kill between atomic_path's two renames left the earlier directory aside
     if not (d / STAGE_FILE).is_file():
         raise UserError(f"{stage}: upstream model '{name}' not found at {d}; run `rlhf-trust {name}` first")
     return d
@@ -254,12 +258,15 @@ def checkpoint_to_resume(ckpt_dir: Path, fingerprint: dict, resume: bool) -> str
 
     A fingerprint (params + input md5s) is kept beside the checkpoints; a mismatch (params
     changed, new data) or resume=false discards the old checkpoints, never a finished result.
+    Each checkpoint is verified first (`verify_checkpoint`); unusable ones are removed with one
+    warning line and the newest usable one is returned (None: start over).
     """
-    from transformers.trainer_utils import get_last_checkpoint
-
     ckpt_dir = Path(ckpt_dir)
     fp_file = ckpt_dir / "fingerprint.json"
-    same = fp_file.is_file() and io.read_json(fp_file) == json.loads(json.dumps(fingerprint, default=str))
+    try:
+        same = fp_file.is_file() and io.read_json(fp_file) == json.loads(json.dumps(fingerprint, default=str))
+    except DataError:  # a corrupt fingerprint: the checkpoints cannot be trusted to match
+        same = False
     barrier()  # every process has compared before the main one rewrites the fingerprint
     if is_main_process():
         if not (resume and same):
@@ -267,7 +274,85 @@ def checkpoint_to_resume(ckpt_dir: Path, fingerprint: dict, resume: bool) -> str
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         io.write_json(fp_file, fingerprint)
     barrier()
-    return get_last_checkpoint(str(ckpt_dir)) if resume and same else None
+    if not (resume and same):
+        return None
+    bad: list[str] = []
+    found = None
+    for ckpt in sorted((p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                       key=lambda p: -int(p.name.split("-")[-1])):
+        problem = verify_checkpoint(ckpt)
+        if problem is None:
+            found = ckpt
+            break
+        bad.append(f"{ckpt.name} ({problem})")
+    barrier()  # every process has verified before the main one removes the unusable ones
+    if bad:
+        if is_main_process():
+            for name in bad:
+                shutil.rmtree(ckpt_dir / name.split(" ")[0], ignore_errors=True)
+        then = f"resuming from {found.name}" if found else "starting over"
+        warn(ckpt_dir.name, f"unusable checkpoint {'; '.join(bad)}: removed, {then}")
+    barrier()
+    return str(found) if found else None
+
+
+def warn(stage: str, message: str) -> None:
+    """One warning line on stderr (the pipeline carries on)."""
+    import sys
+
+    print(f"rlhf-trust {stage}: warning: {message}", file=sys.stderr, flush=True)
+
+
+def verify_checkpoint(ckpt: Path) -> str | None:
+    """None if every file of checkpoint directory `ckpt` reads back, else what is wrong (one phrase).
+
+    A kill while a checkpoint is written, a truncated or replaced file, or a pickle that is more
+    than tensors and plain types (refused by `weights_only=True`) makes it unusable; the caller
+    falls back to an older one. Trainer writes trainer_state.json last; PPO writes its rng file last.
+    """
+    import torch
+    from safetensors import safe_open
+    from transformers.trainer_pt_utils import safe_globals
+
+    files = {p.name: p for p in ckpt.rglob("*") if p.is_file()}
+    needed = (["ppo_state.pt", f"rng-{os.environ.get('RANK', '0')}.pt"] if "ppo_state.pt" in files
+              else ["trainer_state.json"])
+    for name in needed:
+        if name not in files:
+            return f"no {name}"
+    for path in sorted(files.values()):
+        rel = path.relative_to(ckpt).as_posix()
+        try:
+            if path.suffix == ".json":
+                json.loads(path.read_text(encoding="utf-8"))
+            elif path.suffix == ".safetensors":
+                with safe_open(str(path), framework="pt") as f:
+                    for key in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                        f.get_slice(key)
+            elif path.suffix in (".pt", ".pth", ".bin") and path.name != "training_args.bin":
+                # (training_args.bin is a pickled TrainingArguments that resuming never loads)
+                with safe_globals():  # numpy RNG states in Trainer's rng_state.pth, nothing else
+                    torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        except Exception as e:  # noqa: BLE001 (any failure to read it back means: do not resume from it)
+            msg = (str(e).splitlines() or [""])[0][:120]
+            return f"{rel}: {type(e).__name__}" + (f": {msg}" if msg else "")
+    return None
+
+
+def train(trainer: Any, resume: str | None) -> None:
+    """`trainer.train(resume_from_checkpoint=resume)`, except when `resume` is the checkpoint of a
+    finished training (the kill came while the model directory was written): Trainer would run
+    one step past max_steps, so the finished state is loaded instead and nothing is trained."""
+    if resume:
+        state_file = Path(resume) / "trainer_state.json"
+        st = io.read_json(state_file)
+        if st.get("max_steps") and st.get("global_step", 0) >= st["max_steps"]:
+            from transformers import TrainerState
+
+            trainer._load_from_checkpoint(resume)  # weights (LoRA adapter or full) as Trainer loads them
+            trainer.state = TrainerState.load_from_json(str(state_file))
+            return
+    trainer.train(resume_from_checkpoint=resume)
 
 
 def fingerprint(cfg: Any, inputs: dict[str, str]) -> dict:
@@ -286,10 +371,53 @@ def checkpoint_step(ckpt: str | None) -> int:
 
 
 def discard_checkpoints(ckpt_dir: Path) -> None:
-    """After the model directory exists the checkpoints are no longer needed."""
-    if is_main_process():
+    """After the model directory exists the checkpoints are no longer needed (inside `output_unit`:
+    once the stage's metrics are written too)."""
+    unit = _UNIT.get()
+    if unit is not None:  # only rank 0 opens a unit; it removes them once the unit is committed
+        unit["checkpoints"] = Path(ckpt_dir)
+    elif is_main_process():
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     barrier()
+
+
+# A stage's model directory, metrics JSON and checkpoints change together (both or neither).
+_UNIT: contextvars.ContextVar[dict | None] = contextvars.ContextVar("rlhf_trust_output_unit", default=None)
+
+
+@contextlib.contextmanager
+def output_unit(stage: str, model_dir: Path, files: list[Path]):
+    """The model directory and the metrics files a stage writes inside this block form one unit.
+
+    The earlier model directory and files are kept (`.<name>.old`, hard links) until the block
+    ends; a failure (a full disk on metrics/, an MLflow error, a kill) puts them back, keeps the
+    checkpoints for an exact resume and loses nothing. A kill is undone by `io.recover` at the next
+    start of the stage. Hand-written: DVC commits outputs only after a stage succeeds, but cannot
+    restore the ones a failed stage already replaced.
+    """
+    paths = [Path(model_dir), *map(Path, files)]
+    for p in paths:
+        io.recover(p)
+    existed = {p: p.exists() for p in files}
+    for p in files:
+        io.keep_file(p)
+    unit: dict = {"checkpoints": None}
+    token = _UNIT.set(unit)
+    try:
+        yield
+    except BaseException:
+        for p in paths:
+            io.rollback(p)
+        for p in files:
+            if not existed[p]:
+                Path(p).unlink(missing_ok=True)
+        raise
+    finally:
+        _UNIT.reset(token)
+    for p in paths:
+        io.commit(p)
+    if unit["checkpoints"] is not None:
+        shutil.rmtree(unit["checkpoints"], ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------ output
@@ -311,7 +439,7 @@ def save_model_dir(model: Any, tok: Any, out_dir: Path, *, stage: str, task: str
         "parent": parent_info.get("stage"), "parent_dir": str(parent.resolve()),
         "data_md5": data_md5, "params_hash": params_hash(cfg), **(extra or {}),
     }
-    with io.atomic_path(out_dir) as tmp:
+    with io.atomic_path(out_dir, keep_old=_UNIT.get() is not None) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         info = write_stage_info(tmp, info, final_dir=out_dir)
@@ -354,8 +482,9 @@ def run_cli(stage: str, args: Any, run: Callable[..., dict], inputs: list[Path])
                         artifact_path="model")
         return metrics
 
-    metrics = track_stage(stage, body, cfg=cfg, inputs=[p for p in inputs if Path(p).exists()],
-                          metrics_path=layout.metrics(stage))
+    with output_unit(stage, layout.model(stage), [layout.metrics(stage)]):
+        metrics = track_stage(stage, body, cfg=cfg, inputs=[p for p in inputs if Path(p).exists()],
+                              metrics_path=layout.metrics(stage))
     shown = {k: v for k, v in metrics.items() if k.startswith(("heldout", "train_loss_last", "reward"))}
     print(f"{stage}: {layout.model(stage)}  " + "  ".join(f"{k}={v:.4g}" for k, v in shown.items()
                                                          if isinstance(v, (int, float))))

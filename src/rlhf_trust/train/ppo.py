@@ -131,18 +131,39 @@ def _trainable(module) -> dict[str, Any]:
 
 
 def _rng_state() -> dict:
+    """Every RNG state as tensors and plain Python values, so that it loads with
+    `torch.load(weights_only=True)`: a checkpoint is data, never code."""
     import numpy as np
     import torch
 
-    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, mt, py_gauss = random.getstate()
+    st = {"torch": torch.get_rng_state(),
+          "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                    "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)},
+          "python": {"version": int(version), "state": torch.tensor(mt, dtype=torch.int64),
+                     "gauss": py_gauss if py_gauss is None else float(py_gauss)}}
     if torch.cuda.is_available():
         st["cuda"] = torch.cuda.get_rng_state_all()
     return st
 
 
+def _set_rng_state(rng: dict) -> None:
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(rng["torch"])
+    n = rng["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    py = rng["python"]
+    random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
 def restore(trainer, state: dict) -> None:
     """Put trainable weights, optimiser state and RNG states back as they were after `update`."""
-    import numpy as np
     import torch
 
     wrapper = trainer.accelerator.unwrap_model(trainer.model)
@@ -155,20 +176,18 @@ def restore(trainer, state: dict) -> None:
             for n, t in state[key].items():
                 params[n].copy_(t)
     trainer.optimizer.load_state_dict(state["optimizer"])
-    rng = state["rng"]
-    torch.set_rng_state(rng["torch"])
-    np.random.set_state(rng["numpy"])
-    random.setstate(rng["python"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    _set_rng_state(state["rng"])
 
 
 def load_state(ckpt: Path) -> dict:
-    """A PPO checkpoint: shared state from rank 0 plus this process's own RNG states."""
+    """A PPO checkpoint: shared state from rank 0 plus this process's own RNG states.
+
+    Tensors and plain types only (`weights_only=True`): a crafted pickle in a checkpoint is refused,
+    never run."""
     import torch
 
-    state = torch.load(ckpt / STATE_FILE, weights_only=False)
-    state["rng"] = torch.load(ckpt / f"rng-{os.environ.get('RANK', '0')}.pt", weights_only=False)
+    state = torch.load(ckpt / STATE_FILE, weights_only=True)
+    state["rng"] = torch.load(ckpt / f"rng-{os.environ.get('RANK', '0')}.pt", weights_only=True)
     return state
 
 

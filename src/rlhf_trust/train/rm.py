@@ -27,7 +27,7 @@ def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None)
         ckpt_dir, common.fingerprint(cfg, {"data": md5, "parent": common.model_md5(parent)}), cfg.resume)
     trainer = RewardTrainer(model=model, args=args, train_dataset=train, processing_class=tok,
                             peft_config=common.lora_config(cfg, "SEQ_CLS"), callbacks=[common.nan_guard(STAGE)] + list(callbacks or []))
-    trainer.train(resume_from_checkpoint=resume)
+    common.train(trainer, resume)
     metrics = {**common.train_metrics(trainer), **common.count_params(trainer.model),
                "train_pairs": len(rows), "train_tokens": common.train_tokens(tok, rows, ("chosen", "rejected"), cfg),
                "resumed_from_step": common.checkpoint_step(resume)}
