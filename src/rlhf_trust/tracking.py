@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import logging
 import math
 import os
 import re
@@ -73,6 +74,13 @@ def check_reachable(uri: str) -> None:
                         "or unset MLFLOW_TRACKING_URI for the local store") from None
 
 
+def _short(message: str) -> str:
+    """The cause in an MLflow client error: `[Errno 111] Connection refused` rather than a page of
+    urllib3 repr; else the first line, cut."""
+    m = re.search(r"\[Errno -?\d+\] [^\"')\]]+", message)
+    return m.group(0) if m else (message.strip().splitlines() or ["unknown error"])[0][:200]
+
+
 @contextlib.contextmanager
 def _store_unusable(uri: str) -> Iterator[None]:
     """Any tracking-store error while the run is being opened: one line naming the URI, exit 2."""
@@ -81,8 +89,25 @@ def _store_unusable(uri: str) -> Iterator[None]:
     try:
         yield
     except (MlflowException, OSError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-        raise UserError(f"MLflow tracking store {redact(uri)} is unusable: {first}") from None
+        raise UserError(f"MLflow tracking store {redact(uri)} is unusable: {_short(str(e))}") from None
+
+
+class _AsyncLogFailures(logging.Filter):
+    """TRL logs through MLflow's async queue, whose failures are only logged (one ERROR per batch):
+    record the first in the stage's run and drop them, so the stage says it once."""
+
+    LOGGER = "mlflow.utils.async_logging.async_logging_queue"
+
+    def __init__(self, sr: StageRun):
+        super().__init__()
+        self.sr = sr
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        if self.sr.logging_failed is None:
+            self.sr.logging_failed = _short(record.getMessage())
+        return False
 
 
 def configure_env() -> None:
@@ -218,7 +243,7 @@ class StageRun:
         try:
             fn(*args, **kwargs)
         except (MlflowException, OSError) as e:
-            self.logging_failed = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            self.logging_failed = _short(str(e))
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         path = Path(path)
@@ -237,7 +262,14 @@ class StageRun:
         self._guard(self._mlflow.log_params, params)
 
     def end(self, status: str) -> None:
-        """End the run (a no-op if SIGTERM already ended it); also flushes TRL's async logging."""
+        """Flush TRL's async logging (its failures surface here), then end the run (a no-op if
+        SIGTERM already ended it)."""
+        from mlflow.exceptions import MlflowException
+
+        try:  # even after a failure: pending batches must fail now, under the filter, not at exit
+            self._mlflow.flush_async_logging()
+        except (MlflowException, OSError) as e:
+            self.logging_failed = self.logging_failed or _short(str(e))
         self._guard(self._mlflow.end_run, status)
 
 
@@ -304,6 +336,8 @@ def stage_run(stage: str, cfg: Any = None, inputs: list[str | Path] = (), run_na
     with _store_unusable(uri):
         run = _open_run(mlflow, uri, stage, cfg, inputs, run_name, tags)
     sr = StageRun(mlflow, run)
+    async_failures = _AsyncLogFailures(sr)
+    logging.getLogger(_AsyncLogFailures.LOGGER).addFilter(async_failures)
     with _sigterm_kills_run(mlflow, stage):
         try:
             params = _safe_params(cfg)
@@ -316,6 +350,7 @@ def stage_run(stage: str, cfg: Any = None, inputs: list[str | Path] = (), run_na
         else:
             sr.end("FINISHED")
         finally:
+            logging.getLogger(_AsyncLogFailures.LOGGER).removeFilter(async_failures)
             if sr.logging_failed:
                 import sys
 
