@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from rlhf_trust import cli
+from rlhf_trust import cli, runinfo
 
 PARAMS = """
 eval:
@@ -43,16 +43,16 @@ def test_every_vertical_end_to_end_then_cached(project, monkeypatch, capsys):
     monkeypatch.chdir(project)
     for vertical in ("toxicity", "bias", "ethics", "truthfulness", "privacy"):
         assert run_cli("--vertical", vertical, "--model", "base") == 0
-        m = json.loads((project / "eval" / vertical / "base" / "metrics.json").read_text())
+        m = runinfo.read(project / "eval" / vertical / "base" / "metrics.json")
         rows = [json.loads(x) for x in (project / "eval" / vertical / "base" / "samples.jsonl").open()]
         assert m["model_calls"] > 0 and m["n_samples"] == len(rows) > 0
         assert m[m["headline"]] is not None and m["mlflow_run_id"]
         assert "refusal_rate" in m and "parse_failure_rate" in m and f"{m['headline']}_ci95" in m
         assert all(r["model"] == "base" and r["vertical"] == vertical for r in rows)
     # re-run with nothing changed: zero model calls, same numbers
-    before = json.loads((project / "eval" / "ethics" / "base" / "metrics.json").read_text())
+    before = runinfo.read(project / "eval" / "ethics" / "base" / "metrics.json")
     assert run_cli("--vertical", "ethics", "--model", "base") == 0
-    after = json.loads((project / "eval" / "ethics" / "base" / "metrics.json").read_text())
+    after = runinfo.read(project / "eval" / "ethics" / "base" / "metrics.json")
     assert after["model_calls"] == 0 and after["cache_hits"] == before["model_calls"]
     assert after["false_positive_rate"] == before["false_positive_rate"]
     assert "ethics@base" in capsys.readouterr().out

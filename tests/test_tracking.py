@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from rlhf_trust import tracking
+from rlhf_trust import runinfo, tracking
 from rlhf_trust.config import PrepareConfig
 from rlhf_trust.errors import UserError
 
@@ -29,8 +29,12 @@ def test_finished_run_has_tags_params_and_metrics(tmp_path, monkeypatch):
         return {"n": 3, "acc": 0.5, "nested": {"x": 1.5}, "label": "not a number"}
 
     metrics = tracking.track_stage("unit", body, cfg=cfg, inputs=["in.jsonl"], metrics_path="m/unit.json")
-    written = json.loads((tmp_path / "m/unit.json").read_text())
-    assert written["stage_wall_s"] >= 0 and written["stage_peak_rss_mb"] > 10
+    # the DVC metrics file holds the comparable numbers only; costs, ids and the rest: unit.run.json
+    assert json.loads((tmp_path / "m/unit.json").read_text()) == {"n": 3, "acc": 0.5}
+    info = json.loads((tmp_path / "m/unit.run.json").read_text())
+    assert info["stage_wall_s"] >= 0 and info["stage_peak_rss_mb"] > 10 and info["mlflow_run_id"]
+    assert info["nested"] == {"x": 1.5} and info["label"] == "not a number"
+    written = runinfo.read(tmp_path / "m/unit.json")
     assert "stage_wall_s" not in metrics
     assert written["acc"] == 0.5 and written["nested"] == {"x": 1.5} and written["mlflow_run_id"]
     run = _client().get_run(written["mlflow_run_id"])
@@ -40,7 +44,7 @@ def test_finished_run_has_tags_params_and_metrics(tmp_path, monkeypatch):
     assert t["input.in.jsonl.md5"] == hashlib.md5(b'{"a": 1}\n').hexdigest()
     assert t["params.hash"] and t["git.commit"] and t["git.dirty"] in ("true", "false")
     assert t["version.torch"] and t["version.mlflow"] and t["extra"] == "yes"
-    assert run.data.params["seed"] == "7"
+    assert run.data.params["seed"] == "7" and run.data.params["label"] == "not a number"
     assert {k: v for k, v in run.data.metrics.items() if not k.startswith("stage_")} == {
         "n": 3.0, "acc": 0.5, "nested.x": 1.5}
     assert run.data.metrics["stage_wall_s"] >= 0 and run.data.metrics["stage_peak_rss_mb"] > 10
@@ -73,7 +77,7 @@ def test_secrets_are_never_logged(tmp_path, monkeypatch):
         threshold: float = 0.5
 
     m = tracking.track_stage("secret-stage", lambda sr: {"ok": 1}, cfg=WithKey(), metrics_path="m.json")
-    run = _client().get_run(json.loads((tmp_path / "m.json").read_text())["mlflow_run_id"])
+    run = _client().get_run(runinfo.read(tmp_path / "m.json")["mlflow_run_id"])
     assert "api_key" not in run.data.params and run.data.params["threshold"] == "0.5"
     assert m == {"ok": 1}
 
@@ -105,3 +109,19 @@ def test_stage_runs_of_one_pipeline_nest_under_one_parent(tmp_path, monkeypatch)
     assert len(parents) == 1
     children = c.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
     assert sorted(r.info.run_name for r in children) == ["stage-a", "stage-b"]
+
+
+def test_settings_and_costs_stay_out_of_the_dvc_metrics():
+    rec = {"headline": "leakage_rate", "leakage_rate": 0.3, "leakage_rate_ci95": {"low": 0.1, "high": 0.5},
+           "leakage_rate_n": 14, "n_samples": 14, "refusal_rate": 0.1, "seed": 0, "settings": {"limit": 2},
+           "wall_s": 3.2, "peak_rss_mb": 900.0, "model_calls": 14, "mlflow_run_id": "abc"}
+    dvc_metrics, info = runinfo.split(rec)
+    assert dvc_metrics == {"leakage_rate": 0.3, "leakage_rate_ci95": {"low": 0.1, "high": 0.5},
+                           "leakage_rate_n": 14, "n_samples": 14}
+    assert {"seed", "settings", "wall_s", "peak_rss_mb", "mlflow_run_id", "refusal_rate"} <= set(info)
+    assert runinfo.flat_settings(info) == {"headline": "leakage_rate", "seed": "0", "settings.limit": "2",
+                                           "mlflow_run_id": "abc"}
+    plain, rest = runinfo.split({"train_loss_last": 1.2, "train_s": 4.0, "resumed_from_step": 0, "seed": 1})
+    assert plain == {"train_loss_last": 1.2} and set(rest) == {"train_s", "resumed_from_step", "seed"}
+    assert runinfo.split({"spearman": 0.5, "n_train": 8, "score_max": 3.0}, ("spearman", "n_train"))[0] == {
+        "spearman": 0.5, "n_train": 8}

@@ -1,4 +1,3 @@
-import json
 import math
 
 import pytest
@@ -94,7 +93,9 @@ def test_sft_cli_tracked_run_and_failed_run(tmp_path, monkeypatch):
     assert not (tmp_path / "outputs/models/sft").exists() and not (tmp_path / "metrics/sft.json").exists()
     shutil.copytree(layout.model("base"), tmp_path / "outputs/models/base")
     assert cli.main(["sft", "--params", "params.yaml"]) == 0
-    metrics = json.loads((tmp_path / "metrics/sft.json").read_text())
+    from rlhf_trust import runinfo
+
+    metrics = runinfo.read(tmp_path / "metrics/sft.json")
     import mlflow
 
     run = mlflow.get_run(metrics["mlflow_run_id"])

@@ -386,18 +386,30 @@ def _open_run(mlflow: Any, uri: str, stage: str, cfg: Any, inputs: list[str | Pa
 
 def track_stage(stage: str, fn: Callable[[StageRun], dict[str, Any]], *, cfg: Any = None,
                 inputs: list[str | Path] = (), metrics_path: str | Path | None = None,
-                run_name: str | None = None, tags: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run `fn` inside the stage's MLflow run; write its metrics once (MLflow + JSON).
+                run_name: str | None = None, tags: dict[str, str] | None = None,
+                metric_keys: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Run `fn` inside the stage's MLflow run; write its record once (MLflow + JSON).
 
-    The recorded metrics also carry the stage's wall time and peak RSS; `fn`'s own dict is returned."""
+    The record also carries the stage's wall time and peak RSS. `metrics_path` gets the DVC metrics
+    only (headline values, CIs, n: `runinfo.split`, `metric_keys`), `<stem>.run.json` beside it the
+    rest (run id, timings, RSS, settings); MLflow gets numbers as metrics and settings as params.
+    `fn`'s own dict is returned."""
+    from rlhf_trust import runinfo
+
     t0 = time.perf_counter()
     with stage_run(stage, cfg, inputs, run_name, tags) as sr:
         metrics = fn(sr)
         # every stage is its own process under DVC, so the process peak is the stage's peak
         recorded = {**metrics, "stage_wall_s": round(time.perf_counter() - t0, 2),
                     "stage_peak_rss_mb": round(peak_rss_mb(), 1)}
-        sr.log_metrics(recorded)
+        sr.log_metrics({k: v for k, v in recorded.items() if k not in runinfo.SETTING_KEYS})
+        logged = _safe_params(cfg)
+        settings = {k: v for k, v in runinfo.flat_settings(recorded).items() if k not in logged}
+        if settings:
+            sr.log_params(settings)
         sr.set_tags({"mlflow.note.content": f"stage {stage}: {len(metrics)} metrics"})
         if metrics_path is not None:
-            io.write_json(metrics_path, {**recorded, "mlflow_run_id": sr.run_id})
+            dvc_metrics, info = runinfo.split({**recorded, "mlflow_run_id": sr.run_id}, metric_keys)
+            io.write_json(runinfo.run_info_path(metrics_path), info)
+            io.write_json(metrics_path, dvc_metrics)
     return metrics

@@ -245,6 +245,7 @@ def run_stage(stage: str, verticals: list[str], cfg) -> dict[str, dict]:
                   testpairs.samples_path(vertical, sp.old)]
         results[vertical] = track_stage("influence", work, cfg=cfg, inputs=inputs,
                                         metrics_path=dest / "metrics.json",
+                                        metric_keys=("spearman_datainf_exact", "n_train", "n_test"),
                                         run_name=f"influence@{stage}-{vertical}",
                                         tags={"influence.stage": stage, "influence.vertical": vertical})
     return results

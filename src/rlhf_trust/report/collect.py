@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlhf_trust import paths
+from rlhf_trust import paths, runinfo
 
 STAGES = ("base", "sft", "ppo", "dpo")
 VERTICALS = ("toxicity", "bias", "ethics", "truthfulness", "privacy")
@@ -80,7 +80,7 @@ def collect(eval_dir: Path = paths.EVAL, influence_dir: Path = paths.INFLUENCE,
         headline, higher = _vertical_meta(v)
         vert = Vertical(v, headline, higher)
         for s in STAGES:
-            m = _read(eval_dir / v / s / "metrics.json")
+            m = runinfo.read(eval_dir / v / s / "metrics.json")
             if isinstance(m, dict) and m.get(headline) is not None:
                 vert.cells[s] = _cell(m, headline)
                 vert.extra[s] = m
@@ -91,13 +91,13 @@ def collect(eval_dir: Path = paths.EVAL, influence_dir: Path = paths.INFLUENCE,
             top = d / "top.jsonl"
             if top.is_file():
                 vert.top[stage] = [json.loads(line) for line in top.read_text().splitlines() if line.strip()]
-                vert.influence[stage] = _read(d / "metrics.json") or {}
+                vert.influence[stage] = runinfo.read(d / "metrics.json") or {}
             else:
                 missing.append(f"influence {stage} x {v} ({top})")
         out.append(vert)
     stages = {}
     for s in ("prepare", "validate", "sft", "rm", "ppo", "dpo"):
-        m = _read(metrics_dir / f"{s}.json")
+        m = runinfo.read(metrics_dir / f"{s}.json")
         if isinstance(m, dict):
             stages[s] = m
     return Results(out, stages, provenance(stages, out), missing)

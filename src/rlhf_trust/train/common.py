@@ -482,7 +482,9 @@ def run_cli(stage: str, args: Any, run: Callable[..., dict], inputs: list[Path])
                         artifact_path="model")
         return metrics
 
-    with output_unit(stage, layout.model(stage), [layout.metrics(stage)]):
+    from rlhf_trust.runinfo import run_info_path
+
+    with output_unit(stage, layout.model(stage), [layout.metrics(stage), run_info_path(layout.metrics(stage))]):
         metrics = track_stage(stage, body, cfg=cfg, inputs=[p for p in inputs if Path(p).exists()],
                               metrics_path=layout.metrics(stage))
     shown = {k: v for k, v in metrics.items() if k.startswith(("heldout", "train_loss_last", "reward"))}
