@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
@@ -29,6 +30,7 @@ from rlhf_trust.errors import UserError
 EXPERIMENT = "rlhf-trust"
 LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "mlflow", "dvc",
              "great-expectations")
+RESULT_PATHS = ("dvc.lock", "metrics", "eval", "influence", "reports")  # what `dvc repro` writes into git
 _SECRET = re.compile(r"(api[_-]?key|token|secret|password)", re.IGNORECASE)
 
 
@@ -134,7 +136,11 @@ def git_info() -> dict[str, str]:
             return ""
 
     commit = git("rev-parse", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--untracked-files=no")
+    # Dirty = code, params or config differ from the commit. The results a repro itself rewrites
+    # (dvc.lock, metrics, eval, influence, reports) do not count, or every stage after the first
+    # of a clean run would call the tree dirty.
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                *(f":(exclude){p}" for p in RESULT_PATHS))
     return {"git.commit": commit, "git.dirty": str(bool(dirty)).lower()}
 
 
@@ -166,6 +172,36 @@ def input_tags(inputs: list[str | Path]) -> dict[str, str]:
             sj = p / "stage.json"
             tags[f"input.{p.as_posix()}.md5"] = io.read_json(sj).get("md5", "") if sj.is_file() else "dir"
     return tags
+
+
+DATASET_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".gz")
+
+
+def datasets(inputs: list[str | Path]) -> list[tuple[str, str, str]]:
+    """(name, content md5, source) of each dataset a stage reads: data files among its inputs and
+    `data.dvc` (the raw data/ directory, whose digest is DVC's md5 of its content)."""
+    out = []
+    for p in map(Path, inputs):
+        if p.name == "data.dvc" and p.is_file():
+            out.append(("data", data_version().removesuffix(".dir"), str(p.resolve().parent / "data")))
+        elif p.is_file() and p.name.endswith(DATASET_SUFFIXES) and p.name != "stage.json":
+            out.append((p.name.split(".")[0], io.md5_file(p), str(p.resolve())))
+    return out
+
+
+def log_datasets(sr: StageRun, stage: str, inputs: list[str | Path]) -> None:
+    """`mlflow.log_input` for each dataset (the UI's Dataset column): name, digest, source."""
+    found = datasets(inputs)
+    if not found:
+        return
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    for name, digest, source in found:
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways": both are local files
+            warnings.simplefilter("ignore", UserWarning)
+            src = resolve_dataset_source(source)
+        sr._guard(sr._mlflow.log_input, MetaDataset(src, name=name, digest=digest), context=stage)
 
 
 def numeric_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
@@ -207,17 +243,49 @@ def pipeline_id(tags: dict[str, str]) -> str:
     return f"{tags.get('git.commit', 'unknown')[:8]}{dirty}-p{p_sha}-d{tags.get('data.version', '')[:8]}"
 
 
+def pipeline_name(pipeline: str, tags: dict[str, str]) -> str:
+    """What the parent run is called in the UI: the DVC experiment name (or an explicit
+    $RLHF_TRUST_PIPELINE_ID), else `<git short sha>[-dirty] <data version short>`, plus `smoke` for
+    `make smoke` runs."""
+    if os.environ.get("RLHF_TRUST_PIPELINE_ID") or tags.get("dvc.exp_name"):
+        name = pipeline
+    else:
+        dirty = "-dirty" if tags.get("git.dirty") == "true" else ""
+        name = f"{tags.get('git.commit', 'unknown')[:7]}{dirty} {tags.get('data.version', '')[:8]}"
+    return f"{name} smoke" if os.environ.get("RLHF_TRUST_PROFILE") == "smoke" else name
+
+
+def pipeline_params() -> dict[str, str]:
+    """params.yaml, flattened (`eval.verticals.privacy.limit`), as the parent run's params."""
+    from rlhf_trust.config import _flatten, read_params
+
+    try:
+        flat = _flatten(read_params(Path("params.yaml")), "")
+    except (UserError, OSError):
+        return {}
+    return {k: str(v)[:500] for k, v in flat.items() if not _SECRET.search(k)}
+
+
 def _pipeline_parent(mlflow: Any, pipeline: str, tags: dict[str, str]) -> str:
-    """The parent run of this pipeline (created on first use) under which stage runs nest in the UI."""
+    """The parent run of this pipeline (created on first use) under which stage runs nest in the UI.
+
+    One per `dvc repro` / `dvc exp run` (the report stage included: a repro's own results do not
+    make the tree dirty); it carries params.yaml as params, the report adds its headline metrics."""
     client = mlflow.tracking.MlflowClient()
     exp = mlflow.get_experiment_by_name(os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT))
     found = client.search_runs([exp.experiment_id], max_results=1,
                                filter_string=f"tags.`pipeline.id` = '{pipeline}' and tags.kind = 'pipeline'")
     if found:
         return found[0].info.run_id
-    keep = {k: v for k, v in tags.items() if k.startswith(("git.", "data.", "version.", "dvc."))}
-    run = client.create_run(exp.experiment_id, run_name=f"pipeline {pipeline}",
+    keep = {k: v for k, v in tags.items() if k.startswith(("git.", "data.", "version.", "dvc.", "mlflow.source."))}
+    run = client.create_run(exp.experiment_id, run_name=pipeline_name(pipeline, tags),
                             tags={**keep, "pipeline.id": pipeline, "kind": "pipeline"})
+    from mlflow.entities import Param
+
+    params = pipeline_params()
+    items = sorted(params.items())
+    for i in range(0, len(items), 100):  # MLflow's log_batch takes at most 100 params
+        client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in items[i:i + 100]])
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id
 
@@ -260,6 +328,15 @@ class StageRun:
 
     def log_params(self, params: dict[str, Any]) -> None:
         self._guard(self._mlflow.log_params, params)
+
+    def log_metrics_to(self, run_id: str, metrics: dict[str, Any]) -> None:
+        """Metrics into another run (the pipeline's parent), one batch."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, v, now, 0) for k, v in numeric_metrics(metrics).items()]
+        if batch:
+            self._guard(self._mlflow.tracking.MlflowClient().log_batch, run_id, metrics=batch)
 
     def end(self, status: str) -> None:
         """Flush TRL's async logging (its failures surface here), then end the run (a no-op if
@@ -343,6 +420,7 @@ def stage_run(stage: str, cfg: Any = None, inputs: list[str | Path] = (), run_na
             params = _safe_params(cfg)
             if params:
                 sr.log_params(params)
+            log_datasets(sr, stage, list(inputs))
             yield sr
         except BaseException:
             sr.end("FAILED")
@@ -376,6 +454,7 @@ def _open_run(mlflow: Any, uri: str, stage: str, cfg: Any, inputs: list[str | Pa
     exp_name = os.environ.get("DVC_EXP_NAME")
     if exp_name:
         all_tags["dvc.exp_name"] = exp_name
+    all_tags["mlflow.source.git.commit"] = all_tags["git.commit"]  # the UI's "Source" commit
     pipeline = pipeline_id(all_tags)
     all_tags["pipeline.id"] = pipeline
     all_tags["mlflow.parentRunId"] = _pipeline_parent(mlflow, pipeline, all_tags)

@@ -189,6 +189,11 @@ def cli(args) -> int:
             sr.log_artifact(Path(cfg.out_dir) / name)
         sr.log_artifact(Path(cfg.out_dir) / "figures", "figures")
         filled = sum(len(v.cells) for v in res.verticals)
+        # the pipeline's parent run carries the report's headline numbers (compare runs in the UI)
+        parent = sr.run.data.tags.get("mlflow.parentRunId")
+        if parent:
+            sr.log_metrics_to(parent, {f"{v.name}.{s}.{v.headline}": c.value for v in res.verticals
+                                       for s, c in v.cells.items() if c.value is not None})
         return {"cells_filled": filled, "cells_missing": len(res.verticals) * len(STAGES) - filled,
                 "missing_results": len(res.missing)}
 
