@@ -231,3 +231,33 @@ def test_full_disk_on_metrics_keeps_model_metrics_and_checkpoints(base_layout, t
     assert after["resumed_from_step"] == 4 and after["train_steps"] == 4
     assert load_stage_info(proj / "outputs/models/sft")["md5"] != before_md5
     assert not (proj / "outputs/checkpoints/sft").exists()
+
+
+@pytest.mark.parametrize("stage", ["rm", "dpo"])
+def test_rm_dpo_kill_while_model_dir_is_written_resume_exactly(tmp_path_factory, tmp_path, monkeypatch, stage):
+    """The finished-checkpoint path for a reward model (LoRA + trainable score head) and for DPO."""
+    import importlib
+
+    from train_support import copy_layout, trained_layout
+
+    from rlhf_trust.models import store
+
+    mod = importlib.import_module(f"rlhf_trust.train.{stage}")
+    src = trained_layout(tmp_path_factory, ("sft",))
+    cfg = train_cfg(stage, save_steps=2)
+    full = mod.run(cfg, copy_layout(src, tmp_path / "full"))
+    layout = copy_layout(src, tmp_path / "killed")
+    real = store.write_stage_info
+
+    def killed(*a, **kw):
+        raise KeyboardInterrupt("killed while the model directory is written")
+
+    monkeypatch.setattr(store, "write_stage_info", killed)
+    with pytest.raises(KeyboardInterrupt):
+        mod.run(cfg, layout)
+    monkeypatch.setattr(store, "write_stage_info", real)
+    m = mod.run(cfg, layout)
+    assert m["train_steps"] == full["train_steps"]
+    for k, v in full.items():
+        if k.startswith(("train_loss", "heldout")) and isinstance(v, float):
+            assert m[k] == pytest.approx(v, rel=1e-5, abs=1e-6), k
