@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     from rlhf_trust.tracking import configure_env
 
     configure_env()
+    from rlhf_trust import quiet
+
+    quiet.install()
     try:
         func = getattr(importlib.import_module(module_name), func_name)
         rc = func(args)

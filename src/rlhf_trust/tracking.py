@@ -466,13 +466,15 @@ def _open_run(mlflow: Any, uri: str, stage: str, cfg: Any, inputs: list[str | Pa
 def track_stage(stage: str, fn: Callable[[StageRun], dict[str, Any]], *, cfg: Any = None,
                 inputs: list[str | Path] = (), metrics_path: str | Path | None = None,
                 run_name: str | None = None, tags: dict[str, str] | None = None,
-                metric_keys: tuple[str, ...] | None = None) -> dict[str, Any]:
+                metric_keys: tuple[str, ...] | None = None,
+                summary: Callable[[dict[str, Any]], str] | None = None) -> dict[str, Any]:
     """Run `fn` inside the stage's MLflow run; write its record once (MLflow + JSON).
 
     The record also carries the stage's wall time and peak RSS. `metrics_path` gets the DVC metrics
     only (headline values, CIs, n: `runinfo.split`, `metric_keys`), `<stem>.run.json` beside it the
     rest (run id, timings, RSS, settings); MLflow gets numbers as metrics and settings as params.
-    `fn`'s own dict is returned."""
+    The stage ends with one summary line: stage, headline numbers (or `summary(metrics)`), wall
+    time, peak RSS. `fn`'s own dict is returned."""
     from rlhf_trust import runinfo
 
     t0 = time.perf_counter()
@@ -491,4 +493,18 @@ def track_stage(stage: str, fn: Callable[[StageRun], dict[str, Any]], *, cfg: An
             dvc_metrics, info = runinfo.split({**recorded, "mlflow_run_id": sr.run_id}, metric_keys)
             io.write_json(runinfo.run_info_path(metrics_path), info)
             io.write_json(metrics_path, dvc_metrics)
+    print(summary_line(run_name or stage, recorded, metric_keys, summary(metrics) if summary else None), flush=True)
     return metrics
+
+
+def summary_line(label: str, recorded: dict[str, Any], metric_keys: tuple[str, ...] | None = None,
+                 text: str | None = None) -> str:
+    """`<stage>: <headline numbers> | <wall> s, peak RSS <MB> MB`."""
+    from rlhf_trust import runinfo
+
+    if text is None:
+        shown, _ = runinfo.split(recorded, metric_keys)
+        text = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                         for k, v in shown.items() if isinstance(v, (int, float)))
+    return (f"{label}: {text or 'done'} | {recorded.get('stage_wall_s', 0):.1f} s, "
+            f"peak RSS {recorded.get('stage_peak_rss_mb', 0):.0f} MB")

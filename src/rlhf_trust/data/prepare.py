@@ -83,9 +83,8 @@ def cli(args) -> int:
     raw = config.read_params(args.params)
     data_cfg, cfg = config.section("data", raw), config.section("prepare", raw)
     config.load_all(args.params)  # a typo anywhere in params fails before any work
-    stats = tracking.track_stage(
+    tracking.track_stage(  # ends with the summary line: the prepared counts
         "prepare", lambda sr: run(data_cfg, cfg), cfg=cfg, inputs=["data.dvc"],
         metrics_path=paths.stage_metrics("prepare"),
     )
-    print("prepared: " + ", ".join(f"{k}={v}" for k, v in stats.items()))
     return 0

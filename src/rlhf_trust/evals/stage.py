@@ -95,9 +95,6 @@ def cli(args) -> int:
         raise UserError(f"model directory not found: {model_dir} (run `rlhf-trust {model}` first)")
     backend = hf_backend(model_dir, cfg)
     data_file = data_dir / f"{evals.get(vertical).DATASET}.jsonl"
-    metrics = evaluate_cell(cfg, vertical, model, backend, args.limit,
-                            inputs=[p for p in (data_file, model_dir) if p.exists()])
-    head = evals.get(vertical).HEADLINE
-    print(f"eval {vertical}@{model}: {head}={metrics.get(head)} n={metrics.get('n_samples')} "
-          f"model_calls={metrics.get('model_calls')} -> {out_paths(cfg, vertical, model)[0]}")
+    evaluate_cell(cfg, vertical, model, backend, args.limit,
+                  inputs=[p for p in (data_file, model_dir) if p.exists()])  # ends with its summary line
     return 0

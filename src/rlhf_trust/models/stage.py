@@ -39,6 +39,5 @@ def cli(args) -> int:
         sr.set_tags({"model.spec": cfg.spec, "model.md5": out["md5"]})
         return {"seconds": out["seconds"]}
 
-    track_stage("base", body, cfg=cfg)
-    print(f"base: {cfg.spec} -> {paths.model_dir('base')}")
+    track_stage("base", body, cfg=cfg, summary=lambda m: f"{cfg.spec} -> {paths.model_dir('base')}")
     return 0

@@ -197,7 +197,7 @@ def cli(args) -> int:
         return {"cells_filled": filled, "cells_missing": len(res.verticals) * len(STAGES) - filled,
                 "missing_results": len(res.missing)}
 
-    m = tracking.track_stage("report", work, cfg=cfg, metrics_path=Path(cfg.out_dir) / "report_metrics.json")
-    print(f"report: {cfg.out_dir}/trust_summary.md and .html ({m['cells_filled']} cells, "
-          f"{m['missing_results']} missing results)")
+    tracking.track_stage("report", work, cfg=cfg, metrics_path=Path(cfg.out_dir) / "report_metrics.json",
+                         summary=lambda m: (f"{cfg.out_dir}/trust_summary.md and .html ({m['cells_filled']} cells, "
+                                            f"{m['missing_results']} missing results)"))
     return 0

@@ -214,7 +214,7 @@ def _trl_config(config_cls: type, cfg: Any, out_dir: Path, stage: str, extra: di
         "gradient_accumulation_steps": cfg.grad_accum, "logging_steps": cfg.logging_steps,
         "logging_first_step": True, "save_strategy": "steps", "save_steps": cfg.save_steps, "save_total_limit": 1,
         "report_to": ["mlflow"], "use_cpu": use_cpu(cfg), "bf16": cfg.precision == "bfloat16",
-        "fp16": cfg.precision == "float16", "gradient_checkpointing": cfg.gradient_checkpointing,
+        "fp16": cfg.precision == "float16", "activation_checkpointing": cfg.gradient_checkpointing,
         "dataloader_num_workers": 0, "disable_tqdm": False, "optim": cfg.optimizer,
         "lr_scheduler_type": cfg.lr_scheduler, "warmup_steps": cfg.warmup_steps, "weight_decay": cfg.weight_decay,
         "adam_beta2": cfg.adam_beta2, "max_grad_norm": cfg.max_grad_norm, **extra,
@@ -339,6 +339,19 @@ def verify_checkpoint(ckpt: Path) -> str | None:
     return None
 
 
+def quiet_progress(trainer: Any) -> None:
+    """Progress bar without the per-step metric dicts transformers prints under it (they go to
+    MLflow through report_to=mlflow)."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class BarOnly(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            pass
+
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(BarOnly)
+
+
 def train(trainer: Any, resume: str | None) -> None:
     """`trainer.train(resume_from_checkpoint=resume)`, except when `resume` is the checkpoint of a
     finished training (the kill came while the model directory was written): Trainer would run
@@ -352,6 +365,7 @@ def train(trainer: Any, resume: str | None) -> None:
             trainer._load_from_checkpoint(resume)  # weights (LoRA adapter or full) as Trainer loads them
             trainer.state = TrainerState.load_from_json(str(state_file))
             return
+    quiet_progress(trainer)
     trainer.train(resume_from_checkpoint=resume)
 
 
@@ -461,6 +475,13 @@ def count_params(model: Any) -> dict[str, int]:
 
 
 # ------------------------------------------------------------------------------------------ CLI
+# Each stage's DVC metrics (and summary line): its held-out numbers and the size of its data.
+SUMMARY_KEYS = {
+    "sft": ("heldout_chosen_nll_per_token", "train_loss_last", "train_pairs"),
+    "rm": ("heldout_accuracy", "heldout_margin", "heldout_pairs", "train_loss_last", "train_pairs"),
+    "ppo": ("heldout_reward_gain", "heldout_reward_policy", "heldout_reward_sft", "heldout_prompts", "reward_mean"),
+    "dpo": ("heldout_accuracy", "heldout_margin", "heldout_pairs", "train_loss_last", "train_pairs"),
+}
 def run_cli(stage: str, args: Any, run: Callable[..., dict], inputs: list[Path]) -> int:
     """The DVC stage: load params, open the stage's MLflow run, run, write metrics once."""
     from rlhf_trust import config
@@ -485,9 +506,6 @@ def run_cli(stage: str, args: Any, run: Callable[..., dict], inputs: list[Path])
     from rlhf_trust.runinfo import run_info_path
 
     with output_unit(stage, layout.model(stage), [layout.metrics(stage), run_info_path(layout.metrics(stage))]):
-        metrics = track_stage(stage, body, cfg=cfg, inputs=[p for p in inputs if Path(p).exists()],
-                              metrics_path=layout.metrics(stage))
-    shown = {k: v for k, v in metrics.items() if k.startswith(("heldout", "train_loss_last", "reward"))}
-    print(f"{stage}: {layout.model(stage)}  " + "  ".join(f"{k}={v:.4g}" for k, v in shown.items()
-                                                         if isinstance(v, (int, float))))
+        track_stage(stage, body, cfg=cfg, inputs=[p for p in inputs if Path(p).exists()],
+                    metric_keys=SUMMARY_KEYS.get(stage), metrics_path=layout.metrics(stage))
     return 0

@@ -84,6 +84,7 @@ def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None)
         object.__setattr__(trainer.model, "policy", trainer.accelerator.unwrap_model(trainer.model).policy)
     if state:
         restore(trainer, state)
+    common.quiet_progress(trainer)
     trainer.train()
 
     policy = trainer.accelerator.unwrap_model(trainer.model).policy
