@@ -16,7 +16,7 @@ export TOKENIZERS_PARALLELISM := false
 export TRL_EXPERIMENTAL_SILENCE := 1
 UI_PORT ?= 5000
 
-.PHONY: setup test data repro smoke report ui lint paper-params bench doctor clean-outputs
+.PHONY: setup test test-team team-up team-down data repro smoke report ui lint paper-params bench doctor clean-outputs
 
 setup: $(VENV)/.installed   ## create .venv and install the pinned stack + this package
 
@@ -52,6 +52,17 @@ smoke: data                 ## 3-minute check that every stage runs and is track
 
 report: setup               ## reports/trust_summary.{md,html} from whatever results exist (partial runs too)
 	$(BIN)/rlhf-trust report
+
+# Team mode (README): the same three servers a team runs, on 127.0.0.1 only, state in $(TEAM_DIR)/.
+TEAM_DIR ?= .team
+test-team: setup            ## only the team-mode integration test (real PostgreSQL + S3 + MLflow server; minutes)
+	$(BIN)/pytest -m team tests/test_team.py
+
+team-up: setup              ## start PostgreSQL, SeaweedFS (S3) and an MLflow server on them; prints what to export
+	$(BIN)/python -m rlhf_trust.team up --state $(TEAM_DIR)
+
+team-down:                  ## stop what team-up started (data stays in $(TEAM_DIR)/)
+	$(BIN)/python -m rlhf_trust.team down --state $(TEAM_DIR)
 
 ui: setup                   ## MLflow UI on http://127.0.0.1:$(UI_PORT)
 	$(BIN)/mlflow ui --host 127.0.0.1 --port $(UI_PORT) --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --default-artifact-root $(CURDIR)/mlruns
