@@ -67,7 +67,9 @@ def check_reachable(uri: str) -> None:
 
     timeout = float(os.environ.get("RLHF_TRUST_TRACKING_TIMEOUT", "5"))
     try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+        # /health needs no credentials; urllib would take user:password@ for part of the host
+        health = re.sub(r"//[^/@]+@", "//", uri.rstrip("/")) + "/health"
+        urllib.request.urlopen(health, timeout=timeout).close()
     except urllib.error.HTTPError:
         pass  # it answered (auth, proxy path): the run's own requests say what is wrong
     except (OSError, ValueError) as e:
