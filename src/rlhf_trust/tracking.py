@@ -30,6 +30,8 @@ from rlhf_trust.errors import UserError
 EXPERIMENT = "rlhf-trust"
 LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "mlflow", "dvc",
              "great-expectations")
+SYSTEM_METRICS_STAGES = ("sft", "rm", "ppo", "dpo", "influence")
+REGISTERED_MODEL_PREFIX = "rlhf-trust-"   # one registered model per training stage: rlhf-trust-sft, ...
 RESULT_PATHS = ("dvc.lock", "metrics", "eval", "influence", "reports")  # what `dvc repro` writes into git
 _SECRET = re.compile(r"(api[_-]?key|token|secret|password)", re.IGNORECASE)
 
@@ -123,6 +125,8 @@ def configure_env() -> None:
         # a dead tracking server costs seconds, not MLflow's default 7 retries with backoff (minutes)
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
         "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+        # system metrics: a sample every 2 s, logged at once (a tiny stage lasts seconds)
+        "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "2", "MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING": "1",
         # offline unless the user opts in (HF_HUB_OFFLINE=0) to hub models or hub data
         "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
     }.items():
@@ -331,6 +335,29 @@ class StageRun:
     def log_params(self, params: dict[str, Any]) -> None:
         self._guard(self._mlflow.log_params, params)
 
+    def register_model(self, stage: str, artifact_path: str, tags: dict[str, str]) -> str | None:
+        """A new version of registered model `rlhf-trust-<stage>` from this run's `artifact_path`
+        (the model directory logged as artifacts: a LoRA adapter and stage.json), tagged with `tags`.
+        Returns the version (None when logging failed)."""
+        from mlflow.exceptions import MlflowException
+
+        client = self._mlflow.tracking.MlflowClient()
+        name = REGISTERED_MODEL_PREFIX + stage
+        if self.logging_failed is not None:
+            return None
+        try:
+            try:
+                client.create_registered_model(name, description=f"rlhf-trust {stage} stage output")
+            except MlflowException as e:
+                if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            mv = client.create_model_version(name, source=self._mlflow.get_artifact_uri(artifact_path),
+                                             run_id=self.run_id, tags=tags)
+            return mv.version
+        except (MlflowException, OSError) as e:
+            self.logging_failed = _short(str(e))
+            return None
+
     def log_metrics_to(self, run_id: str, metrics: dict[str, Any]) -> None:
         """Metrics into another run (the pipeline's parent), one batch."""
         from mlflow.entities import Metric
@@ -462,7 +489,9 @@ def _open_run(mlflow: Any, uri: str, stage: str, cfg: Any, inputs: list[str | Pa
     all_tags["mlflow.parentRunId"] = _pipeline_parent(mlflow, pipeline, all_tags)
     all_tags.update(process_tags())
     mark_dead_runs_killed(mlflow, stage)
-    return mlflow.start_run(run_name=run_name or stage, tags=all_tags)
+    # host CPU / memory / disk every few seconds for the stages that do heavy work (needs psutil)
+    heavy = stage in SYSTEM_METRICS_STAGES or stage.startswith("eval")
+    return mlflow.start_run(run_name=run_name or stage, tags=all_tags, log_system_metrics=heavy)
 
 
 def track_stage(stage: str, fn: Callable[[StageRun], dict[str, Any]], *, cfg: Any = None,

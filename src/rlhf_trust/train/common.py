@@ -501,6 +501,11 @@ def run_cli(stage: str, args: Any, run: Callable[..., dict], inputs: list[Path])
         # adapters are small: log the directory; full weights: path + md5 (tags) and stage.json only
         sr.log_artifact(model_dir if size <= LOG_MODEL_MAX_BYTES else model_dir / "stage.json",
                         artifact_path="model")
+        tags = sr.run.data.tags
+        sr.register_model(stage, "model", {"data.version": tags.get("data.version", ""),
+                                           "git.commit": tags.get("git.commit", ""),
+                                           "git.dirty": tags.get("git.dirty", ""),
+                                           "model.md5": io.read_json(model_dir / "stage.json")["md5"]})
         return metrics
 
     from rlhf_trust.runinfo import run_info_path
