@@ -36,6 +36,10 @@ class _Drop(logging.Filter):
         return not any(p.search(msg) for p in self.patterns)
 
 
+# loggers whose INFO lines say nothing a user acts on (system metrics start/stop, "no GPU")
+QUIET_LOGGERS = ("mlflow.system_metrics.system_metrics_monitor",)
+
+
 def install() -> None:
     for category, pattern in WARNINGS:
         warnings.filterwarnings("ignore", message=pattern, category=category)
@@ -43,3 +47,5 @@ def install() -> None:
         logger = logging.getLogger(name)  # the same object transformers' get_logger(name) returns
         if not any(isinstance(f, _Drop) for f in logger.filters):
             logger.addFilter(_Drop(patterns))
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
