@@ -81,3 +81,19 @@ def test_cli_writes_report_and_tracks_it(project, capsys):
     out = json.loads(Path("reports/report_metrics.json").read_text())
     assert out["cells_filled"] == 6 and out["cells_missing"] == 14
     assert "trust_summary.md" in capsys.readouterr().out
+
+
+def test_cost_column_from_run_info_and_smoke_banner(project):
+    # a training stage's DVC metrics file has its numbers only; the costs sit in sft.run.json
+    (project / "metrics").mkdir()
+    (project / "metrics" / "sft.json").write_text(json.dumps({"train_loss_last": 2.5}))
+    (project / "metrics" / "sft.run.json").write_text(json.dumps(
+        {"stage_wall_s": 152.3, "stage_peak_rss_mb": 6400.0, "mlflow_run_id": "run-sft"}))
+    base = project / "outputs" / "models" / "base"
+    base.mkdir(parents=True)
+    (base / "stage.json").write_text(json.dumps({"stage": "base", "kind": "base", "spec": "tiny-gpt-neox"}))
+    summary.write_report(Path("reports"), top_k=2)
+    md = Path("reports/trust_summary.md").read_text()
+    assert "| sft | stage_wall_s=152.3, stage_peak_rss_mb=6400.0 | run-sft |" in md
+    assert f"**{summary.SMOKE_BANNER}**" in md
+    assert summary.SMOKE_BANNER in Path("reports/trust_summary.html").read_text()

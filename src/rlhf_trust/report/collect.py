@@ -115,6 +115,9 @@ def provenance(stages: dict[str, dict], verticals: list[Vertical]) -> dict[str, 
         for s, m in v.influence.items():
             if m.get("mlflow_run_id"):
                 runs[f"influence_{s}@{v.name}"] = m["mlflow_run_id"]
-    return {**git_info(), "data.version": data_version(),
+    base = paths.model_dir("base") / "stage.json"
+    spec = (_read(base) or {}).get("spec") if base.is_file() else None
+    return {**git_info(), "data.version": data_version(), "model.spec": spec,
+            "smoke": spec == "tiny-gpt-neox",
             "params.sha256": hashlib.sha256(params.read_bytes()).hexdigest()[:16] if params.is_file() else None,
             "mlflow_runs": runs}

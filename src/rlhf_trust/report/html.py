@@ -33,6 +33,7 @@ def render(res: Results, figures: dict[str, str], out_dir: Path, k: int) -> str:
     p = res.provenance
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Trustworthiness summary</title>",
              f"<style>{CSS}</style></head><body><h1>Trustworthiness summary</h1>",
+             *([f"<p><strong>{summary.SMOKE_BANNER}</strong></p>"] if p.get("smoke") else []),
              "<p>Headline metric per trust vertical and alignment stage, with bootstrap 95% CIs.</p>",
              _table(["vertical", "metric", *STAGES], summary.table_rows(res)),
              "<h2>Changes</h2><p>▲ more trustworthy, ▼ less trustworthy; * = the two 95% CIs do not overlap.</p>",

@@ -16,6 +16,7 @@ from rlhf_trust import io
 from rlhf_trust.report.collect import STAGES, Cell, Results, Vertical, collect
 
 DASH = "—"
+SMOKE_BANNER = "smoke run (random tiny model): numbers are not results"
 
 
 def fmt(x: float | None, digits: int = 3) -> str:
@@ -99,7 +100,7 @@ def stage_rows(res: Results) -> list[list[str]]:
 
 def markdown(res: Results, figures: dict[str, str], k: int) -> str:
     p = res.provenance
-    out = ["# Trustworthiness summary", "",
+    out = ["# Trustworthiness summary", "", *([f"**{SMOKE_BANNER}**", ""] if p.get("smoke") else []),
            "Headline metric per trust vertical and alignment stage, with bootstrap 95% CIs.", "",
            md_table(["vertical", "metric", *STAGES], table_rows(res)), "",
            "## Changes", "",
