@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import shutil
 import zipfile
 from collections.abc import Callable
@@ -335,6 +336,8 @@ def verify_checkpoint(ckpt: Path) -> str | None:
                     torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
         except Exception as e:  # noqa: BLE001 (any failure to read it back means: do not resume from it)
             msg = (str(e).splitlines() or [""])[0][:120]
+            if isinstance(e, pickle.UnpicklingError):  # torch's message is a paragraph of advice
+                msg = "holds more than tensors and plain types; refused, never unpickled"
             return f"{rel}: {type(e).__name__}" + (f": {msg}" if msg else "")
     return None
 
