@@ -59,8 +59,8 @@ def test_every_vertical_end_to_end_then_cached(project, monkeypatch, capsys):
 
     import mlflow
 
-    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.mlflow.runName = 'eval_ethics@base'")
-    assert len(runs) >= 2
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.stage = 'eval_ethics' and tags.model = 'base'")
+    assert len(runs) >= 2 and all(n.startswith("eval_ethics@base p") for n in runs["tags.mlflow.runName"])
     client = mlflow.tracking.MlflowClient()
     assert "samples.jsonl" in [a.path for a in client.list_artifacts(runs.iloc[0]["run_id"])]
 

@@ -92,8 +92,14 @@ def test_pipeline_runs_through_the_rest_api(shared_data, tmp_path, monkeypatch):
         exps = get(base + "/api/2.0/mlflow/experiments/search", {"max_results": 10})["experiments"]
         exp_id = next(e["experiment_id"] for e in exps if e["name"] == "rlhf-trust")
         runs = get(base + "/api/2.0/mlflow/runs/search", {"experiment_ids": [exp_id], "max_results": 100})["runs"]
-        by_name = {r["info"]["run_name"]: r for r in runs}
+        def key(r):  # stage runs are "<stage> p<params hash>": the part before the hash
+            kind = {t["key"]: t["value"] for t in r["data"].get("tags", [])}.get("kind")
+            return r["info"]["run_name"] if kind == "pipeline" else r["info"]["run_name"].split(" ")[0]
+
+        by_name = {key(r): r for r in runs}
         tags = {n: {t["key"]: t["value"] for t in r["data"].get("tags", [])} for n, r in by_name.items()}
+        cell_hash = tags["eval_ethics@base"]["params.hash"][:6]
+        assert by_name["eval_ethics@base"]["info"]["run_name"] == f"eval_ethics@base p{cell_hash}"
         metrics = {n: {m["key"]: m["value"] for m in r["data"].get("metrics", [])} for n, r in by_name.items()}
         params = {n: {p["key"]: p["value"] for p in r["data"].get("params", [])} for n, r in by_name.items()}
 

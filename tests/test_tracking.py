@@ -12,6 +12,12 @@ from rlhf_trust.config import PrepareConfig
 from rlhf_trust.errors import UserError
 
 
+def t_hash(cfg):
+    from rlhf_trust.config import params_hash
+
+    return params_hash(cfg)
+
+
 def _client():
     import mlflow
 
@@ -38,7 +44,8 @@ def test_finished_run_has_tags_params_and_metrics(tmp_path, monkeypatch):
     assert "stage_wall_s" not in metrics
     assert written["acc"] == 0.5 and written["nested"] == {"x": 1.5} and written["mlflow_run_id"]
     run = _client().get_run(written["mlflow_run_id"])
-    assert run.info.status == "FINISHED" and run.info.run_name == "unit"
+    # the name tells two runs of one stage apart: stage + the hash of the settings it ran with
+    assert run.info.status == "FINISHED" and run.info.run_name == f"unit p{t_hash(cfg)[:6]}"
     t = run.data.tags
     assert t["data.version"] == "0123456789abcdef0123456789abcdef.dir"
     assert t["input.in.jsonl.md5"] == hashlib.md5(b'{"a": 1}\n').hexdigest()
