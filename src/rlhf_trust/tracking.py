@@ -98,22 +98,42 @@ def _store_unusable(uri: str) -> Iterator[None]:
         raise UserError(f"MLflow tracking store {redact(uri)} is unusable: {_short(str(e))}") from None
 
 
-class _AsyncLogFailures(logging.Filter):
-    """TRL logs through MLflow's async queue, whose failures are only logged (one ERROR per batch):
-    record the first in the stage's run and drop them, so the stage says it once."""
+class _BackgroundLogFailures(logging.Filter):
+    """MLflow's background loggers (TRL's async queue, the system-metrics monitor) only log their
+    failures, once per batch or sample: the first goes into the stage's run (`logging_failed`) and
+    all are dropped, so a dead server is said once, by the stage. One instance per process; records
+    arriving after a stage whose logging failed are echoes of that failure and dropped too."""
 
-    LOGGER = "mlflow.utils.async_logging.async_logging_queue"
+    LOGGERS = ("mlflow.utils.async_logging.async_logging_queue", "mlflow.system_metrics.system_metrics_monitor")
+    FAILURES = ("Failed to log run data", "Failed to get mlflow run", "Failed to log system metrics")
 
-    def __init__(self, sr: StageRun):
+    def __init__(self) -> None:
         super().__init__()
-        self.sr = sr
+        self.current: StageRun | None = None
+        self.last_failed = False
+
+    def install(self, sr: StageRun) -> None:
+        for name in self.LOGGERS:
+            if self not in logging.getLogger(name).filters:
+                logging.getLogger(name).addFilter(self)
+        self.current = sr
+
+    def done(self) -> None:
+        self.last_failed = bool(self.current and self.current.logging_failed)
+        self.current = None
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.ERROR:
+        message = record.getMessage()
+        if not any(f in message for f in self.FAILURES):
             return True
-        if self.sr.logging_failed is None:
-            self.sr.logging_failed = _short(record.getMessage())
+        if self.current is None:
+            return not self.last_failed
+        if self.current.logging_failed is None:
+            self.current.logging_failed = _short(message)
         return False
+
+
+_BACKGROUND_FAILURES = _BackgroundLogFailures()
 
 
 def configure_env() -> None:
@@ -442,8 +462,7 @@ def stage_run(stage: str, cfg: Any = None, inputs: list[str | Path] = (), run_na
     with _store_unusable(uri):
         run = _open_run(mlflow, uri, stage, cfg, inputs, run_name, tags)
     sr = StageRun(mlflow, run)
-    async_failures = _AsyncLogFailures(sr)
-    logging.getLogger(_AsyncLogFailures.LOGGER).addFilter(async_failures)
+    _BACKGROUND_FAILURES.install(sr)
     with _sigterm_kills_run(mlflow, stage):
         try:
             params = _safe_params(cfg)
@@ -457,7 +476,7 @@ def stage_run(stage: str, cfg: Any = None, inputs: list[str | Path] = (), run_na
         else:
             sr.end("FINISHED")
         finally:
-            logging.getLogger(_AsyncLogFailures.LOGGER).removeFilter(async_failures)
+            _BACKGROUND_FAILURES.done()
             if sr.logging_failed:
                 import sys
 
@@ -491,11 +510,7 @@ def _open_run(mlflow: Any, uri: str, stage: str, cfg: Any, inputs: list[str | Pa
     mark_dead_runs_killed(mlflow, stage)
     # host CPU / memory / disk every few seconds for the stages that do heavy work (needs psutil)
     heavy = stage in SYSTEM_METRICS_STAGES or stage.startswith("eval")
-    # two runs of one cell must read differently in the UI's run list: the DVC experiment name, or
-    # the stage's params hash (the same cell with other settings gets another name)
-    suffix = all_tags.get("dvc.exp_name") or (f"p{all_tags['params.hash'][:6]}" if all_tags.get("params.hash") else "")
-    name = f"{run_name or stage} {suffix}".strip()
-    return mlflow.start_run(run_name=name, tags=all_tags, log_system_metrics=heavy)
+    return mlflow.start_run(run_name=run_name or stage, tags=all_tags, log_system_metrics=heavy)
 
 
 def track_stage(stage: str, fn: Callable[[StageRun], dict[str, Any]], *, cfg: Any = None,
