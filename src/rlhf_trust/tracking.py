@@ -510,7 +510,11 @@ def _open_run(mlflow: Any, uri: str, stage: str, cfg: Any, inputs: list[str | Pa
     mark_dead_runs_killed(mlflow, stage)
     # host CPU / memory / disk every few seconds for the stages that do heavy work (needs psutil)
     heavy = stage in SYSTEM_METRICS_STAGES or stage.startswith("eval")
-    return mlflow.start_run(run_name=run_name or stage, tags=all_tags, log_system_metrics=heavy)
+    # two runs of one cell must read differently in the UI's run list: the DVC experiment name, or
+    # the stage's params hash (the same cell with other settings gets another name)
+    suffix = all_tags.get("dvc.exp_name") or (f"p{all_tags['params.hash'][:6]}" if all_tags.get("params.hash") else "")
+    name = f"{run_name or stage} {suffix}".strip()
+    return mlflow.start_run(run_name=name, tags=all_tags, log_system_metrics=heavy)
 
 
 def track_stage(stage: str, fn: Callable[[StageRun], dict[str, Any]], *, cfg: Any = None,
