@@ -52,3 +52,14 @@ def test_changed_source_fails_and_keeps_the_committed_pointer(repo, shared_data,
 def test_missing_mirror_is_one_line(repo, tmp_path):
     with pytest.raises(DataError, match="mirror directory not found"):
         sources.run(DataConfig(mirror_dir=str(tmp_path / "nope")))
+
+
+def test_outside_a_dvc_repository_is_one_line(tmp_path, monkeypatch, shared_data):
+    monkeypatch.chdir(tmp_path)
+    mirror = tmp_path / "mirror"
+    (mirror / "ethics").mkdir(parents=True)
+    shutil.copyfile(shared_data / "ethics" / "cm_test.csv", mirror / "ethics" / "cm_test.csv")
+    with pytest.raises(DataError, match="is not a DVC repository") as e:
+        sources.run(DataConfig(mirror_dir=str(mirror)))
+    assert e.value.exit_code == 2
+    assert (tmp_path / "data" / "ethics" / "cm_test.csv").is_file()  # the copy itself is kept

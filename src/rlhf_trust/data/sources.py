@@ -106,11 +106,16 @@ def check_against_dvc(data_dir: Path) -> str:
     `dvc add` hashes the directory; the recorded md5 must stay the same. On a mismatch the
     committed data.dvc is restored and the command fails (exit 1).
     """
+    from dvc.exceptions import NotDvcRepoError
     from dvc.repo import Repo
 
     dvc_file = Path(f"{data_dir}.dvc")
     before = dvc_file.read_text() if dvc_file.is_file() else None
-    repo = Repo(".")
+    try:
+        repo = Repo(".")
+    except NotDvcRepoError:
+        raise DataError(f"{Path.cwd()} is not a DVC repository: run `rlhf-trust data` from the project "
+                        "root, or pass --no-check") from None
     repo.scm_context.quiet = True  # its "git add data.dvc" hint would mislead when nothing changed
     repo.add(str(data_dir))
     if before is None:
