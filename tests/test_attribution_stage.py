@@ -8,7 +8,7 @@ import pytest
 import torch
 from attribution_setup import DATA, TARGETS, hh_rows, tiny_base
 
-from rlhf_trust import io
+from rlhf_trust import io, runinfo
 from rlhf_trust.errors import UserError
 
 torch.set_num_threads(1)
@@ -121,7 +121,9 @@ def test_stage_writes_scores_top_hist_metrics_and_resumes(project, monkeypatch):
             assert [t["kind"] for t in top] == ["helpful"] * 3 + ["harmful"] * 3
             assert top[0]["score"] == df["score"].min() and top[3]["score"] == df["score"].max()
             assert top[0]["prompt"] and top[0]["chosen"]
-            m = json.loads((d / "metrics.json").read_text())
+            assert set(json.loads((d / "metrics.json").read_text())) == {
+                "n_train", "n_test", "spearman_datainf_exact"}  # the DVC metric; the rest: metrics.run.json
+            m = runinfo.read(d / "metrics.json")
             assert m["n_train"] == 20 and m["n_test"] == 4 and m["test_identical_dropped"] == 1
             assert -1 <= m["spearman_datainf_exact"] <= 1 and m["exact_subsample"] == 10
             assert (d / "hist.png").stat().st_size > 1000
@@ -155,5 +157,5 @@ def test_no_behaviour_change_records_zero_influence(project, monkeypatch):
     d = root / "influence" / "dpo" / "ethics"
     assert (pd.read_parquet(d / "scores.parquet")["score"] == 0).all()
     assert io.read_jsonl(d / "top.jsonl") == []
-    m = json.loads((d / "metrics.json").read_text())
+    m = runinfo.read(d / "metrics.json")
     assert m["n_test"] == 0 and m["no_behaviour_change"] == 1 and m["test_identical_dropped"] == len(ps)
