@@ -3,7 +3,6 @@ one warning, resume is exact at every kill point, and a stage's model + metrics 
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import random
@@ -228,7 +227,9 @@ def test_full_disk_on_metrics_keeps_model_metrics_and_checkpoints(base_layout, t
     assert not list((proj / "outputs/models").glob(".sft*"))
     # with space again: resumes from the finished checkpoint, and both change together
     assert cli.main(["sft"]) == 0
-    after = json.loads((proj / "metrics/sft.json").read_text())
+    from rlhf_trust import runinfo
+
+    after = runinfo.read(proj / "metrics/sft.json")  # metrics + sft.run.json (resume step, step count)
     assert after["resumed_from_step"] == 4 and after["train_steps"] == 4
     assert load_stage_info(proj / "outputs/models/sft")["md5"] != before_md5
     assert not (proj / "outputs/checkpoints/sft").exists()
