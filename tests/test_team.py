@@ -31,7 +31,9 @@ pytestmark = [pytest.mark.team, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-BUDGET_S = 900            # the whole module (about 5 min on an idle 2-core machine; a hard stop)
+# The whole module's hard stop. Measured: 10 min 41 s on 2 cores shared with another `make smoke`
+# (smoke 9 min of it); servers ~40 s, DVC ~15 s, failure cases ~30 s.
+BUDGET_S = 1500
 PIPELINE = "team-test"
 _START: list[float] = []  # when the servers fixture began
 
@@ -89,7 +91,7 @@ def smoke(servers, tmp_path_factory):
     _, env, _ = servers
     wt = tmp_path_factory.mktemp("smoke") / "wt"
     try:
-        r = run(["make", "-C", str(ROOT), "smoke", f"SMOKE_DIR={wt}"], env, ROOT, 720)
+        r = run(["make", "-C", str(ROOT), "smoke", f"SMOKE_DIR={wt}"], env, ROOT, 1200)
         yield wt, r
     finally:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(wt)], capture_output=True,
@@ -226,6 +228,7 @@ def test_server_dying_mid_stage_keeps_the_outputs(servers, smoke, tmp_path, monk
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp_path / rel)
     monkeypatch.chdir(tmp_path)
+    session_uri = os.environ["MLFLOW_TRACKING_URI"]  # conftest's sqlite store, for the tests after this one
     for k in ("MLFLOW_TRACKING_URI", "RLHF_TRUST_PIPELINE_ID"):
         monkeypatch.setenv(k, env[k])
 
@@ -235,8 +238,13 @@ def test_server_dying_mid_stage_keeps_the_outputs(servers, smoke, tmp_path, monk
                 s.stop_one("mlflow", 5)
 
     t0 = time.monotonic()
-    rc = common.run_cli("sft", argparse.Namespace(params="params.yaml"),
-                        lambda cfg, layout: sft.run(cfg, layout, callbacks=[StopServerAfterFirstStep()]), [])
+    try:
+        rc = common.run_cli("sft", argparse.Namespace(params="params.yaml"),
+                            lambda cfg, layout: sft.run(cfg, layout, callbacks=[StopServerAfterFirstStep()]), [])
+    finally:
+        import mlflow
+
+        mlflow.set_tracking_uri(session_uri)  # the process-wide URI the stage set points at a dead server
     assert rc == 0 and "mlflow" not in s.pgids
     assert time.monotonic() - t0 < 120  # no minutes of MLflow retries
     assert (tmp_path / "outputs/models/sft/stage.json").is_file()
