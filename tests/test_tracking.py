@@ -132,3 +132,19 @@ def test_settings_and_costs_stay_out_of_the_dvc_metrics():
     assert plain == {"train_loss_last": 1.2} and set(rest) == {"train_s", "resumed_from_step", "seed"}
     assert runinfo.split({"spearman": 0.5, "n_train": 8, "score_max": 3.0}, ("spearman", "n_train"))[0] == {
         "spearman": 0.5, "n_train": 8}
+
+
+def test_a_run_whose_logging_failed_still_leaves_no_active_run(tmp_path, monkeypatch):
+    """After a logging failure (a dead tracking server) the stage's run is popped off MLflow's
+    active-run stack, so the next in-process stage (tests, notebooks) can start its own."""
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+
+    def body(sr):
+        sr.logging_failed = "connection refused"  # what _guard records when the server is gone
+        return {"n": 1}
+
+    tracking.track_stage("unit", body, metrics_path="m/unit.json")
+    assert mlflow.active_run() is None
+    assert tracking.track_stage("unit", lambda sr: {"n": 2}, metrics_path="m/unit.json") == {"n": 2}

@@ -396,7 +396,12 @@ class StageRun:
             self._mlflow.flush_async_logging()
         except (MlflowException, OSError) as e:
             self.logging_failed = self.logging_failed or _short(str(e))
-        self._guard(self._mlflow.end_run, status)
+        # Always called, even after logging failed: end_run pops the run off MLflow's active-run
+        # stack before it contacts the server, so an in-process caller can start the next run.
+        try:
+            self._mlflow.end_run(status)
+        except (MlflowException, OSError) as e:
+            self.logging_failed = self.logging_failed or _short(str(e))
 
 
 def process_tags() -> dict[str, str]:
