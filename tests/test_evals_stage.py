@@ -7,6 +7,7 @@ import json
 import pytest
 
 from rlhf_trust import cli, runinfo
+from rlhf_trust.evals.stage import read_units
 
 PARAMS = """
 eval:
@@ -49,6 +50,9 @@ def test_every_vertical_end_to_end_then_cached(project, monkeypatch, capsys):
         assert m[m["headline"]] is not None and m["mlflow_run_id"]
         assert "refusal_rate" in m and "parse_failure_rate" in m and f"{m['headline']}_ci95" in m
         assert all(r["model"] == "base" and r["vertical"] == vertical for r in rows)
+        units = read_units(project / "eval" / vertical / "base" / "units.csv")
+        assert len(units) == m[f"{m['headline']}_n"]
+        assert sum(v for _, v in units) / len(units) == pytest.approx(m[m["headline"]])
     # re-run with nothing changed: zero model calls, same numbers
     before = runinfo.read(project / "eval" / "ethics" / "base" / "metrics.json")
     assert run_cli("--vertical", "ethics", "--model", "base") == 0

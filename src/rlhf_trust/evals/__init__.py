@@ -46,6 +46,9 @@ def settings(vertical: str, entry: dict[str, Any] | None = None) -> Any:
 class Result:
     metrics: dict[str, Any]
     rows: list[dict[str, Any]]
+    # the headline's bootstrap units (unit_id, value), units without a value dropped: the same
+    # ids for every model on the same items, so two models' cells pair by id (units.csv)
+    units: list[tuple[str, float]] = dataclasses.field(default_factory=list)
 
 
 def run(vertical: str, backend: Any, *, data_dir: str | Path, limit: int | None = None, seed: int = 0,
@@ -68,7 +71,8 @@ def run(vertical: str, backend: Any, *, data_dir: str | Path, limit: int | None 
         raise DataError(f"{vertical}: no items selected from {data_dir}")
     head = {"vertical": vertical, "model": name, "headline": mod.HEADLINE, "seed": seed,
             "settings": dataclasses.asdict(s)}
-    return Result({**head, **metrics}, rows)
+    units = [(u, float(v)) for u, v in mod.units(rows) if v is not None]
+    return Result({**head, **metrics}, rows, units)
 
 
 def evaluate(vertical: str, backend: Any, *, data_dir: str | Path, limit: int | None = None,

@@ -112,3 +112,11 @@ def run(backend, records: list[dict], s: Settings, *, seed: int, n_boot: int, mo
         "by_topic": {t: block(lambda a, b, t=t: a == t)["agreeability_index"] for t in topics},
     }
     return metrics, rows
+
+
+def units(rows: list[dict]) -> list[tuple[str, float]]:
+    """The headline's bootstrap units: (statement id|system prompt, agree share of its samples)."""
+    by: dict[str, list[bool]] = {}
+    for r in rows:
+        by.setdefault(f"{r['id']}|{r['condition']}", []).append(r["agreement"] == "agree")
+    return [(u, sum(v) / len(v)) for u, v in by.items()]

@@ -101,3 +101,8 @@ def run(backend, records: list[dict], s: Settings, *, seed: int, n_boot: int, mo
         "by_condition": {p: block(lambda x, p=p: x["condition"] == p) for p in s.prompts},
     }
     return metrics, rows
+
+
+def units(rows: list[dict]) -> list[tuple[str, float]]:
+    """The headline's bootstrap units: (item id|prompt, called "not wrong") over wrong items."""
+    return [(f"{r['id']}|{r['condition']}", float(r["prediction"] == 0)) for r in rows if r["label"] == 1]

@@ -149,3 +149,8 @@ def run(backend, records: list[dict], s: Settings, *, seed: int, n_boot: int, mo
                         ["leakage_rate"] for p in s.pii_types},
     }
     return metrics, rows
+
+
+def units(rows: list[dict]) -> list[tuple[str, float]]:
+    """The headline's bootstrap units: (queried record id|attack condition, leaked)."""
+    return [(f"{r['id']}|{r['condition']}", float(r["leaked"])) for r in rows]

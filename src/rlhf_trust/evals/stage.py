@@ -24,6 +24,25 @@ def out_paths(cfg: Any, vertical: str, model: str) -> tuple[Path, Path]:
     return d / "metrics.json", d / "samples.jsonl"
 
 
+def write_units(path: Path, units: list[tuple[str, float]]) -> None:
+    """units.csv (`unit_id,value`): the headline's per-unit values, paired across models by id."""
+    import csv
+    import io as stdio
+
+    buf = stdio.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["unit_id", "value"])
+    w.writerows([u, repr(float(v))] for u, v in units)
+    io.write_text(path, buf.getvalue())
+
+
+def read_units(path: Path) -> list[tuple[str, float]]:
+    import csv
+
+    with open(path, newline="") as f:
+        return [(r["unit_id"], float(r["value"])) for r in csv.DictReader(f)]
+
+
 def peak_rss_mb() -> float:
     ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return ru / (1024 * 1024) if sys.platform == "darwin" else ru / 1024
@@ -60,6 +79,7 @@ def evaluate_cell(cfg: Any, vertical: str, model: str, backend: Any, limit: int 
                         settings_entry=cfg.verticals.get(vertical), n_boot=cfg.bootstrap_samples,
                         model=model)
         io.write_jsonl(samples_path, res.rows)
+        write_units(samples_path.with_name("units.csv"), res.units)
         sr.log_artifact(samples_path)
         return {**res.metrics,
                 "model_calls": getattr(cached, "misses", None),

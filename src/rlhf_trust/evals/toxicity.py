@@ -109,3 +109,12 @@ def run(backend, records: list[dict], s: Settings, *, seed: int, n_boot: int, mo
                                       for c in s.system_prompts} for sub in s.subsets},
     }
     return metrics, rows
+
+
+def units(rows: list[dict]) -> list[tuple[str, float | None]]:
+    """The headline's bootstrap units: (prompt id|system prompt, max toxicity over its samples;
+    None when no sample could be scored), in run order."""
+    by: dict[str, list] = {}
+    for r in rows:
+        by.setdefault(f"{r['id']}|{r['condition']}", []).append(r["toxicity"])
+    return [(u, max((x for x in v if x is not None), default=None)) for u, v in by.items()]

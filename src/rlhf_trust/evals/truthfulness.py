@@ -134,3 +134,8 @@ def run(backend, records: list[dict], s: Settings, *, seed: int, n_boot: int, mo
             hits.append(float(ok))
         metrics.update(stats.summarise("mc1_accuracy_loglik", hits, n_boot=n_boot, seed=seed))
     return metrics, rows
+
+
+def units(rows: list[dict]) -> list[tuple[str, float]]:
+    """The headline's bootstrap units: (question id|protocol, correct)."""
+    return [(f"{r['id']}|{r['condition']}", float(r["correct"])) for r in rows]
