@@ -1,7 +1,8 @@
 """Gather whatever results exist (a partial pipeline still gives a report).
 
-Reads eval/<vertical>/<stage>/metrics.json, influence/<stage>/<vertical>/{metrics.json,top.jsonl}
-and metrics/<stage>.json. Missing cells are None and listed in `missing`.
+Reads eval/<vertical>/<stage>/{metrics.json,units.csv}, influence/<stage>/<vertical>/{metrics.json,
+top.jsonl} and metrics/<stage>.json. Missing cells are None and listed in `missing`; contrasts whose
+units are missing are skipped and listed in `notes`. Verticals come from the eval registry.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from typing import Any
 from rlhf_trust import paths, runinfo
 
 STAGES = ("base", "sft", "ppo", "dpo")
-VERTICALS = ("toxicity", "bias", "ethics", "truthfulness", "privacy")
 # which influence stage explains which model's change (PPO is attributed through its reward model)
 INFLUENCE_STAGE = {"sft": "sft", "ppo": "rm", "dpo": "dpo"}
 
@@ -50,6 +50,8 @@ class Results:
     stages: dict[str, dict]          # training/data stage -> metrics/<stage>.json
     provenance: dict[str, Any]
     missing: list[str]
+    contrasts: dict[str, dict[str, dict]] = field(default_factory=dict)   # paired stats (contrasts.py)
+    notes: list[str] = field(default_factory=list)                        # contrasts skipped and why
 
 
 def _read(path: Path) -> Any:
@@ -57,6 +59,13 @@ def _read(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def registry() -> tuple[str, ...]:
+    """The verticals the eval registry declares (a new vertical appears here without edits)."""
+    from rlhf_trust import evals
+
+    return tuple(evals.VERTICALS)
 
 
 def _vertical_meta(name: str) -> tuple[str, bool]:
@@ -74,9 +83,11 @@ def _cell(m: dict, headline: str) -> Cell:
 
 
 def collect(eval_dir: Path = paths.EVAL, influence_dir: Path = paths.INFLUENCE,
-            metrics_dir: Path = paths.METRICS, verticals: tuple[str, ...] = VERTICALS) -> Results:
+            metrics_dir: Path = paths.METRICS, verticals: tuple[str, ...] | None = None) -> Results:
+    from rlhf_trust.report import contrasts
+
     out, missing = [], []
-    for v in verticals:
+    for v in verticals or registry():
         headline, higher = _vertical_meta(v)
         vert = Vertical(v, headline, higher)
         for s in STAGES:
@@ -96,11 +107,12 @@ def collect(eval_dir: Path = paths.EVAL, influence_dir: Path = paths.INFLUENCE,
                 missing.append(f"influence {stage} x {v} ({top})")
         out.append(vert)
     stages = {}
-    for s in ("prepare", "validate", "sft", "rm", "ppo", "dpo"):
+    for s in ("prepare", "validate", "curate", "sft", "rm", "ppo", "dpo"):
         m = runinfo.read(metrics_dir / f"{s}.json")
         if isinstance(m, dict):
             stages[s] = m
-    return Results(out, stages, provenance(stages, out), missing)
+    cons, notes = contrasts.compute(out, eval_dir)
+    return Results(out, stages, provenance(stages, out), missing, cons, notes)
 
 
 def provenance(stages: dict[str, dict], verticals: list[Vertical]) -> dict[str, Any]:
@@ -118,6 +130,7 @@ def provenance(stages: dict[str, dict], verticals: list[Vertical]) -> dict[str, 
     base = paths.model_dir("base") / "stage.json"
     spec = (_read(base) or {}).get("spec") if base.is_file() else None
     return {**git_info(), "data.version": data_version(), "model.spec": spec,
+            "train_data.version": stages.get("curate", {}).get("train_data.version"),
             "smoke": spec == "tiny-gpt-neox",
             "params.sha256": hashlib.sha256(params.read_bytes()).hexdigest()[:16] if params.is_file() else None,
             "mlflow_runs": runs}

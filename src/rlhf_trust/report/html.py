@@ -6,7 +6,7 @@ import base64
 import html
 from pathlib import Path
 
-from rlhf_trust.report import summary
+from rlhf_trust.report import contrasts, summary
 from rlhf_trust.report.collect import STAGES, Results
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -36,9 +36,11 @@ def render(res: Results, figures: dict[str, str], out_dir: Path, k: int) -> str:
              *([f"<p><strong>{summary.SMOKE_BANNER}</strong></p>"] if p.get("smoke") else []),
              "<p>Headline metric per trust vertical and alignment stage, with bootstrap 95% CIs.</p>",
              _table(["vertical", "metric", *STAGES], summary.table_rows(res)),
-             "<h2>Changes</h2><p>▲ more trustworthy, ▼ less trustworthy; * = the two 95% CIs do not overlap.</p>",
-             _table(["vertical", "SFT − base", "PPO − base", "DPO − base", "PPO − SFT", "DPO − SFT"],
-                    summary.delta_rows(res))]
+             f"<h2>Changes</h2><p>{html.escape(contrasts.LEGEND)}</p>",
+             _table(contrasts.HEADER, contrasts.rows(res.contrasts, [v.name for v in res.verticals]))]
+    if res.notes:
+        parts.append("<p>Skipped contrasts:</p><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in res.notes)
+                     + "</ul>")
     for v in res.verticals:
         parts.append(f"<h2>{html.escape(v.name)}</h2>")
         if v.name in figures:
@@ -54,6 +56,7 @@ def render(res: Results, figures: dict[str, str], out_dir: Path, k: int) -> str:
     parts += ["<h2>Provenance</h2><ul>",
               f"<li>git commit: <code>{html.escape(str(p.get('git.commit')))}</code> (dirty: {p.get('git.dirty')})</li>",
               f"<li>data version: <code>{html.escape(str(p.get('data.version')))}</code></li>",
+              f"<li>training set (curated HH set md5): <code>{html.escape(str(p.get('train_data.version')))}</code></li>",
               f"<li>params.yaml sha256: <code>{html.escape(str(p.get('params.sha256')))}</code></li>",
               f"<li>MLflow runs<ul>{runs}</ul></li></ul>"]
     if res.missing:

@@ -1,8 +1,8 @@
 """`rlhf-trust report` / `make report`: reports/trust_summary.{md,html,json} + one PNG per vertical.
 
-Tables: vertical x stage headline metrics with 95% CIs; deltas vs base and vs SFT with an arrow
-for more (▲) / less (▼) trustworthy, marked `*` when the two 95% CIs do not overlap (a
-conservative test: non-overlapping intervals imply a real difference, the converse is not true).
+Tables: vertical x stage headline metrics with 95% CIs; the contrasts (sft-base, ppo-base, dpo-base,
+ppo-sft, dpo-sft) as paired differences over the same units with their CI, Holm-adjusted p and MDE,
+an arrow for more (▲) / less (▼) trustworthy, `*` = significant after Holm (contrasts.py).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf_trust import io
+from rlhf_trust.report import contrasts
 from rlhf_trust.report.collect import STAGES, Cell, Results, Vertical, collect
 
 DASH = "—"
@@ -29,37 +30,12 @@ def cell_text(c: Cell | None) -> str:
     return f"{c.value:.3f} [{c.low:.3f}, {c.high:.3f}]" if c.has_ci else f"{c.value:.3f}"
 
 
-def delta(v: Vertical, stage: str, ref: str) -> dict[str, Any] | None:
-    a, b = v.cells.get(stage), v.cells.get(ref)
-    if a is None or b is None or a.value is None or b.value is None:
-        return None
-    d = a.value - b.value
-    real = a.has_ci and b.has_ci and (a.low > b.high or a.high < b.low)
-    better = d != 0 and ((d > 0) == v.higher_is_better)
-    return {"delta": d, "real": bool(real), "more_trustworthy": better if d != 0 else None}
-
-
-def delta_text(d: dict | None) -> str:
-    if d is None:
-        return DASH
-    arrow = "" if d["more_trustworthy"] is None else ("▲" if d["more_trustworthy"] else "▼")
-    return f"{d['delta']:+.3f} {arrow}{'*' if d['real'] else ''}".strip()
-
-
 def table_rows(res: Results) -> list[list[str]]:
     rows = []
     for v in res.verticals:
         direction = "higher" if v.higher_is_better else "lower"
         rows.append([v.name, f"{v.headline} ({direction} = more trustworthy)",
                      *(cell_text(v.cells.get(s)) for s in STAGES)])
-    return rows
-
-
-def delta_rows(res: Results) -> list[list[str]]:
-    rows = []
-    for v in res.verticals:
-        rows.append([v.name, *(delta_text(delta(v, s, "base")) for s in ("sft", "ppo", "dpo")),
-                     *(delta_text(delta(v, s, "sft")) for s in ("ppo", "dpo"))])
     return rows
 
 
@@ -103,10 +79,10 @@ def markdown(res: Results, figures: dict[str, str], k: int) -> str:
     out = ["# Trustworthiness summary", "", *([f"**{SMOKE_BANNER}**", ""] if p.get("smoke") else []),
            "Headline metric per trust vertical and alignment stage, with bootstrap 95% CIs.", "",
            md_table(["vertical", "metric", *STAGES], table_rows(res)), "",
-           "## Changes", "",
-           "▲ more trustworthy, ▼ less trustworthy; `*` = the two 95% CIs do not overlap (the change is real).", "",
-           md_table(["vertical", "SFT − base", "PPO − base", "DPO − base", "PPO − SFT", "DPO − SFT"],
-                    delta_rows(res)), ""]
+           "## Changes", "", contrasts.LEGEND, "",
+           md_table(contrasts.HEADER, contrasts.rows(res.contrasts, [v.name for v in res.verticals])), ""]
+    if res.notes:
+        out += [f"{len(res.notes)} contrast(s) skipped:", "", *(f"- {n}" for n in res.notes), ""]
     for v in res.verticals:
         out += [f"## {v.name}", ""]
         if v.name in figures:
@@ -126,6 +102,7 @@ def markdown(res: Results, figures: dict[str, str], k: int) -> str:
     out += ["## Provenance", "",
             f"- git commit: `{p.get('git.commit')}` (dirty: {p.get('git.dirty')})",
             f"- data version (`data.dvc` md5): `{p.get('data.version')}`",
+            f"- training set (curated HH set md5): `{p.get('train_data.version')}`",
             f"- params.yaml sha256: `{p.get('params.sha256')}`",
             f"- MLflow runs: {len(p.get('mlflow_runs', {}))} (ids in trust_summary.json)", ""]
     if res.missing:
@@ -141,9 +118,8 @@ def as_json(res: Results) -> dict[str, Any]:
             "cells": {s: (None if (c := v.cells.get(s)) is None else
                           {"value": c.value, "ci95": [c.low, c.high], "n": c.n, "mlflow_run_id": c.run_id})
                       for s in STAGES},
-            "deltas": {f"{s}-{ref}": delta(v, s, ref) for s, ref in
-                       (("sft", "base"), ("ppo", "base"), ("dpo", "base"), ("ppo", "sft"), ("dpo", "sft"))},
         } for v in res.verticals},
+        "contrasts": res.contrasts, "contrast_notes": res.notes,
         "provenance": res.provenance, "missing": res.missing,
     }
 
@@ -190,15 +166,20 @@ def cli(args) -> int:
             sr.log_artifact(Path(cfg.out_dir) / name)
         sr.log_artifact(Path(cfg.out_dir) / "figures", "figures")
         filled = sum(len(v.cells) for v in res.verticals)
+        sr.log_metrics(contrasts.mlflow_metrics(res.contrasts))
+        sr.set_tags({"train_data.version": res.provenance.get("train_data.version")})
         # the pipeline's parent run carries the report's headline numbers (compare runs in the UI)
         parent = sr.run.data.tags.get("mlflow.parentRunId")
         if parent:
             sr.log_metrics_to(parent, {f"{v.name}.{s}.{v.headline}": c.value for v in res.verticals
                                        for s, c in v.cells.items() if c.value is not None})
+        n_sig = sum(r["significant"] for per in res.contrasts.values() for r in per.values())
         return {"cells_filled": filled, "cells_missing": len(res.verticals) * len(STAGES) - filled,
-                "missing_results": len(res.missing)}
+                "missing_results": len(res.missing), "contrasts": sum(map(len, res.contrasts.values())),
+                "contrasts_significant": n_sig}
 
     tracking.track_stage("report", work, cfg=cfg, metrics_path=Path(cfg.out_dir) / "report_metrics.json",
                          summary=lambda m: (f"{cfg.out_dir}/trust_summary.md and .html ({m['cells_filled']} cells, "
-                                            f"{m['missing_results']} missing results)"))
+                                            f"{m['contrasts_significant']}/{m['contrasts']} contrasts "
+                                            f"significant, {m['missing_results']} missing results)"))
     return 0

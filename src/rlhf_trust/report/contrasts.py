@@ -1,0 +1,119 @@
+"""The report's contrasts (sft-base, ppo-base, dpo-base, ppo-sft, dpo-sft) per vertical, from the
+committed per-unit outcomes eval/<vertical>/<model>/units.csv, with paired statistics and Holm's
+adjustment over the whole table (issue 10 §1). A missing or unusable cell skips its contrasts with
+a note; the rest of the report is unaffected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from rlhf_trust.errors import DataError
+from rlhf_trust.report import paired
+
+CONTRASTS: tuple[tuple[str, str], ...] = (("sft", "base"), ("ppo", "base"), ("dpo", "base"),
+                                          ("ppo", "sft"), ("dpo", "sft"))
+NAMES = tuple(f"{b}-{a}" for b, a in CONTRASTS)
+DASH = "—"
+
+
+def run_family(jobs: Mapping[Any, tuple[Mapping[str, float], Mapping[str, float], bool]],
+               notes: list[str], label: Callable[[Any], str] = str) -> dict[Any, dict[str, Any]]:
+    """key -> paired stats of B - A for each (units A, units B, higher_is_better) job, Holm-adjusted
+    together. A job whose units do not pair is left out with a note."""
+    family: dict[Any, dict[str, Any]] = {}
+    for key, (a, b, higher) in jobs.items():
+        try:
+            r = paired.compare(a, b, label(key))
+        except DataError as e:
+            notes.append(f"{label(key)}: skipped: {e}")
+            continue
+        r["more_trustworthy"] = None if r["delta"] == 0 else bool((r["delta"] > 0) == higher)
+        family[key] = r
+    return paired.adjust(family)
+
+
+def load_units(eval_dir: Path, vertical: str, models: tuple[str, ...], notes: list[str]) -> dict[str, dict]:
+    out = {}
+    for m in models:
+        p = Path(eval_dir) / vertical / m / "units.csv"
+        if not p.is_file():
+            continue
+        try:
+            out[m] = paired.read_units(p)
+        except DataError as e:
+            notes.append(f"{vertical} @ {m}: units unusable: {e}")
+    return out
+
+
+def compute(verticals: list[Any], eval_dir: Path) -> tuple[dict[str, dict[str, dict]], list[str]]:
+    """contrasts[vertical][contrast] = {delta, ci95, p_value, p_holm, significant, n_pairs, mde80, ...}
+    and the notes on what was skipped. `verticals`: objects with .name and .higher_is_better."""
+    notes: list[str] = []
+    jobs = {}
+    for v in verticals:
+        units = load_units(eval_dir, v.name, ("base", "sft", "ppo", "dpo"), notes)
+        for (b, a), name in zip(CONTRASTS, NAMES, strict=True):
+            lacking = [m for m in (a, b) if m not in units]
+            if lacking:
+                notes.append(f"{v.name} {name}: skipped (no units.csv for {', '.join(lacking)})")
+                continue
+            jobs[(v.name, name)] = (units[a], units[b], v.higher_is_better)
+    family = run_family(jobs, notes, label=lambda k: f"{k[0]} {k[1]}")
+    out: dict[str, dict[str, dict]] = {}
+    for (vertical, name), r in family.items():
+        out.setdefault(vertical, {})[name] = r
+    return out, notes
+
+
+def arrow(r: Mapping[str, Any]) -> str:
+    t = r.get("more_trustworthy")
+    return "" if t is None else ("▲" if t else "▼")
+
+
+def text(r: Mapping[str, Any] | None) -> str:
+    """`+0.120 ▼* [+0.050, +0.190]`: delta, direction, `*` = significant after Holm, 95% CI."""
+    if r is None:
+        return DASH
+    ci = r["ci95"]
+    return f"{r['delta']:+.3f} {arrow(r)}{'*' if r['significant'] else ''} [{ci['low']:+.3f}, {ci['high']:+.3f}]"
+
+
+def p_text(p: float | None) -> str:
+    return DASH if p is None else (f"{p:.2g}" if p < 0.001 else f"{p:.3f}")
+
+
+def rows(contrasts: Mapping[str, Mapping[str, dict]], verticals: list[str]) -> list[list[str]]:
+    """One row per vertical and contrast: delta [CI], p, p_holm, n, MDE80."""
+    out = []
+    for v in verticals:
+        for name in NAMES:
+            r = contrasts.get(v, {}).get(name)
+            if r is None:
+                continue
+            mde = DASH if r.get("mde80") is None else f"{r['mde80']:.3f}"
+            out.append([v, name, text(r), p_text(r["p_value"]), p_text(r["p_holm"]), str(r["n_pairs"]), mde])
+    return out
+
+
+HEADER = ["vertical", "contrast", "Δ [95% CI]", "p", "p (Holm)", "n pairs", "MDE80"]
+LEGEND = ("Paired over the same units (same item, condition and sample); ▲ more trustworthy, ▼ less; "
+          "`*` = significant after Holm's adjustment over the whole table (p_Holm < 0.05). CI: bootstrap "
+          "over units; p: exact McNemar for binary units, else a paired sign-flip permutation test; "
+          "MDE80: the smallest true change this many pairs detects with 80% power.")
+
+
+def mlflow_metrics(contrasts: Mapping[str, Mapping[str, dict]]) -> dict[str, float]:
+    """contrast.<vertical>.<contrast>.<stat> for the report's MLflow run."""
+    out = {}
+    for v, per in contrasts.items():
+        for name, r in per.items():
+            for k in ("delta", "p_value", "p_holm", "n_pairs", "mde80"):
+                if r.get(k) is not None:
+                    out[f"contrast.{v}.{name}.{k}"] = float(r[k])
+            out[f"contrast.{v}.{name}.ci95_low"] = r["ci95"]["low"]
+            out[f"contrast.{v}.{name}.ci95_high"] = r["ci95"]["high"]
+            out[f"contrast.{v}.{name}.significant"] = float(r["significant"])
+    return out
