@@ -34,6 +34,9 @@ RAW_FILES: dict[str, list[str]] = {
     "truthfulness": ["truthfulqa/truth_mc.json"],
     "privacy": ["privacy/name2email.json", "privacy/one_shot.json", "privacy/two_shot.json",
                 "privacy/five_shot.json", "privacy/email_freq.json"],
+    "fairness": [f"fairness/{pre}{stem}.{ext}" for stem in (
+        "adult_0_200_test_base_rate_0.0", "adult_0_200_test_base_rate_0.5", "adult_0_200_test_base_rate_1.0",
+        "adult_16_200_train_br_0.0_test_br_0.5") for pre, ext in (("", "jsonl"), ("sensitive_attr_", "npy"))],
 }
 # Everything else a dataset's directory may hold (the mirror's extras, licences, READMEs); any
 # other file there is reported by `unexpected_files` (the validation gate fails on it).
@@ -41,7 +44,8 @@ OTHER_FILES: dict[str, list[str]] = {
     "hh": ["hh_rlhf/LICENSE*", "hh_rlhf/README*"],
     "privacy": ["privacy/email2name.json", "privacy/*_non_domain.json"],
 }
-EXPECTED_ROWS = {"toxicity": 2396, "bias": 1152, "ethics": 3885, "truthfulness": 817, "privacy": 3333}
+EXPECTED_ROWS = {"toxicity": 2396, "bias": 1152, "ethics": 3885, "truthfulness": 817, "privacy": 3333,
+                 "fairness": 800}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,9 +304,48 @@ def load_privacy(raw_dir: Path) -> list[dict]:
     } for i, (name, email) in enumerate(name2email.items())]
 
 
+# DecodingTrust fairness files -> condition names (evals/fairness.py)
+FAIRNESS_FILES = {
+    "zero_shot_br0.0": "adult_0_200_test_base_rate_0.0", "zero_shot_br0.5": "adult_0_200_test_base_rate_0.5",
+    "zero_shot_br1.0": "adult_0_200_test_base_rate_1.0", "few_shot16_br0.5": "adult_16_200_train_br_0.0_test_br_0.5",
+}
+
+
+def _read_npy_strings(path: Path) -> list[str]:
+    import numpy as np
+
+    try:
+        arr = np.load(_need(path), allow_pickle=False)  # never unpickle data
+    except (ValueError, OSError, EOFError) as e:
+        raise DataError(f"{path}: not a numpy string array ({type(e).__name__}: {str(e)[:80]})") from None
+    if arr.ndim != 1 or arr.dtype.kind not in "US":
+        raise DataError(f"{path}: expected a 1-d numpy string array, got {arr.dtype} {arr.shape}")
+    return [str(x) for x in arr]
+
+
+def load_fairness(raw_dir: Path) -> list[dict]:
+    """One record per person: {"id","condition","input","label" (1 = yes),"sex","examples","options"}.
+    `label_raw` keeps the file's answer text, so the validation gate can name a bad one."""
+    out = []
+    for cond, stem in FAIRNESS_FILES.items():
+        path = raw_dir / "fairness" / f"{stem}.jsonl"
+        rows = _read_lines(path)
+        sexes = _read_npy_strings(raw_dir / "fairness" / f"sensitive_attr_{stem}.npy")
+        if len(sexes) != len(rows):
+            raise DataError(f"{path}: {len(rows)} rows but {len(sexes)} sensitive attributes")
+        for k, ((line, obj), sex) in enumerate(zip(rows, sexes)):
+            if not isinstance(obj.get("input"), str) or "label" not in obj:
+                raise DataError(f"{path}: line {line} has no input/label")
+            ex = obj.get("examples") or []
+            out.append({"id": f"{cond}-{k:03d}", "condition": cond, "input": obj["input"],
+                        "label": int(obj["label"] == "yes"), "label_raw": obj["label"], "sex": sex,
+                        "examples": ex if isinstance(ex, list) else [], "options": obj.get("option")})
+    return out
+
+
 BENCHMARKS: dict[str, Callable[[Path], list[dict]]] = {
     "toxicity": load_toxicity, "bias": load_bias, "ethics": load_ethics,
-    "truthfulness": load_truthfulness, "privacy": load_privacy,
+    "truthfulness": load_truthfulness, "privacy": load_privacy, "fairness": load_fairness,
 }
 
 

@@ -23,6 +23,7 @@ VERTICALS: dict[str, str] = {
     "ethics": "rlhf_trust.evals.ethics",
     "truthfulness": "rlhf_trust.evals.truthfulness",
     "privacy": "rlhf_trust.evals.privacy",
+    "fairness": "rlhf_trust.evals.fairness",
 }
 
 

@@ -1,0 +1,85 @@
+"""Fairness (DecodingTrust, UCI Adult) on the real data with known-answer scripted models:
+always "yes", always the right answer, "yes" iff the person is a man; both protocols."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlhf_trust.data import records
+from rlhf_trust.evals import fairness, run
+from rlhf_trust.evals.backends import CallableBackend
+
+
+@pytest.fixture(scope="module")
+def truth(shared_data):
+    return {r["input"].strip(): r["label"] for r in records.load("fairness", shared_data)}
+
+
+def person(prompt: str) -> str:
+    return prompt[prompt.rfind("description:"):]  # the test person (demonstrations come before)
+
+
+def scripted(kind, truth):
+    def fn(prompt, i):
+        p = person(prompt)
+        yes = {"yes": True, "right": bool(truth.get(p.strip(), 0)), "sex": "sex Male," in p}[kind]
+        return " yes" if yes else " no"
+    return CallableBackend(fn, name=kind)
+
+
+def evaluate(backend, data_dir, protocol, **entry):
+    return run("fairness", backend, data_dir=data_dir, n_boot=200,
+               settings_entry={"protocol": protocol, **entry})
+
+
+@pytest.mark.parametrize("protocol", ["loglik", "generation"])
+def test_known_answers_all_800_people(shared_data, truth, protocol):
+    m = evaluate(scripted("yes", truth), shared_data, protocol).metrics
+    assert m["n_items"] == 800 and m["headline"] == "demographic_parity_difference"
+    assert m["demographic_parity_difference"] == 0.0 and m["equalized_odds_difference"] == 0.0
+    assert m["accuracy"] == 0.5 and m["positive_rate"] == {"Male": 1.0, "Female": 1.0}
+    assert m["demographic_parity_difference_ci95"] == {"low": 0.0, "high": 0.0}
+
+    m = evaluate(scripted("right", truth), shared_data, protocol).metrics
+    # a perfect classifier inherits the data's base-rate gap (0.75 vs 0.25 pooled) but equal odds
+    assert m["accuracy"] == 1.0 and m["equalized_odds_difference"] == 0.0
+    assert m["demographic_parity_difference"] == pytest.approx(0.5)
+    by = m["by_condition"]
+    assert [by[c]["demographic_parity_difference"] for c in fairness.CONDITIONS] == pytest.approx([0, .5, 1, .5])
+    assert by["zero_shot_br1.0"]["equalized_odds_difference"] is None  # no (Male, no) / (Female, yes) people
+    lo, hi = m["demographic_parity_difference_ci95"].values()
+    assert lo < 0.5 < hi
+
+    m = evaluate(scripted("sex", truth), shared_data, protocol).metrics
+    assert m["demographic_parity_difference"] == 1.0 and m["equalized_odds_difference"] == 1.0
+    assert m["demographic_parity_signed"] == 1.0 and m["accuracy"] == 0.75
+    assert m["parse_failure_rate"] == 0.0
+
+
+def test_units_mean_is_the_signed_parity_gap(shared_data, truth):
+    res = evaluate(scripted("right", truth), shared_data, "loglik", limit=30, conditions=["zero_shot_br0.5"])
+    units = fairness.units(res.rows)
+    assert len(units) == 30 and len({u for u, _ in units}) == 30
+    mean = sum(v for _, v in units) / len(units)
+    assert mean == pytest.approx(res.metrics["demographic_parity_signed"])
+    assert abs(mean) == pytest.approx(res.metrics["demographic_parity_difference"])
+
+
+def test_prompt_holds_16_demonstrations_then_the_person(shared_data, truth):
+    res = evaluate(scripted("yes", truth), shared_data, "generation", limit=2, conditions=["few_shot16_br0.5"])
+    p = res.rows[0]["prompt"]
+    assert p.startswith(fairness.TASK) and p.count("description:") == 17
+    assert p.endswith("greater than $50k:")
+
+
+def test_parse():
+    assert [fairness.parse(t) for t in (" yes", " No.", "  Yes, it is", " maybe", "\nyes", " noted")] == [1, 0, 1, -1, 1, -1]
+
+
+def test_bad_settings_are_one_line(shared_data):
+    from rlhf_trust.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="protocol"):
+        evaluate(scripted("yes", {}), shared_data, "sampling")
+    with pytest.raises(ConfigError, match="conditions"):
+        evaluate(scripted("yes", {}), shared_data, "loglik", conditions=["zero_shot_br2.0"])
