@@ -11,9 +11,11 @@ from rlhf_trust.evals.stage import read_units
 
 PARAMS = """
 eval:
+  models: [base, sft]
   data_dir: {data}
   out_dir: eval
   batch_size: 4
+  threads: 1
   cache: cache/gen.sqlite
   bootstrap_samples: 200
   verticals:
@@ -31,6 +33,7 @@ def project(tmp_path_factory, shared_data):
 
     root = tmp_path_factory.mktemp("proj")
     build_tiny_base(root / "outputs" / "models" / "base")
+    build_tiny_base(root / "outputs" / "models" / "sft", seed=1)
     (root / "params.yaml").write_text(PARAMS.format(data=shared_data))
     return root
 
@@ -69,10 +72,32 @@ def test_every_vertical_end_to_end_then_cached(project, monkeypatch, capsys):
     assert "samples.jsonl" in [a.path for a in client.list_artifacts(runs.iloc[0]["run_id"])]
 
 
+@pytest.mark.slow
+def test_one_process_evaluates_every_model_and_a_cached_rerun_loads_none(project, monkeypatch):
+    """`rlhf-trust eval --vertical V` (the DVC stage) runs every model in eval.models; re-run with
+    nothing changed, it answers from the cache without importing torch or loading a model."""
+    import subprocess
+    import sys
+
+    monkeypatch.chdir(project)
+    assert run_cli("--vertical", "privacy") == 0
+    first = {m: runinfo.read(project / "eval" / "privacy" / m / "metrics.json") for m in ("base", "sft")}
+    assert first["sft"]["model_calls"] > 0 and first["sft"]["model_loaded"]  # (base may be cached already)
+    assert read_units(project / "eval/privacy/base/units.csv")[0][0] == read_units(project / "eval/privacy/sft/units.csv")[0][0]
+    code = ("import sys; from rlhf_trust import cli; rc = cli.main(['eval', '--vertical', 'privacy']); "
+            "print('TORCH', 'torch' in sys.modules, rc)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True, timeout=120, check=False)
+    assert "TORCH False 0" in out.stdout, out.stderr[-2000:]
+    for m in ("base", "sft"):
+        again = runinfo.read(project / "eval" / "privacy" / m / "metrics.json")
+        assert again["model_calls"] == 0 and again["model_loaded"] is False
+        assert again["leakage_rate"] == first[m]["leakage_rate"]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--vertical", "honesty", "--model", "base"], "unknown vertical 'honesty'"),
     (["--vertical", "ethics", "--model", "rlhf"], "unknown model 'rlhf'"),
-    (["--vertical", "ethics", "--model", "sft"], "model directory not found"),
+    (["--vertical", "ethics", "--model", "ppo"], "model directory not found"),
     (["--vertical", "ethics", "--model", "base", "--limit", "0"], "--limit must be >= 1"),
 ])
 def test_bad_arguments_are_one_line(project, monkeypatch, capsys, argv, message):

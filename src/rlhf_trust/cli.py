@@ -46,9 +46,15 @@ def _extra_args(name: str, sp: argparse.ArgumentParser) -> None:
     elif name == "validate":
         sp.add_argument("--data-dir", help="validate any directory in the raw layout instead of the prepared outputs")
     elif name == "eval":
-        sp.add_argument("--vertical", required=True, help="toxicity | bias | ethics | truthfulness | privacy")
-        sp.add_argument("--model", required=True, help="base | sft | ppo | dpo")
+        sp.add_argument("--vertical", required=True, help=" | ".join(VERTICALS))
+        sp.add_argument("--model", default=None, help="base | sft | ppo | dpo (default: every model in eval.models)")
         sp.add_argument("--limit", type=int, default=None, help="override the vertical's item limit")
+    elif name == "compare":
+        sp.add_argument("a", help="baseline: git revision, DVC experiment name, MLflow pipeline run id, or workspace")
+        sp.add_argument("b", help="the run to check, same forms")
+        sp.add_argument("--fail-on-regression", action="store_true",
+                        help="exit 1 when any vertical is significantly (Holm) less trustworthy in B")
+        sp.add_argument("--out-dir", default="reports", help="where compare.{md,html,json} go (default: reports)")
     elif name == "influence":
         sp.add_argument("--stage", default=None, help="only this RLHF stage (sft, rm, dpo)")
         sp.add_argument("--vertical", default=None, help="only this vertical")

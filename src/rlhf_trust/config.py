@@ -123,7 +123,7 @@ class TrainCommon:
     logging_steps: int = 5
     resume: bool = True                      # continue from outputs/checkpoints/<stage> if it matches
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    threads: int = 0                         # 0 = torch default
+    threads: int | Literal["auto"] = "auto"  # auto = every core this process may use; 0 = torch default
     precision: Literal["float32", "bfloat16", "float16"] = "float32"  # mixed precision on GPUs
     gradient_checkpointing: bool = False
     optimizer: str = "adamw_torch"           # a transformers `optim` name (the study's DPO: rmsprop)
@@ -229,7 +229,7 @@ class EvalConfig:
     out_dir: str = "eval"                    # eval/<vertical>/<model>/{metrics.json,samples.jsonl}
     batch_size: int = 8
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    threads: int = 0                         # 0 = torch default
+    threads: int | Literal["auto"] = "auto"  # auto = every core this process may use; 0 = torch default
     seed: int = 0
     cache: str = "outputs/cache/generations.sqlite"   # "" = no cache
     bootstrap_samples: int = 1000
@@ -237,7 +237,7 @@ class EvalConfig:
 
     def check(self) -> None:
         _require(self.batch_size >= 1, "eval.batch_size", "must be >= 1")
-        _require(self.threads >= 0, "eval.threads", "must be >= 0")
+        _require(self.threads == "auto" or self.threads >= 0, "eval.threads", "must be >= 0 or auto")
         _require(self.bootstrap_samples >= 100, "eval.bootstrap_samples", "must be >= 100")
         bad = [m for m in self.models if m not in ("base", "sft", "ppo", "dpo")]
         _require(not bad, "eval.models", f"unknown model stage(s) {bad}; use base, sft, ppo, dpo")

@@ -96,6 +96,37 @@ class CallableBackend(BaseBackend):
         return out
 
 
+class LazyBackend(BaseBackend):
+    """A backend built by `load()` on its first model call. Behind the cache, a cell whose every
+    unit is cached never imports torch nor loads weights (a no-op eval stays a few seconds)."""
+
+    def __init__(self, load: Callable[[], Any], *, name: str, fingerprint: str, batch_size: int = 8):
+        self._load = load
+        self._inner: Any = None
+        self.name = name
+        self.fingerprint = fingerprint
+        self.batch_size = batch_size
+        self.progress = True
+
+    @property
+    def loaded(self) -> bool:
+        return self._inner is not None
+
+    @property
+    def inner(self) -> Any:
+        if self._inner is None:
+            self._inner = self._load()
+            self._inner.progress = self.progress
+        return self._inner
+
+    def generate_units(self, units, *, max_new_tokens, temperature, seed):
+        return self.inner.generate_units(units, max_new_tokens=max_new_tokens, temperature=temperature,
+                                         seed=seed)
+
+    def loglikelihood(self, pairs):
+        return self.inner.loglikelihood(pairs)
+
+
 def batch_seed(seed: int, units: Sequence[Unit]) -> int:
     """A seed for one sampled batch, fixed by the run seed and the batch's contents."""
     h = hashlib.sha256(str(seed).encode())

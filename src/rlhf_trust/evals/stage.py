@@ -1,8 +1,11 @@
-"""`rlhf-trust eval --vertical V --model M [--limit N]`: one (vertical, model) cell of the DVC matrix.
+"""`rlhf-trust eval --vertical V [--model M] [--limit N]`: one DVC stage process per vertical.
 
-Loads outputs/models/<M> with `load_causal_lm`, wraps it in the batched HF backend and the sqlite
-cache, runs the vertical inside an MLflow run named "eval_<V>@<M>", and writes
-eval/<V>/<M>/metrics.json (via track_stage) and samples.jsonl (atomically, logged as an artifact).
+Without `--model` it evaluates every model in `eval.models` (base, sft, ppo, dpo) in this one
+process: the four cells share the interpreter, the imports and the MLflow set-up. Each model is a
+`LazyBackend` behind the sqlite cache: its weights are loaded on the first cache miss only, so an
+unchanged model (every unit cached) costs no model load and no model call. Each cell runs inside
+an MLflow run named "eval_<V>@<M>" and writes eval/<V>/<M>/{metrics.json, metrics.run.json,
+samples.jsonl, units.csv} atomically.
 """
 
 from __future__ import annotations
@@ -48,19 +51,50 @@ def peak_rss_mb() -> float:
     return ru / (1024 * 1024) if sys.platform == "darwin" else ru / 1024
 
 
+def resolve_threads(threads: int | str) -> int:
+    """`auto` = every core this process may use; 0 = torch's default."""
+    if threads == "auto":
+        import os
+
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return int(threads)
+
+
+def model_fingerprint(model_dir: Path) -> str:
+    """The cache identity of a stage's model without loading it: its content md5 + the dtype
+    `load_causal_lm` gives it (an adapter takes its root's dtype)."""
+    from rlhf_trust.models import load_stage_info, parent_path
+
+    info = load_stage_info(model_dir)
+    md5 = info.get("md5") or io.md5_dir(model_dir)
+    d, root = model_dir, info
+    while root.get("kind") == "adapter":
+        d = parent_path(d, root)
+        root = load_stage_info(d)
+    return f"{md5}:torch.{root.get('dtype') or 'float32'}"
+
+
 def hf_backend(model_dir: Path, cfg: Any):
-    """The batched HF backend for a stage's model dir; fingerprint = its content md5 + dtype."""
+    """The batched HF backend for a stage's model dir (loads the weights now)."""
     import torch
 
     from rlhf_trust.evals.backends import HFBackend
-    from rlhf_trust.models import load_causal_lm, load_stage_info
+    from rlhf_trust.models import load_causal_lm
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    info = load_stage_info(model_dir)
+    threads = resolve_threads(cfg.threads)
+    if threads:
+        torch.set_num_threads(threads)
     model, tok = load_causal_lm(model_dir, device=cfg.device)
-    fp = f"{info.get('md5') or io.md5_dir(model_dir)}:{next(model.parameters()).dtype}"
-    return HFBackend(model, tok, batch_size=cfg.batch_size, fingerprint=fp, name=model_dir.name)
+    return HFBackend(model, tok, batch_size=cfg.batch_size, fingerprint=model_fingerprint(model_dir),
+                     name=model_dir.name)
+
+
+def lazy_backend(model_dir: Path, cfg: Any):
+    """The HF backend, loaded on its first model call (a fully cached cell never loads it)."""
+    from rlhf_trust.evals.backends import LazyBackend
+
+    return LazyBackend(lambda: hf_backend(model_dir, cfg), name=model_dir.name,
+                       fingerprint=model_fingerprint(model_dir), batch_size=cfg.batch_size)
 
 
 def evaluate_cell(cfg: Any, vertical: str, model: str, backend: Any, limit: int | None = None,
@@ -83,6 +117,7 @@ def evaluate_cell(cfg: Any, vertical: str, model: str, backend: Any, limit: int 
         sr.log_artifact(samples_path)
         return {**res.metrics,
                 "model_calls": getattr(cached, "misses", None),
+                "model_loaded": getattr(backend, "loaded", True),
                 "cache_hits": getattr(cached, "hits", None),
                 "wall_s": round(time.perf_counter() - t0, 2),
                 "peak_rss_mb": round(peak_rss_mb(), 1)}
@@ -98,10 +133,12 @@ def evaluate_cell(cfg: Any, vertical: str, model: str, backend: Any, limit: int 
 
 def cli(args) -> int:
     cfg = config.load("eval", args.params)
-    vertical, model = args.vertical, args.model
+    vertical = args.vertical
     evals.get(vertical)  # unknown vertical -> one line, before any model loads
-    if model not in MODELS:
-        raise UserError(f"unknown model '{model}' (known: {', '.join(MODELS)})")
+    models = [args.model] if args.model else list(cfg.models)
+    bad = [m for m in models if m not in MODELS]
+    if bad:
+        raise UserError(f"unknown model '{bad[0]}' (known: {', '.join(MODELS)})")
     if args.limit is not None and args.limit < 1:
         raise UserError("--limit must be >= 1")
     data_dir = Path(cfg.data_dir)
@@ -109,12 +146,13 @@ def cli(args) -> int:
         raise UserError(f"eval.data_dir not found: {data_dir} (run `rlhf-trust prepare` first)")
     from rlhf_trust.data import records
 
-    records.load(evals.get(vertical).DATASET, data_dir)  # missing / malformed data: fail before the model loads
-    model_dir = paths.model_dir(model)
-    if not model_dir.is_dir():
-        raise UserError(f"model directory not found: {model_dir} (run `rlhf-trust {model}` first)")
-    backend = hf_backend(model_dir, cfg)
+    records.load(evals.get(vertical).DATASET, data_dir)  # missing / malformed data: fail before any model
+    dirs = {m: paths.model_dir(m) for m in models}
+    for m, d in dirs.items():
+        if not d.is_dir():
+            raise UserError(f"model directory not found: {d} (run `rlhf-trust {m}` first)")
     data_file = data_dir / f"{evals.get(vertical).DATASET}.jsonl"
-    evaluate_cell(cfg, vertical, model, backend, args.limit,
-                  inputs=[p for p in (data_file, model_dir) if p.exists()])  # ends with its summary line
+    for m, d in dirs.items():  # each cell ends with its summary line
+        evaluate_cell(cfg, vertical, m, lazy_backend(d, cfg), args.limit,
+                      inputs=[p for p in (data_file, d) if p.exists()])
     return 0
