@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from rlhf_trust.evals import VERTICALS  # the vertical registry (light: no vertical module loads)
+
 # name -> (module:function, help). Each function takes the parsed argparse.Namespace.
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("rlhf_trust.data.sources:cli", "fill data/ from the mirror dir or the HF hub and check it against data.dvc"),

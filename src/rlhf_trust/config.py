@@ -123,7 +123,7 @@ class TrainCommon:
     logging_steps: int = 5
     resume: bool = True                      # continue from outputs/checkpoints/<stage> if it matches
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    threads: int | Literal["auto"] = "auto"  # auto = every core this process may use; 0 = torch default
+    threads: int = 0                         # 0 = torch default
     precision: Literal["float32", "bfloat16", "float16"] = "float32"  # mixed precision on GPUs
     gradient_checkpointing: bool = False
     optimizer: str = "adamw_torch"           # a transformers `optim` name (the study's DPO: rmsprop)
@@ -394,7 +394,12 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, key)
+        for alt in inner[:-1]:  # e.g. `int | Literal["auto"]`: the first alternative that accepts it
+            try:
+                return _coerce(alt, value, key)
+            except ConfigError:
+                pass
+        return _coerce(inner[-1], value, key)
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"params: {key}: must be one of {list(args)}, got {value!r}")
