@@ -273,7 +273,8 @@ class InfluenceConfig:
     def check(self) -> None:
         bad = [s for s in self.stages if s not in ("sft", "rm", "dpo")]
         _require(not bad, "influence.stages", f"unknown stage(s) {bad}; use sft, rm, dpo")
-        known = ("toxicity", "bias", "ethics", "truthfulness", "privacy")
+        from rlhf_trust.evals import VERTICALS as known  # the registry
+
         bad = [v for v in self.verticals if v not in known]
         _require(not bad, "influence.verticals", f"unknown vertical(s) {bad}; use {', '.join(known)}")
         _require(self.damping_scale > 0, "influence.damping_scale", "must be > 0")

@@ -19,8 +19,7 @@ from pathlib import Path
 
 from rlhf_trust import config, io, paths
 from rlhf_trust.errors import UserError
-
-VERTICALS = ("toxicity", "bias", "ethics", "truthfulness", "privacy")
+from rlhf_trust.evals import VERTICALS  # the registry
 
 
 @dataclass(frozen=True)

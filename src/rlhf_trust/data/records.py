@@ -24,28 +24,31 @@ from rlhf_trust.io import read_jsonl
 ASSISTANT = "\n\nAssistant:"
 HUMAN = "\n\nHuman:"
 
-# Raw files per dataset (relative to the raw data dir), and the row counts documented in
-# ../shared/data/README.md (the validation gate checks them).
-RAW_FILES: dict[str, list[str]] = {
-    "hh": ["hh_rlhf/*.jsonl.gz"],
-    "toxicity": ["toxicity/toxic.jsonl", "toxicity/nontoxic.jsonl"],
-    "bias": ["stereotype/user_prompts.csv", "stereotype/system_prompts.csv"],
-    "ethics": ["ethics/cm_test.csv"],
-    "truthfulness": ["truthfulqa/truth_mc.json"],
-    "privacy": ["privacy/name2email.json", "privacy/one_shot.json", "privacy/two_shot.json",
-                "privacy/five_shot.json", "privacy/email_freq.json"],
-    "fairness": [f"fairness/{pre}{stem}.{ext}" for stem in (
-        "adult_0_200_test_base_rate_0.0", "adult_0_200_test_base_rate_0.5", "adult_0_200_test_base_rate_1.0",
-        "adult_16_200_train_br_0.0_test_br_0.5") for pre, ext in (("", "jsonl"), ("sensitive_attr_", "npy"))],
-}
-# Everything else a dataset's directory may hold (the mirror's extras, licences, READMEs); any
-# other file there is reported by `unexpected_files` (the validation gate fails on it).
-OTHER_FILES: dict[str, list[str]] = {
-    "hh": ["hh_rlhf/LICENSE*", "hh_rlhf/README*"],
-    "privacy": ["privacy/email2name.json", "privacy/*_non_domain.json"],
-}
-EXPECTED_ROWS = {"toxicity": 2396, "bias": 1152, "ethics": 3885, "truthfulness": 817, "privacy": 3333,
-                 "fairness": 800}
+# Raw files per dataset (relative to the raw data dir). HH is the training data; every benchmark
+# dataset is declared by its vertical module (RAW_FILES, OTHER_FILES, EXPECTED_ROWS, load) in the
+# registry (rlhf_trust/evals/__init__.py). `RAW_FILES`, `OTHER_FILES`, `EXPECTED_ROWS` and
+# `BENCHMARKS` below are read from it when first used (module __getattr__).
+HH_FILES = ["hh_rlhf/*.jsonl.gz"]
+HH_OTHER_FILES = ["hh_rlhf/LICENSE*", "hh_rlhf/README*"]
+
+
+def _verticals() -> dict:
+    from rlhf_trust import evals  # the registry (light: vertical modules import no heavy library)
+
+    return {mod.DATASET: mod for mod in evals.modules().values()}
+
+
+def __getattr__(name: str):
+    mods = _verticals() if name in ("RAW_FILES", "OTHER_FILES", "EXPECTED_ROWS", "BENCHMARKS") else None
+    if name == "RAW_FILES":
+        return {"hh": HH_FILES, **{d: list(m.RAW_FILES) for d, m in mods.items()}}
+    if name == "OTHER_FILES":
+        return {"hh": HH_OTHER_FILES, **{d: list(getattr(m, "OTHER_FILES", ())) for d, m in mods.items()}}
+    if name == "EXPECTED_ROWS":
+        return {d: m.EXPECTED_ROWS for d, m in mods.items()}
+    if name == "BENCHMARKS":  # dataset -> parser
+        return {d: m.load for d, m in mods.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -70,6 +73,9 @@ def _need(path: Path) -> Path:
     if st.st_size == 0:
         raise DataError(f"empty file: {path}")
     return path
+
+
+need = _need  # public names for vertical modules' own parsers
 
 
 def _os_error(path: Path, e: OSError) -> DataError:
@@ -101,6 +107,9 @@ def _read_lines(path: Path, opener: Callable = open) -> list[tuple[int, dict]]:
     if not rows:
         raise DataError(f"empty file: {path}")
     return rows
+
+
+read_lines = _read_lines
 
 
 def _read_csv(path: Path, columns: list[str]) -> list[dict]:
@@ -137,8 +146,9 @@ def _read_json(path: Path) -> object:
 def unexpected_files(raw_dir: Path) -> dict[str, list[str]]:
     """Per dataset, the files in its directories that are neither its data nor a known extra."""
     out: dict[str, list[str]] = {}
-    for name, patterns in RAW_FILES.items():
-        allowed = patterns + OTHER_FILES.get(name, []) + ["*/LICENSE*", "*/README*"]
+    others = __getattr__("OTHER_FILES")
+    for name, patterns in __getattr__("RAW_FILES").items():
+        allowed = patterns + others.get(name, []) + ["*/LICENSE*", "*/README*"]
         for d in sorted({(raw_dir / p).parent for p in patterns}):
             if not d.is_dir():
                 continue
@@ -304,49 +314,6 @@ def load_privacy(raw_dir: Path) -> list[dict]:
     } for i, (name, email) in enumerate(name2email.items())]
 
 
-# DecodingTrust fairness files -> condition names (evals/fairness.py)
-FAIRNESS_FILES = {
-    "zero_shot_br0.0": "adult_0_200_test_base_rate_0.0", "zero_shot_br0.5": "adult_0_200_test_base_rate_0.5",
-    "zero_shot_br1.0": "adult_0_200_test_base_rate_1.0", "few_shot16_br0.5": "adult_16_200_train_br_0.0_test_br_0.5",
-}
-
-
-def _read_npy_strings(path: Path) -> list[str]:
-    import numpy as np
-
-    try:
-        arr = np.load(_need(path), allow_pickle=False)  # never unpickle data
-    except (ValueError, OSError, EOFError) as e:
-        raise DataError(f"{path}: not a numpy string array ({type(e).__name__}: {str(e)[:80]})") from None
-    if arr.ndim != 1 or arr.dtype.kind not in "US":
-        raise DataError(f"{path}: expected a 1-d numpy string array, got {arr.dtype} {arr.shape}")
-    return [str(x) for x in arr]
-
-
-def load_fairness(raw_dir: Path) -> list[dict]:
-    """One record per person: {"id","condition","input","label" (1 = yes),"sex","examples","options"}.
-    `label_raw` keeps the file's answer text, so the validation gate can name a bad one."""
-    out = []
-    for cond, stem in FAIRNESS_FILES.items():
-        path = raw_dir / "fairness" / f"{stem}.jsonl"
-        rows = _read_lines(path)
-        sexes = _read_npy_strings(raw_dir / "fairness" / f"sensitive_attr_{stem}.npy")
-        if len(sexes) != len(rows):
-            raise DataError(f"{path}: {len(rows)} rows but {len(sexes)} sensitive attributes")
-        for k, ((line, obj), sex) in enumerate(zip(rows, sexes)):
-            if not isinstance(obj.get("input"), str) or "label" not in obj:
-                raise DataError(f"{path}: line {line} has no input/label")
-            ex = obj.get("examples") or []
-            out.append({"id": f"{cond}-{k:03d}", "condition": cond, "input": obj["input"],
-                        "label": int(obj["label"] == "yes"), "label_raw": obj["label"], "sex": sex,
-                        "examples": ex if isinstance(ex, list) else [], "options": obj.get("option")})
-    return out
-
-
-BENCHMARKS: dict[str, Callable[[Path], list[dict]]] = {
-    "toxicity": load_toxicity, "bias": load_bias, "ethics": load_ethics,
-    "truthfulness": load_truthfulness, "privacy": load_privacy, "fairness": load_fairness,
-}
 
 
 def load(name: str, data_dir: str | Path) -> list[dict]:
@@ -359,6 +326,7 @@ def load(name: str, data_dir: str | Path) -> list[dict]:
         raise DataError(f"missing data directory: {data_dir}")
     if name in ("hh_train", "hh_heldout", "hh"):
         return hh_pairs(data_dir)
-    if name not in BENCHMARKS:
-        raise DataError(f"unknown dataset '{name}' (known: hh_train, hh_heldout, {', '.join(BENCHMARKS)})")
-    return BENCHMARKS[name](data_dir)
+    loaders = __getattr__("BENCHMARKS")
+    if name not in loaders:
+        raise DataError(f"unknown dataset '{name}' (known: hh_train, hh_heldout, {', '.join(loaders)})")
+    return loaders[name](data_dir)

@@ -56,31 +56,19 @@ def frames(raw_dir: Path) -> dict[str, Any]:
                    "splittable": split is not None,
                    "chosen": split[1].strip() if split else "", "rejected": split[2].strip() if split else ""})
     out = {"hh": pd.DataFrame(hh)}
-    for name, loader in records.BENCHMARKS.items():
-        rows = loader(raw_dir)
+    from rlhf_trust import evals
+
+    for mod in evals.modules().values():
+        rows = mod.load(raw_dir)
         df = pd.DataFrame(rows)
         # scores: absent (null) is allowed, NaN or infinity is not; pandas reads both as NaN, so decide here
-        scores = SCORES.get(name, ())
+        scores = getattr(mod, "FINITE_SCORES", ())
         if scores:
             df["scores_finite"] = [all(_finite_or_none(r.get(k)) for k in scores) for r in rows]
-        if name == "truthfulness":
-            df["mc1_true_count"] = [sum(1 for v in labels if v == 1) for labels in df["mc1_labels"]]
-            df["mc1_n_choices"] = [len(c) for c in df["mc1_choices"]]
-            df = df.drop(columns=["mc1_choices", "mc1_labels", "mc2_choices", "mc2_labels"])
-        if name == "privacy":
-            df = df[["id", "name", "email", "freq", "scores_finite"]]
-        if name == "fairness":
-            df["sex_in_text"] = [f"sex {r['sex']}" in r["input"] for r in rows]
-            df["options_ok"] = [r["options"] == ["yes", "no"] for r in rows]
-            df["n_examples"] = [len(r["examples"]) for r in rows]
-            df["examples_ok"] = [all(isinstance(e, list) and len(e) == 2 and isinstance(e[0], str)
-                                     and e[1] in ("yes", "no") for e in r["examples"]) for r in rows]
-            df = df.drop(columns=["examples", "options", "label"])
-        out[name] = df
+        out[mod.DATASET] = mod.frame(df, rows) if hasattr(mod, "frame") else df
     return out
 
 
-SCORES = {"toxicity": ("prompt_toxicity", "continuation_toxicity"), "privacy": ("freq",)}
 # C0 control characters other than tab, newline and carriage return, and DEL (NUL included)
 CONTROL_CHARS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
 
@@ -92,81 +80,52 @@ def _finite_or_none(v: Any) -> bool:
 # ---------------------------------------------------------------------------------------------
 # suites
 # ---------------------------------------------------------------------------------------------
-def suites(cfg: ValidateConfig) -> dict[str, list]:
-    import great_expectations.expectations as gxe
+class SuiteKit:
+    """What a vertical's `expectations(x)` builds its suite from: the GX expectation classes
+    (`x.gxe`), the gate's settings (`x.cfg`) and the checks every text dataset shares."""
 
-    def text(col: str, mostly: float = 1.0) -> list:
+    def __init__(self, cfg: ValidateConfig):
+        import great_expectations.expectations as gxe
+
+        self.gxe, self.cfg = gxe, cfg
+
+    def text(self, col: str, mostly: float = 1.0) -> list:
+        gxe = self.gxe
         return [gxe.ExpectColumnValuesToNotBeNull(column=col),
-                gxe.ExpectColumnValueLengthsToBeBetween(column=col, min_value=1, max_value=cfg.max_text_chars,
+                gxe.ExpectColumnValueLengthsToBeBetween(column=col, min_value=1, max_value=self.cfg.max_text_chars,
                                                         mostly=mostly),
                 gxe.ExpectColumnValuesToNotMatchRegex(column=col, regex=CONTROL_CHARS)]
 
-    def rows(n: int) -> Any:
-        return gxe.ExpectTableRowCountToEqual(value=n)
+    def rows(self, n: int) -> Any:
+        return self.gxe.ExpectTableRowCountToEqual(value=n)
 
-    def unique(*cols: str) -> list:  # ids, and the content a duplicated or overwritten line repeats
-        out = [gxe.ExpectColumnValuesToBeUnique(column="id")]
+    def unique(self, *cols: Any) -> list:  # ids, and the content a duplicated or overwritten line repeats
+        out = [self.gxe.ExpectColumnValuesToBeUnique(column="id")]
         for c in cols:
-            out.append(gxe.ExpectColumnValuesToBeUnique(column=c) if isinstance(c, str)
-                       else gxe.ExpectCompoundColumnsToBeUnique(column_list=list(c)))
+            out.append(self.gxe.ExpectColumnValuesToBeUnique(column=c) if isinstance(c, str)
+                       else self.gxe.ExpectCompoundColumnsToBeUnique(column_list=list(c)))
         return out
 
-    def finite() -> Any:
-        return gxe.ExpectColumnValuesToBeInSet(column="scores_finite", value_set=[True])
+    def finite(self) -> Any:
+        return self.gxe.ExpectColumnValuesToBeInSet(column="scores_finite", value_set=[True])
 
-    return {
-        "hh": [
-            gxe.ExpectTableRowCountToBeBetween(min_value=cfg.min_hh_pairs), *unique(),
-            *text("chosen_full"), *text("rejected_full"),
-            gxe.ExpectColumnValuesToMatchRegex(column="chosen_full", regex=r"\n\nAssistant:"),
-            gxe.ExpectColumnValuesToMatchRegex(column="rejected_full", regex=r"\n\nAssistant:"),
-            gxe.ExpectColumnValuesToBeInSet(column="differs", value_set=[True]),
-            gxe.ExpectCompoundColumnsToBeUnique(column_list=["chosen_full", "rejected_full"]),
-            gxe.ExpectColumnValuesToBeInSet(column="splittable", value_set=[True], mostly=HH_MOSTLY),
-            gxe.ExpectColumnValueLengthsToBeBetween(column="chosen", min_value=1, mostly=HH_MOSTLY),
-            gxe.ExpectColumnValueLengthsToBeBetween(column="rejected", min_value=1, mostly=HH_MOSTLY),
-        ],
-        "toxicity": [
-            rows(records.EXPECTED_ROWS["toxicity"]), *text("prompt"), *unique(("subset", "prompt")), finite(),
-            gxe.ExpectColumnValuesToBeInSet(column="subset", value_set=["toxic", "nontoxic"]),
-            gxe.ExpectColumnValuesToNotBeNull(column="prompt_toxicity"),
-            gxe.ExpectColumnValuesToBeBetween(column="prompt_toxicity", min_value=0, max_value=1),
-            gxe.ExpectColumnValuesToBeBetween(column="continuation_toxicity", min_value=0, max_value=1),
-        ],
-        "bias": [
-            rows(records.EXPECTED_ROWS["bias"]), *text("user_prompt"), *text("statement"), *unique("user_prompt"),
-            gxe.ExpectCompoundColumnsToBeUnique(column_list=["topic", "target_group", "template"]),
-            gxe.ExpectColumnUniqueValueCountToBeBetween(column="topic", min_value=16, max_value=16),
-            gxe.ExpectColumnUniqueValueCountToBeBetween(column="target_group", min_value=24, max_value=24),
-            gxe.ExpectColumnUniqueValueCountToBeBetween(column="template", min_value=48, max_value=48),
-        ],
-        "ethics": [
-            rows(records.EXPECTED_ROWS["ethics"]), *text("input"), *unique("input"),
-            gxe.ExpectColumnValuesToBeInSet(column="label", value_set=[0, 1]),
-            gxe.ExpectColumnValuesToBeInSet(column="is_short", value_set=[True, False]),
-        ],
-        "truthfulness": [
-            rows(records.EXPECTED_ROWS["truthfulness"]), *text("question"), *unique("question"),
-            gxe.ExpectColumnValuesToBeInSet(column="mc1_true_count", value_set=[1]),
-            gxe.ExpectColumnValuesToBeBetween(column="mc1_n_choices", min_value=2, max_value=30),
-        ],
-        "privacy": [
-            rows(records.EXPECTED_ROWS["privacy"]), *text("name"), *unique("name"), finite(),
-            gxe.ExpectColumnValuesToMatchRegex(column="email", regex=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
-            gxe.ExpectColumnValuesToBeUnique(column="email"),
-        ],
-        "fairness": [
-            # content is not unique: DecodingTrust's sampling repeats a person within a file (26 rows)
-            rows(records.EXPECTED_ROWS["fairness"]), *text("input"), *unique(),
-            gxe.ExpectColumnValuesToBeInSet(column="condition", value_set=list(records.FAIRNESS_FILES)),
-            gxe.ExpectColumnValuesToBeInSet(column="label_raw", value_set=["yes", "no"]),
-            gxe.ExpectColumnValuesToBeInSet(column="sex", value_set=["Male", "Female"]),
-            gxe.ExpectColumnValuesToBeInSet(column="sex_in_text", value_set=[True]),  # .npy agrees with the text
-            gxe.ExpectColumnValuesToBeInSet(column="options_ok", value_set=[True]),
-            gxe.ExpectColumnValuesToBeInSet(column="n_examples", value_set=[0, 16]),
-            gxe.ExpectColumnValuesToBeInSet(column="examples_ok", value_set=[True]),
-        ],
-    }
+
+def suites(cfg: ValidateConfig) -> dict[str, list]:
+    """HH's suite here; each benchmark's from its vertical module (the registry)."""
+    from rlhf_trust import evals
+
+    x = SuiteKit(cfg)
+    gxe = x.gxe
+    hh = [gxe.ExpectTableRowCountToBeBetween(min_value=cfg.min_hh_pairs), *x.unique(),
+          *x.text("chosen_full"), *x.text("rejected_full"),
+          gxe.ExpectColumnValuesToMatchRegex(column="chosen_full", regex=r"\n\nAssistant:"),
+          gxe.ExpectColumnValuesToMatchRegex(column="rejected_full", regex=r"\n\nAssistant:"),
+          gxe.ExpectColumnValuesToBeInSet(column="differs", value_set=[True]),
+          gxe.ExpectCompoundColumnsToBeUnique(column_list=["chosen_full", "rejected_full"]),
+          gxe.ExpectColumnValuesToBeInSet(column="splittable", value_set=[True], mostly=HH_MOSTLY),
+          gxe.ExpectColumnValueLengthsToBeBetween(column="chosen", min_value=1, mostly=HH_MOSTLY),
+          gxe.ExpectColumnValueLengthsToBeBetween(column="rejected", min_value=1, mostly=HH_MOSTLY)]
+    return {"hh": hh, **{mod.DATASET: mod.expectations(x) for mod in evals.modules().values()}}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,10 +1,21 @@
-"""Trust evaluations: `evaluate(vertical, backend, data_dir=...)` and the vertical registry.
+"""Trust evaluations: the vertical registry, `run(vertical, backend, ...)` and `evaluate(...)`.
 
-A vertical is one module (toxicity, bias, ethics, truthfulness, privacy) exposing NAME, DATASET,
-HEADLINE, a `Settings` dataclass (its params entry under eval.verticals.<name>, defaults = the
-study's full protocol) and `run(backend, records, settings, seed=, n_boot=, model=, data_dir=)`
--> (metrics, rows). Adding a vertical = one module + one line in VERTICALS + one params entry.
-Modules import lazily, so importing this package stays instant.
+A vertical is one module plus one params entry (eval.verticals.<name>). The module registers
+itself with one line in VERTICALS below and declares, with no defaults (`check_module` refuses a
+module that leaves one out):
+
+- NAME, DATASET (outputs/prepared/<DATASET>.jsonl), RAW_FILES (globs under the raw data dir; with
+  OTHER_FILES the exact file set), EXPECTED_ROWS, `load(raw_dir) -> records` (the parser);
+- `expectations(x) -> list` (its Great Expectations suite; x = data.validate.SuiteKit) and
+  optionally `frame(df, rows)` (computed columns the suite checks) and FINITE_SCORES;
+- PROTOCOLS, a `Settings` dataclass (its params entry, defaults = the study's full protocol) and
+  `run(backend, records, settings, seed=, n_boot=, model=, data_dir=) -> (metrics, rows)`;
+- HEADLINE and HIGHER_IS_BETTER (direction of "more trustworthy");
+- UNIT (what one bootstrap unit is) and `units(rows) -> [(unit_id, value)]` (units.csv);
+- TEST_LOSS (what its influence test pair contrasts; attribution/testpairs.py).
+
+Config validation, data (prepare, validate, the raw file set), eval, influence, report and the CLI
+read this registry. Vertical modules import only light code, so importing them all is cheap.
 """
 
 from __future__ import annotations
@@ -27,10 +38,32 @@ VERTICALS: dict[str, str] = {
 }
 
 
+# what every vertical module must declare (attributes, then callables)
+REQUIRED = ("NAME", "DATASET", "RAW_FILES", "EXPECTED_ROWS", "PROTOCOLS", "HEADLINE", "HIGHER_IS_BETTER",
+            "UNIT", "TEST_LOSS", "Settings")
+REQUIRED_CALLABLES = ("load", "expectations", "run", "units")
+
+
+def check_module(mod: ModuleType, name: str) -> ModuleType:
+    """The module if it declares everything a vertical needs; else one line naming what is missing."""
+    missing = [a for a in REQUIRED if not hasattr(mod, a)]
+    missing += [f for f in REQUIRED_CALLABLES if not callable(getattr(mod, f, None))]
+    if missing:
+        raise UserError(f"vertical '{name}' ({mod.__name__}) does not declare {', '.join(missing)}")
+    if mod.NAME != name or not isinstance(mod.HIGHER_IS_BETTER, bool):
+        raise UserError(f"vertical '{name}': NAME must be '{name}' and HIGHER_IS_BETTER a bool")
+    return mod
+
+
+def modules() -> dict[str, ModuleType]:
+    """Every registered vertical's module, checked."""
+    return {name: get(name) for name in VERTICALS}
+
+
 def get(vertical: str) -> ModuleType:
     if vertical not in VERTICALS:
         raise UserError(f"unknown vertical '{vertical}' (known: {', '.join(VERTICALS)})")
-    return importlib.import_module(VERTICALS[vertical])
+    return check_module(importlib.import_module(VERTICALS[vertical]), vertical)
 
 
 def settings(vertical: str, entry: dict[str, Any] | None = None) -> Any:

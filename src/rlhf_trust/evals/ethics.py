@@ -19,6 +19,25 @@ NAME = "ethics"
 DATASET = "ethics"
 HEADLINE = "false_positive_rate"
 HIGHER_IS_BETTER = False
+RAW_FILES = ("ethics/cm_test.csv",)
+EXPECTED_ROWS = 3885
+PROTOCOLS = ("generation",)
+UNIT = "morally wrong item x prompt: called 'not wrong' (0/1)"
+TEST_LOSS = "the new model's verdict text on the item preferred over the old model's"
+
+
+def load(raw_dir) -> list[dict]:
+    """The parser (data/records.py holds the raw readers)."""
+    from rlhf_trust.data import records
+
+    return records.load_ethics(raw_dir)
+
+
+def expectations(x) -> list:
+    """GX suite (x = data.validate.SuiteKit)."""
+    return [x.rows(EXPECTED_ROWS), *x.text("input"), *x.unique("input"),
+            x.gxe.ExpectColumnValuesToBeInSet(column="label", value_set=[0, 1]),
+            x.gxe.ExpectColumnValuesToBeInSet(column="is_short", value_set=[True, False])]
 
 # machine_ethics_exp.py prompt_dic 0..5 (0 = benign, 1..5 = jailbreaks; the study ran 2).
 PREFIXES = {

@@ -23,6 +23,32 @@ NAME = "privacy"
 DATASET = "privacy"
 HEADLINE = "leakage_rate"
 HIGHER_IS_BETTER = False
+RAW_FILES = ("privacy/name2email.json", "privacy/one_shot.json", "privacy/two_shot.json",
+             "privacy/five_shot.json", "privacy/email_freq.json")
+OTHER_FILES = ("privacy/email2name.json", "privacy/*_non_domain.json")  # in the mirror, not used
+EXPECTED_ROWS = 3333
+PROTOCOLS = ("generation",)
+UNIT = "queried record x attack condition: leaked (0/1)"
+TEST_LOSS = "the new model's predicted address (or PII) for the query preferred over the old model's"
+FINITE_SCORES = ("freq",)
+
+
+def load(raw_dir) -> list[dict]:
+    """The parser (data/records.py holds the raw readers)."""
+    from rlhf_trust.data import records
+
+    return records.load_privacy(raw_dir)
+
+
+def frame(df, rows):
+    return df[["id", "name", "email", "freq", "scores_finite"]]
+
+
+def expectations(x) -> list:
+    """GX suite (x = data.validate.SuiteKit)."""
+    return [x.rows(EXPECTED_ROWS), *x.text("name"), *x.unique("name"), x.finite(),
+            x.gxe.ExpectColumnValuesToMatchRegex(column="email", regex=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
+            x.gxe.ExpectColumnValuesToBeUnique(column="email")]
 
 SSN_TYPES = {"ssn", "social security number", "SSN", "Social Security Number", "S.S.N",
              "Social.Security.Number", "social.security.number", "S-S-N", "Social-Security-Number",

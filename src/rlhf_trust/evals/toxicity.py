@@ -17,6 +17,28 @@ NAME = "toxicity"
 DATASET = "toxicity"
 HEADLINE = "expected_max_toxicity"
 HIGHER_IS_BETTER = False
+RAW_FILES = ("toxicity/toxic.jsonl", "toxicity/nontoxic.jsonl")
+EXPECTED_ROWS = 2396
+PROTOCOLS = ("generation",)
+UNIT = "prompt x system prompt: the max toxicity over its samples"
+TEST_LOSS = "the new model's continuation of the prompt preferred over the old model's"
+FINITE_SCORES = ("prompt_toxicity", "continuation_toxicity")  # absent is allowed, NaN / inf is not
+
+
+def load(raw_dir) -> list[dict]:
+    """The parser (data/records.py holds the raw readers)."""
+    from rlhf_trust.data import records
+
+    return records.load_toxicity(raw_dir)
+
+
+def expectations(x) -> list:
+    """GX suite (x = data.validate.SuiteKit). Unique on (subset, prompt): 4 prompts are in both sets."""
+    return [x.rows(EXPECTED_ROWS), *x.text("prompt"), *x.unique(("subset", "prompt")), x.finite(),
+            x.gxe.ExpectColumnValuesToBeInSet(column="subset", value_set=["toxic", "nontoxic"]),
+            x.gxe.ExpectColumnValuesToNotBeNull(column="prompt_toxicity"),
+            x.gxe.ExpectColumnValuesToBeBetween(column="prompt_toxicity", min_value=0, max_value=1),
+            x.gxe.ExpectColumnValuesToBeBetween(column="continuation_toxicity", min_value=0, max_value=1)]
 
 # The study's toxicity_exp.py strings, verbatim (typos included): system prompt + task description.
 SYSTEM_PROMPTS = {

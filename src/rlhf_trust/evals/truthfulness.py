@@ -21,6 +21,32 @@ NAME = "truthfulness"
 DATASET = "truthfulness"
 HEADLINE = "mc1_accuracy"
 HIGHER_IS_BETTER = True  # the only vertical where a higher headline is more trustworthy
+RAW_FILES = ("truthfulqa/truth_mc.json",)
+EXPECTED_ROWS = 817
+PROTOCOLS = ("generation", "loglik")
+UNIT = "question x protocol: correct (0/1)"
+TEST_LOSS = "generation protocol: the MC1 option the new model repeated preferred over the old model's"
+
+
+def load(raw_dir) -> list[dict]:
+    """The parser (data/records.py holds the raw readers)."""
+    from rlhf_trust.data import records
+
+    return records.load_truthfulness(raw_dir)
+
+
+def frame(df, rows):
+    """Computed columns for the suite: true answers and options per question."""
+    df["mc1_true_count"] = [sum(1 for v in r["mc1_labels"] if v == 1) for r in rows]
+    df["mc1_n_choices"] = [len(r["mc1_choices"]) for r in rows]
+    return df.drop(columns=["mc1_choices", "mc1_labels", "mc2_choices", "mc2_labels"])
+
+
+def expectations(x) -> list:
+    """GX suite (x = data.validate.SuiteKit): exactly one true MC1 answer per question."""
+    return [x.rows(EXPECTED_ROWS), *x.text("question"), *x.unique("question"),
+            x.gxe.ExpectColumnValuesToBeInSet(column="mc1_true_count", value_set=[1]),
+            x.gxe.ExpectColumnValuesToBeBetween(column="mc1_n_choices", min_value=2, max_value=30)]
 CONDITION = "mc1_generation"
 
 # TruthfulQA's QA_PRIMER (truthfulqa/presets.py), the 6-shot prompt lm-eval's truthfulqa_mc1 uses.

@@ -73,7 +73,7 @@ def _vertical_meta(name: str) -> tuple[str, bool]:
     from rlhf_trust import evals
 
     mod = evals.get(name)
-    return mod.HEADLINE, bool(getattr(mod, "HIGHER_IS_BETTER", False))
+    return mod.HEADLINE, mod.HIGHER_IS_BETTER  # declared by every vertical (the registry checks it)
 
 
 def _cell(m: dict, headline: str) -> Cell:
