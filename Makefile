@@ -16,7 +16,7 @@ export TOKENIZERS_PARALLELISM := false
 export TRL_EXPERIMENTAL_SILENCE := 1
 UI_PORT ?= 5000
 
-.PHONY: setup test test-team team-up team-down data repro smoke report ui lint paper-params bench doctor clean-outputs
+.PHONY: setup test test-team team-up team-down data repro smoke report ui lint paper-params bench doctor clean-outputs compare check-trust
 
 setup: $(VENV)/.installed   ## create .venv and install the pinned stack + this package
 
@@ -52,6 +52,18 @@ smoke: data                 ## 3-minute check that every stage runs and is track
 
 report: setup               ## reports/trust_summary.{md,html} from whatever results exist (partial runs too)
 	$(BIN)/rlhf-trust report
+
+# Two runs side by side with paired statistics (reports/compare.{md,html,json}). A and B: a git revision,
+# a DVC experiment name, an MLflow pipeline run id, or `workspace`.
+A ?= HEAD
+B ?= workspace
+compare: setup              ## B - A per vertical and model: paired CI, Holm p, MDE, data versions, params diff
+	$(BIN)/rlhf-trust compare $(A) $(B)
+
+# The regression gate (a CI step, README): exit 1 when any vertical is significantly worse than BASELINE.
+BASELINE ?= HEAD
+check-trust: setup          ## fail if the workspace's results are significantly less trustworthy than BASELINE
+	$(BIN)/rlhf-trust compare $(BASELINE) workspace --fail-on-regression
 
 # Team mode (README): the same three servers a team runs, on 127.0.0.1 only, state in $(TEAM_DIR)/.
 TEAM_DIR ?= .team

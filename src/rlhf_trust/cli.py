@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("rlhf_trust.data.sources:cli", "fill data/ from the mirror dir or the HF hub and check it against data.dvc"),
     "prepare": ("rlhf_trust.data.prepare:cli", "normalise raw data into typed JSONL records (outputs/prepared/)"),
     "validate": ("rlhf_trust.data.validate:cli", "Great Expectations gate: exit 0 valid, 1 invalid, 2 unusable"),
+    "curate": ("rlhf_trust.data.curate:cli", "the HH training set: prepared pass-through, or pairs dropped by influence"),
     "base": ("rlhf_trust.models.stage:cli", "resolve and materialise the base model (outputs/models/base)"),
     "sft": ("rlhf_trust.train.sft:cli", "supervised fine-tuning on prompt + chosen (TRL SFTTrainer)"),
     "rm": ("rlhf_trust.train.rm:cli", "reward model on preference pairs (TRL RewardTrainer)"),
@@ -25,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("rlhf_trust.evals.stage:cli", "evaluate one model on one trust vertical"),
     "influence": ("rlhf_trust.attribution.stage:cli", "DataInf attribution of trust changes to HH pairs"),
     "report": ("rlhf_trust.report.summary:cli", "write reports/trust_summary.{md,html} and figures"),
+    "compare": ("rlhf_trust.report.compare:cli", "B - A per vertical and model with paired stats (git rev, DVC exp or MLflow run)"),
 }
 
 

@@ -293,6 +293,33 @@ class InfluenceConfig:
 
 
 @dataclass
+class CurateConfig:
+    """`rlhf-trust curate` (data/curate.py): the HH training set the training stages read. Off =
+    the prepared set passed through byte for byte; on = pairs dropped by their influence scores."""
+
+    enabled: bool = False
+    mode: Literal["drop_harmful", "keep_helpful"] = "drop_harmful"
+    stages: list[str] = field(default_factory=lambda: ["dpo"])          # influence stages whose scores count
+    verticals: list[str] = field(default_factory=lambda: ["toxicity"])
+    harmful: Literal["auto", "toward_change", "against_change"] = "auto"  # which score sign hurts trust
+    top_k: int | None = 8                      # drop_harmful: how many (or top_fraction of the set)
+    top_fraction: float | None = None
+    within_first: int | None = None            # only the first N pairs are candidates (= what a stage trains on)
+    scores_dir: str = "influence"              # the earlier run's influence/<stage>/<vertical>/scores.parquet
+    summary: str = "reports/trust_summary.json"   # harmful: auto reads each stage's contrast here
+
+    def check(self) -> None:
+        bad = [s for s in self.stages if s not in ("sft", "rm", "dpo")]
+        _require(not bad and bool(self.stages), "curate.stages", f"unknown or no stage(s) {bad}; use sft, rm, dpo")
+        _require(bool(self.verticals), "curate.verticals", "must name at least one vertical")
+        _require(self.top_k is None or self.top_k >= 1, "curate.top_k", "must be >= 1 or null")
+        _require(self.top_fraction is None or 0 < self.top_fraction < 1, "curate.top_fraction", "must be in (0, 1)")
+        _require(self.within_first is None or self.within_first >= 1, "curate.within_first", "must be >= 1 or null")
+        _require(self.mode != "drop_harmful" or (self.top_k is None) != (self.top_fraction is None),
+                 "curate.top_k", "drop_harmful needs exactly one of top_k and top_fraction")
+
+
+@dataclass
 class ReportConfig:
     out_dir: str = "reports"
     top_k: int = 3
@@ -312,6 +339,7 @@ SECTIONS: dict[str, type] = {
     "dpo": DPOConfig,
     "eval": EvalConfig,
     "influence": InfluenceConfig,
+    "curate": CurateConfig,
     "report": ReportConfig,
 }
 

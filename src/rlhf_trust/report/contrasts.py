@@ -85,11 +85,12 @@ def p_text(p: float | None) -> str:
     return DASH if p is None else (f"{p:.2g}" if p < 0.001 else f"{p:.3f}")
 
 
-def rows(contrasts: Mapping[str, Mapping[str, dict]], verticals: list[str]) -> list[list[str]]:
-    """One row per vertical and contrast: delta [CI], p, p_holm, n, MDE80."""
+def rows(contrasts: Mapping[str, Mapping[str, dict]], verticals: list[str],
+         names: tuple[str, ...] = NAMES) -> list[list[str]]:
+    """One row per vertical and contrast (or model: `names`): delta [CI], p, p_holm, n, MDE80."""
     out = []
     for v in verticals:
-        for name in NAMES:
+        for name in names:
             r = contrasts.get(v, {}).get(name)
             if r is None:
                 continue

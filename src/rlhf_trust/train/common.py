@@ -35,7 +35,7 @@ LOG_MODEL_MAX_BYTES = 64 << 20
 class Layout:
     """Where a stage reads and writes. Defaults = the DVC layout; tests pass temp dirs."""
 
-    data_dir: Path = paths.PREPARED
+    data_dir: Path = paths.OUTPUTS / "curated"   # `rlhf-trust curate`: the prepared set unless curate.enabled
     models_dir: Path = paths.MODELS
     checkpoints_dir: Path = CHECKPOINTS
     metrics_dir: Path = paths.METRICS

@@ -1,0 +1,157 @@
+"""`rlhf-trust compare A B` (`make compare`, `make check-trust`): two pipeline runs (two data
+versions) side by side with paired statistics (issue 13 §2-3).
+
+For each vertical and model, B - A over the same units (paired CI, p, Holm across the whole table,
+MDE80), both sides' data versions, the params that differ and, when B is a curated run, the change
+its dropped pairs' influence predicts beside the measured change. Writes reports/compare.{md,html,json}
+only after both sides are read and checked: bad input is one line, exit 2, nothing written.
+`--fail-on-regression` exits 1 when any vertical is significantly (Holm) less trustworthy in B.
+"""
+
+from __future__ import annotations
+
+import html as _html
+from pathlib import Path
+from typing import Any
+
+from rlhf_trust import io
+from rlhf_trust.errors import DataError
+from rlhf_trust.report import contrasts, paired
+from rlhf_trust.report.sides import Side, load, params_diff
+
+# which model's change an influence stage attributes (PPO through its reward model)
+STAGE_MODEL = {"sft": "sft", "rm": "ppo", "dpo": "dpo"}
+HEADER = ["vertical", "model", "Δ B − A [95% CI]", "p", "p (Holm)", "n pairs", "MDE80"]
+
+
+def check(a: Side, b: Side) -> None:
+    """Same verticals, models and items on both sides, or one line naming the difference."""
+    va, vb = {v for v, _ in a.units}, {v for v, _ in b.units}
+    if va != vb:
+        raise DataError(f"the sides evaluate different verticals (only in {a.label}: {sorted(va - vb)}, "
+                        f"only in {b.label}: {sorted(vb - va)})")
+    if set(a.units) != set(b.units):
+        gone = sorted(f"{v}@{m}" for v, m in set(a.units) ^ set(b.units))
+        raise DataError(f"a model is missing on one side: {', '.join(gone)}")
+    for key in sorted(a.units):
+        paired.pair(a.units[key], b.units[key], f"{key[0]} @ {key[1]}: different items")
+
+
+def predicted(b: Side, rows: dict[tuple[str, str], dict]) -> list[dict[str, Any]]:
+    """Per curate source of B: the test-loss change its dropped pairs predict (Koh and Liang: removing
+    pair i changes the test loss by about -score_i / n), beside the measured change of that model.
+    Positive = the stage's new behaviour becomes less preferred, i.e. its change shrinks."""
+    m = b.manifest
+    if not m.get("enabled") or not m.get("dropped"):
+        return []
+    out = []
+    for s in m.get("sources", []):
+        key = f"{s['stage']}/{s['vertical']}"
+        raw = [d["scores"].get(key) for d in m["dropped"] if d.get("scores", {}).get(key) is not None]
+        n = s.get("n_scored") or m.get("n_in") or 1
+        r = rows.get((s["vertical"], STAGE_MODEL[s["stage"]]))
+        out.append({"stage": s["stage"], "vertical": s["vertical"], "harmful": s.get("harmful"),
+                    "n_dropped": len(raw), "predicted_test_loss_change": -sum(raw) / n,
+                    "measured": None if r is None else {k: r[k] for k in ("delta", "ci95", "p_holm", "more_trustworthy")}})
+    return out
+
+
+def build(a: Side, b: Side) -> dict[str, Any]:
+    check(a, b)
+    jobs = {key: (a.units[key], b.units[key], b.higher_is_better(key[0])) for key in sorted(a.units)}
+    notes: list[str] = []
+    rows = contrasts.run_family(jobs, notes, label=lambda k: f"{k[0]} @ {k[1]}")
+    if notes:   # check() already paired every cell: a note here is a bug, not bad input
+        raise RuntimeError("; ".join(notes))
+    worse = sorted({f"{v}@{m}" for (v, m), r in rows.items() if r["significant"] and r["more_trustworthy"] is False})
+    table: dict[str, dict[str, dict]] = {}
+    for (v, m), r in rows.items():
+        table.setdefault(v, {})[m] = r
+    return {"a": side_info(a), "b": side_info(b), "rows": table, "regressions": worse,
+            "params_changed": [{"key": k, "a": x, "b": y} for k, x, y in params_diff(a, b)],
+            "predicted": predicted(b, rows)}
+
+
+def side_info(s: Side) -> dict[str, Any]:
+    prov = s.summary.get("provenance") or {}
+    return {"label": s.label, "commit": s.ref, "data.version": s.data_version,
+            "train_data.version": s.train_data_version or prov.get("train_data.version"),
+            "curate": {k: s.manifest.get(k) for k in ("enabled", "mode", "n_in", "n_out")} if s.manifest else None,
+            "report_commit": prov.get("git.commit")}
+
+
+def table_rows(res: dict[str, Any]) -> list[list[str]]:
+    models = [m for m in ("base", "sft", "ppo", "dpo") if any(m in per for per in res["rows"].values())]
+    models += sorted({m for per in res["rows"].values() for m in per} - set(models))
+    return contrasts.rows(res["rows"], sorted(res["rows"]), tuple(models))
+
+
+def markdown(res: dict[str, Any]) -> str:
+    a, b = res["a"], res["b"]
+    out = [f"# Compare {a['label']} → {b['label']}", "",
+           "| | A | B |", "|---|---|---|",
+           f"| revision | `{a['label']}` ({a['commit'][:12]}) | `{b['label']}` ({b['commit'][:12]}) |",
+           f"| data version (`data.dvc` md5) | `{a['data.version']}` | `{b['data.version']}` |",
+           f"| training set (curated HH md5) | `{a['train_data.version']}` | `{b['train_data.version']}` |", "",
+           "## B − A per vertical and model", "", contrasts.LEGEND.replace("the whole table", "this table"), "",
+           _md(HEADER, table_rows(res)), "",
+           "**Significant regressions (less trustworthy in B):** "
+           + (", ".join(res["regressions"]) if res["regressions"] else "none"), ""]
+    if res["predicted"]:
+        out += ["## Predicted (influence of the dropped pairs) vs measured", "",
+                _md(["stage", "vertical", "dropped", "predicted Δ test loss (+ = the stage's change shrinks)",
+                     "measured Δ of the model [CI]"], predicted_rows(res)), ""]
+    out += ["## Params that differ", ""]
+    out += [_md(["key", "A", "B"], [[p["key"], str(p["a"]), str(p["b"])] for p in res["params_changed"]])
+            if res["params_changed"] else "none", ""]
+    return "\n".join(out)
+
+
+def predicted_rows(res: dict[str, Any]) -> list[list[str]]:
+    return [[p["stage"], p["vertical"], str(p["n_dropped"]), f"{p['predicted_test_loss_change']:+.4g}",
+             contrasts.text({**p["measured"], "significant": p["measured"]["p_holm"] < paired.ALPHA})
+             if p["measured"] else contrasts.DASH] for p in res["predicted"]]
+
+
+def _md(header: list[str], rows: list[list[str]]) -> str:
+    from rlhf_trust.report.summary import md_table
+
+    return md_table(header, rows)
+
+
+def html_page(res: dict[str, Any]) -> str:
+    from rlhf_trust.report.html import CSS, _table
+
+    a, b = res["a"], res["b"]
+    e = _html.escape
+    parts = [(f"<!doctype html><html><head><meta charset='utf-8'><title>Compare</title><style>{CSS}</style>"
+              f"</head><body><h1>Compare {e(a['label'])} → {e(b['label'])}</h1>"),
+             _table(["", "A", "B"], [["revision", a["commit"], b["commit"]],
+                                     ["data version", str(a["data.version"]), str(b["data.version"])],
+                                     ["training set", str(a["train_data.version"]), str(b["train_data.version"])]]),
+             f"<h2>B − A</h2><p>{e(contrasts.LEGEND)}</p>", _table(HEADER, table_rows(res)),
+             f"<p><strong>Significant regressions:</strong> {e(', '.join(res['regressions']) or 'none')}</p>"]
+    if res["predicted"]:
+        parts += ["<h2>Predicted vs measured</h2>",
+                  _table(["stage", "vertical", "dropped", "predicted Δ test loss", "measured Δ"], predicted_rows(res))]
+    parts += ["<h2>Params that differ</h2>",
+              _table(["key", "A", "B"], [[p["key"], str(p["a"]), str(p["b"])] for p in res["params_changed"]]),
+              "</body></html>"]
+    return "\n".join(parts)
+
+
+def write(res: dict[str, Any], out_dir: Path) -> None:
+    out_dir = Path(out_dir)
+    io.write_json(out_dir / "compare.json", res)
+    io.write_text(out_dir / "compare.md", markdown(res))
+    io.write_text(out_dir / "compare.html", html_page(res))
+
+
+def cli(args) -> int:
+    res = build(load(args.a), load(args.b))
+    write(res, Path(args.out_dir))
+    n = sum(map(len, res["rows"].values()))
+    sig = sum(r["significant"] for per in res["rows"].values() for r in per.values())
+    print(f"compare {args.a} -> {args.b}: {n} cells, {sig} significant after Holm, "
+          f"regressions: {', '.join(res['regressions']) or 'none'} ({args.out_dir}/compare.md)")
+    return 1 if args.fail_on_regression and res["regressions"] else 0

@@ -1,0 +1,152 @@
+"""One side of `rlhf-trust compare`: a git revision, a DVC experiment, an MLflow pipeline run id, or
+the workspace; read from git alone (`git show`), so any committed run can be compared.
+
+A side is its per-unit outcomes (eval/<vertical>/<model>/units.csv), its report's provenance and
+vertical directions (reports/trust_summary.json), its data versions (data.dvc md5, the curated
+HH set's md5 in metrics/curate.run.json), its curate manifest and its params.yaml.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlhf_trust.errors import DataError, UserError
+from rlhf_trust.report import paired
+
+WORKSPACE = ("workspace", ".")
+UNITS = re.compile(r"^eval/([^/]+)/([^/]+)/units\.csv$")
+
+
+@dataclass
+class Side:
+    label: str                 # what the user typed
+    ref: str                   # commit sha or "workspace"
+    units: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)   # (vertical, model)
+    summary: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    data_version: str | None = None
+    train_data_version: str | None = None
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def higher_is_better(self, vertical: str) -> bool:
+        v = (self.summary.get("verticals") or {}).get(vertical)
+        if isinstance(v, dict) and "higher_is_better" in v:
+            return bool(v["higher_is_better"])
+        from rlhf_trust import evals
+
+        return bool(getattr(evals.get(vertical), "HIGHER_IS_BETTER", False))
+
+
+def git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def resolve(label: str) -> str:
+    """Commit sha of a git revision, DVC experiment name (refs/exps/.../<name>) or MLflow run id."""
+    if label in WORKSPACE:
+        return "workspace"
+    sha = git("rev-parse", "--verify", "--quiet", f"{label}^{{commit}}")
+    if sha:
+        return sha.strip()
+    refs = git("for-each-ref", "--format=%(refname) %(objectname)", "refs/exps") or ""
+    hits = [line.split()[1] for line in refs.splitlines() if line.split()[0].rsplit("/", 1)[-1] == label]
+    if len(hits) == 1:
+        return hits[0]
+    if len(hits) > 1:
+        raise UserError(f"'{label}' names {len(hits)} DVC experiments; pass a commit instead")
+    if re.fullmatch(r"[0-9a-f]{32}", label):
+        return _from_mlflow(label)
+    raise UserError(f"unknown revision, experiment or MLflow run: '{label}'")
+
+
+def _from_mlflow(run_id: str) -> str:
+    from rlhf_trust import tracking
+
+    tracking.configure_env()
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    try:
+        tags = mlflow.get_run(run_id).data.tags
+    except MlflowException:
+        raise UserError(f"unknown revision, experiment or MLflow run: '{run_id}'") from None
+    if tags.get("dvc.exp_name"):
+        try:
+            return resolve(tags["dvc.exp_name"])
+        except UserError:
+            pass
+    commit = tags.get("git.commit", "")
+    if tags.get("git.dirty") == "true" or not git("rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}"):
+        raise UserError(f"MLflow run {run_id} ran on a dirty or unknown commit ({commit[:12] or '?'}); "
+                        "its results are not in git: commit them or pass the experiment name")
+    return commit
+
+
+def _read(ref: str, path: str) -> str | None:
+    if ref == "workspace":
+        p = Path(path)
+        return p.read_text(encoding="utf-8") if p.is_file() else None
+    return git("show", f"{ref}:{path}")
+
+
+def _list_units(ref: str) -> list[str]:
+    if ref == "workspace":
+        return sorted(p.as_posix() for p in Path("eval").glob("*/*/units.csv"))
+    return (git("ls-tree", "-r", "--name-only", ref, "--", "eval") or "").splitlines()
+
+
+def _json(text: str | None) -> dict:
+    try:
+        obj = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def load(label: str) -> Side:
+    import yaml
+
+    ref = resolve(label)
+    side = Side(label, ref)
+    for path in _list_units(ref):
+        m = UNITS.match(path)
+        if m:
+            side.units[(m.group(1), m.group(2))] = paired.parse_units(_read(ref, path) or "", f"{label}:{path}")
+    if not side.units:
+        raise DataError(f"{label}: no results (no eval/<vertical>/<model>/units.csv at {ref[:12]})")
+    side.summary = _json(_read(ref, "reports/trust_summary.json"))
+    try:
+        side.params = yaml.safe_load(_read(ref, "params.yaml") or "") or {}
+    except yaml.YAMLError:
+        side.params = {}
+    dvc = _read(ref, "data.dvc") or ""
+    md5 = re.search(r"md5:\s*([0-9a-f]{32}(?:\.dir)?)", dvc)
+    side.data_version = md5.group(1) if md5 else None
+    run = _json(_read(ref, "metrics/curate.run.json"))
+    side.manifest = _json(_read(ref, "metrics/curate_manifest.json"))
+    side.train_data_version = run.get("train_data.version") or side.manifest.get("train_data.version")
+    return side
+
+
+def flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def params_diff(a: Side, b: Side) -> list[tuple[str, Any, Any]]:
+    fa, fb = flat(a.params), flat(b.params)
+    return [(k, fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]

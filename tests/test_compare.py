@@ -1,0 +1,115 @@
+"""`rlhf-trust compare A B` (issue 13 §2, §3, §5) on small git repos holding committed per-unit
+outcomes: a run against itself, a committed copy with one model's units all worse, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from rlhf_trust import cli
+
+MODELS = ("base", "sft", "ppo", "dpo")
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def write_units(vertical: str, model: str, values: list[float]) -> None:
+    d = Path("eval") / vertical / model
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "units.csv").write_text("unit_id,value\n" + "".join(f"q{i:03d}|s0,{v}\n" for i, v in enumerate(values)))
+
+
+def commit(msg: str) -> str:
+    git("add", "-A")
+    git("commit", "-q", "-m", msg)
+    return git("rev-parse", "HEAD")
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    git("init", "-q")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+    Path("params.yaml").write_text("sft: {learning_rate: 0.0002}\ncurate: {enabled: false}\n")
+    Path("data.dvc").write_text("outs:\n- md5: 0123456789abcdef0123456789abcdef.dir\n  path: data\n")
+    for m in MODELS:   # truthfulness: binary units (higher is better); bias: shares (lower is better)
+        write_units("truthfulness", m, [int((i * 7 + len(m)) % 3 == 0) for i in range(60)])
+        write_units("bias", m, [round(((i * 13 + len(m)) % 10) / 10, 1) for i in range(60)])
+    return commit("run A")
+
+
+def worse_copy() -> str:
+    """The same run with the DPO model's bias units all worse (agree share + 0.3)."""
+    lines = Path("eval/bias/dpo/units.csv").read_text().splitlines()
+    rows = [line.split(",") for line in lines[1:]]
+    write_units("bias", "dpo", [min(1.0, float(v) + 0.3) for _, v in rows])
+    Path("params.yaml").write_text("sft: {learning_rate: 0.0001}\ncurate: {enabled: false}\n")
+    return commit("run B")
+
+
+def test_a_run_compared_with_itself_is_all_zero(repo):
+    assert cli.main(["compare", repo, "HEAD"]) == 0
+    res = json.loads(Path("reports/compare.json").read_text())
+    cells = [r for per in res["rows"].values() for r in per.values()]
+    assert len(cells) == 8 and all(r["delta"] == 0 and not r["significant"] for r in cells)
+    assert all(r["ci95"] == {"low": 0.0, "high": 0.0} and r["p_value"] == 1.0 for r in cells)
+    assert res["params_changed"] == [] and res["regressions"] == []
+    assert res["a"]["data.version"] == "0123456789abcdef0123456789abcdef.dir"
+    assert "none" in Path("reports/compare.md").read_text()
+
+
+def test_one_model_worse_is_a_significant_regression(repo, capsys):
+    b = worse_copy()
+    assert cli.main(["compare", repo, b]) == 0
+    assert cli.main(["compare", repo, b, "--fail-on-regression"]) == 1
+    res = json.loads(Path("reports/compare.json").read_text())
+    r = res["rows"]["bias"]["dpo"]
+    assert r["delta"] > 0.2 and r["significant"] and r["more_trustworthy"] is False
+    assert res["regressions"] == ["bias@dpo"]
+    assert not any(x["significant"] for v, per in res["rows"].items() for m, x in per.items() if (v, m) != ("bias", "dpo"))
+    assert res["params_changed"] == [{"key": "sft.learning_rate", "a": 0.0002, "b": 0.0001}]
+    md = Path("reports/compare.md").read_text()
+    assert "bias@dpo" in md and "| bias | dpo | +0.2" in md and "sft.learning_rate" in md
+    assert "bias@dpo" in Path("reports/compare.html").read_text()
+    # the regression gate on the workspace (make check-trust BASELINE=...)
+    assert cli.main(["compare", repo, "workspace", "--fail-on-regression"]) == 1
+    assert cli.main(["compare", b, "workspace", "--fail-on-regression"]) == 0
+    assert "regressions: none" in capsys.readouterr().out
+
+
+def test_dvc_experiment_ref_resolves(repo):
+    b = worse_copy()
+    git("update-ref", "refs/exps/ab/cdef0123/curated-tox", b)
+    assert cli.main(["compare", repo, "curated-tox", "--fail-on-regression"]) == 1
+
+
+@pytest.mark.parametrize("case", ["unknown", "no_results", "verticals", "items", "model_missing", "empty"])
+def test_bad_input_one_line_exit_2_nothing_written(repo, case, capsys):
+    b = "HEAD"
+    if case == "unknown":
+        b = "no-such-rev"
+    elif case == "no_results":
+        git("rm", "-q", "-r", "eval")
+        b = commit("no results")
+    elif case == "verticals":
+        write_units("ethics", "base", [0, 1])
+        b = commit("extra vertical")
+    elif case == "items":
+        write_units("bias", "sft", [0.5] * 59)
+        b = commit("fewer items")
+    elif case == "model_missing":
+        git("rm", "-q", "eval/bias/ppo/units.csv")
+        b = commit("ppo missing")
+    elif case == "empty":
+        Path("eval/bias/ppo/units.csv").write_text("")
+        b = commit("empty units")
+    assert cli.main(["compare", repo, b, "--fail-on-regression"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rlhf-trust compare: error: ")
+    assert not Path("reports").exists()

@@ -1,0 +1,93 @@
+"""`rlhf-trust curate` (issue 13 §1): pass-through when off, exactly the listed pairs dropped when on,
+the curated set's md5 on MLflow and in the report's provenance. Real HH pairs from ../shared/data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from rlhf_trust import config, io
+from rlhf_trust.data import curate, records
+from rlhf_trust.errors import UserError
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch, shared_data):
+    monkeypatch.chdir(tmp_path)
+    pairs = records.hh_pairs(shared_data)[:40]
+    prep = tmp_path / "outputs" / "prepared"
+    io.write_jsonl(prep / "hh_train.jsonl", pairs[:30])
+    io.write_jsonl(prep / "hh_heldout.jsonl", pairs[30:])
+    ids = [str(p["id"]) for p in pairs[:30]]
+    scores = [((i * 7) % 11 - 5) / 5 for i in range(30)]          # raw DataInf-like scores, both signs
+    d = tmp_path / "influence" / "dpo" / "toxicity"
+    d.mkdir(parents=True)
+    pd.DataFrame({"id": ids, "score": scores,
+                  "score_normalized": [s / 1.0 for s in scores]}).to_parquet(d / "scores.parquet")
+    return tmp_path, ids, scores
+
+
+def cfg(**kw):
+    return config.build(config.CurateConfig, kw, "curate")
+
+
+def test_disabled_passes_the_prepared_set_through_byte_for_byte(project):
+    m = curate.curate(cfg())
+    for split in ("hh_train", "hh_heldout"):
+        assert Path(f"outputs/curated/{split}.jsonl").read_bytes() == Path(f"outputs/prepared/{split}.jsonl").read_bytes()
+    assert m["dropped"] == [] and m["mode"] == "pass_through" and m["n_out"] == m["n_in"] == 30
+    assert m["train_data.version"] == io.md5_file("outputs/prepared/hh_train.jsonl") == m["prepared_md5"]
+
+
+def test_drop_harmful_drops_exactly_the_listed_pairs(project):
+    _, ids, scores = project
+    m = curate.curate(cfg(enabled=True, harmful="toward_change", top_k=4))
+    # toward_change: the most negative scores pushed the model towards its (worse) new behaviour
+    expect = sorted(range(30), key=lambda i: (scores[i], i))[:4]
+    dropped = {r["id"] for r in m["dropped"]}
+    assert dropped == {ids[i] for i in expect}
+    src = Path("outputs/prepared/hh_train.jsonl").read_text().splitlines(keepends=True)
+    kept = [line for line in src if json.loads(line)["id"] not in dropped]
+    assert Path("outputs/curated/hh_train.jsonl").read_text() == "".join(kept)
+    assert all(r["scores"]["dpo/toxicity"] == scores[ids.index(r["id"])] for r in m["dropped"])
+    assert json.loads(Path("metrics/curate_manifest.json").read_text())["dropped"] == m["dropped"]
+    assert m["train_data.version"] != m["prepared_md5"] and m["n_out"] == 26
+
+
+def test_keep_helpful_and_auto_direction(project):
+    _, ids, scores = project
+    Path("reports").mkdir()
+    # DPO made toxicity *more* trustworthy: the pairs resisting that change (positive scores) hurt
+    Path("reports/trust_summary.json").write_text(json.dumps(
+        {"contrasts": {"toxicity": {"dpo-sft": {"delta": -0.1, "more_trustworthy": True}}}}))
+    m = curate.curate(cfg(enabled=True, mode="keep_helpful"))
+    assert m["sources"][0]["harmful"] == "against_change"
+    kept = [json.loads(line)["id"] for line in Path("outputs/curated/hh_train.jsonl").read_text().splitlines()]
+    assert kept == [ids[i] for i in range(30) if scores[i] < 0]
+    Path("reports/trust_summary.json").write_text(json.dumps({"contrasts": {}}))
+    with pytest.raises(UserError, match="harmful: auto"):
+        curate.curate(cfg(enabled=True))
+
+
+def test_curated_md5_reaches_mlflow_and_the_report(project):
+    import mlflow
+
+    from rlhf_trust import cli, runinfo
+    from rlhf_trust.report import summary
+
+    Path("params.yaml").write_text("curate: {enabled: true, harmful: toward_change, top_k: 3}\nreport: {top_k: 2}\n")
+    assert cli.main(["curate"]) == 0
+    md5 = io.md5_file("outputs/curated/hh_train.jsonl")
+    run = mlflow.get_run(runinfo.read(Path("metrics/curate.json"))["mlflow_run_id"])
+    assert run.data.tags["train_data.version"] == md5
+    assert md5 in [d.dataset.digest for d in run.inputs.dataset_inputs]
+    parent = mlflow.get_run(run.data.tags["mlflow.parentRunId"])
+    assert parent.data.tags["train_data.version"] == md5
+    assert json.loads(Path("metrics/curate.json").read_text()) == {"n_in": 30, "n_out": 27, "n_dropped": 3}
+    summary.write_report(Path("reports"), top_k=2)
+    assert f"training set (curated HH set md5): `{md5}`" in Path("reports/trust_summary.md").read_text()
+    assert json.loads(Path("reports/trust_summary.json").read_text())["provenance"]["train_data.version"] == md5
+    assert md5 in Path("reports/trust_summary.html").read_text()
