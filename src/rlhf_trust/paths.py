@@ -11,13 +11,12 @@ OUTPUTS = Path("outputs")
 PREPARED = OUTPUTS / "prepared"
 VALIDATED = OUTPUTS / "validated"
 MANIFEST = VALIDATED / "manifest.json"
+CURATED = OUTPUTS / "curated"  # `rlhf-trust curate`: the HH training set the training stages read
 MODELS = OUTPUTS / "models"
 METRICS = Path("metrics")  # one small JSON per training/data stage, declared as DVC metrics
 EVAL = Path("eval")
 INFLUENCE = Path("influence")
 REPORTS = Path("reports")
-
-PREPARED_FILES = ("hh_train", "hh_heldout", "toxicity", "bias", "ethics", "truthfulness", "privacy")
 
 
 def prepared(name: str) -> Path:

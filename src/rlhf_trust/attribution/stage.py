@@ -33,12 +33,12 @@ class StageSpec:
 
 
 def spec(stage: str, cfg) -> StageSpec:
-    if stage == "sft":
-        return StageSpec("sft", "sft", "base", "sft", cfg.sft_test_loss)
-    if stage == "rm":
-        return StageSpec("rm", "ppo", "sft", "bt", "bt")
-    if stage == "dpo":
-        return StageSpec("dpo", "dpo", "sft", "dpo", "dpo", ref="sft")
+    from rlhf_trust.pipeline import INFLUENCE  # the pipeline table: which model each stage explains
+
+    if stage in INFLUENCE:
+        p = INFLUENCE[stage]
+        test_loss = cfg.sft_test_loss if stage == "sft" else p.train_loss
+        return StageSpec(p.model, p.new, p.old, p.train_loss, test_loss, ref=p.ref)
     raise UserError(f"influence: unknown stage '{stage}' (use sft, rm, dpo)")
 
 

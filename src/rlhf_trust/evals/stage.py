@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rlhf_trust import config, evals, io, paths
+from rlhf_trust import config, evals, io, paths, pipeline
 from rlhf_trust.errors import UserError
 
-MODELS = ("base", "sft", "ppo", "dpo")
+MODELS = pipeline.MODELS
 
 
 def out_paths(cfg: Any, vertical: str, model: str) -> tuple[Path, Path]:

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlhf_trust import paths, runinfo
+from rlhf_trust import paths, pipeline, runinfo
 
-STAGES = ("base", "sft", "ppo", "dpo")
+STAGES = pipeline.MODELS
 # which influence stage explains which model's change (PPO is attributed through its reward model)
-INFLUENCE_STAGE = {"sft": "sft", "ppo": "rm", "dpo": "dpo"}
+INFLUENCE_STAGE = pipeline.EXPLAINED_BY
 
 
 @dataclass

@@ -21,11 +21,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from rlhf_trust import io, paths
+from rlhf_trust import io, paths, pipeline
 from rlhf_trust.errors import ConfigError, DataError, UserError
 
 # The stage each one starts from (its model directory is the parent of the new one).
-PARENT = {"sft": "base", "rm": "sft", "ppo": "sft", "dpo": "sft"}
+PARENT = pipeline.PARENT
 CHECKPOINTS = paths.OUTPUTS / "checkpoints"
 LOG_MODEL_MAX_BYTES = 64 << 20
 
@@ -35,7 +35,7 @@ LOG_MODEL_MAX_BYTES = 64 << 20
 class Layout:
     """Where a stage reads and writes. Defaults = the DVC layout; tests pass temp dirs."""
 
-    data_dir: Path = paths.OUTPUTS / "curated"   # `rlhf-trust curate`: the prepared set unless curate.enabled
+    data_dir: Path = paths.CURATED   # `rlhf-trust curate`: the prepared set unless curate.enabled
     models_dir: Path = paths.MODELS
     checkpoints_dir: Path = CHECKPOINTS
     metrics_dir: Path = paths.METRICS

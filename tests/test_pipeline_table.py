@@ -1,0 +1,62 @@
+"""dvc.yaml and the pipeline table (rlhf_trust/pipeline.py) agree, whatever shape dvc.yaml's
+stanzas take (plain stages, matrices over models / verticals / stages): every table stage is one
+dvc.yaml stage that writes all of the table's outputs and reads at least its inputs, and every
+dvc.yaml stage is in the table. Compared on the stages DVC itself resolves from dvc.yaml + params."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rlhf_trust import evals, pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def dvc_stages():
+    from dvc.repo import Repo
+
+    repo = Repo(str(ROOT))
+    try:
+        return {s.addressing: ({d.def_path for d in s.deps}, {o.def_path for o in s.outs})
+                for s in repo.index.stages if s.addressing != "data.dvc"}
+    finally:
+        repo.close()
+
+
+@pytest.fixture(scope="module")
+def table():
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    ev, inf = params["eval"], params["influence"]
+    datasets = {name: mod.DATASET for name, mod in evals.modules().items()}
+    return pipeline.stages(list(ev["verticals"]), ev["models"], inf["stages"], inf["verticals"], datasets)
+
+
+def covered(path: str, paths: set[str]) -> bool:
+    """`path` itself or a directory above it is in `paths`."""
+    return any(path == p or path.startswith(p.rstrip("/") + "/") for p in paths)
+
+
+def test_every_table_stage_is_one_dvc_stage_with_its_inputs_and_outputs(table, dvc_stages):
+    for st in table:
+        owners = [name for name, (_, outs) in dvc_stages.items() if all(covered(o, outs) for o in st.outs)]
+        assert len(owners) == 1, f"{st.name}: outputs {st.outs} written by {owners or 'no dvc.yaml stage'}"
+        deps = dvc_stages[owners[0]][0]
+        missing = [d for d in st.deps if not covered(d, deps)]
+        assert not missing, f"{st.name} (dvc.yaml {owners[0]}) does not depend on {missing}"
+
+
+def test_every_dvc_stage_is_in_the_table(table, dvc_stages):
+    produced = [o for st in table for o in st.outs]
+    for name, (_, outs) in dvc_stages.items():
+        assert any(covered(o, outs) for o in produced), f"dvc.yaml stage {name} is not in the pipeline table"
+
+
+def test_influence_explains_each_trained_model_once():
+    assert pipeline.EXPLAINED_BY == {"sft": "sft", "ppo": "rm", "dpo": "dpo"}
+    for spec in pipeline.INFLUENCE.values():
+        assert spec.old in pipeline.MODELS and spec.new in pipeline.MODELS
+        assert pipeline.PARENT[spec.new] == spec.old  # the change from the model it started from
