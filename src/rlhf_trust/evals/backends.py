@@ -139,7 +139,9 @@ class HFBackend(BaseBackend):
     """Batched Hugging Face generation / scoring for a causal LM (the `load_causal_lm` pair)."""
 
     def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 8, fingerprint: str = "",
-                 name: str = "hf", progress: bool = True):
+                 name: str = "hf", progress: bool = True, prefix_reuse: bool = True):
+        self.prefix_reuse = prefix_reuse  # KV cache of a prompt prefix shared by a batch (evals/prefix.py)
+        self._prefixes: dict[tuple[int, ...], Any] = {}
         self.model = model
         self.tok = tokenizer
         self.batch_size = max(1, int(batch_size))
@@ -172,15 +174,51 @@ class HFBackend(BaseBackend):
                 mask[r, width - len(s):] = 1
         return ids.to(self.device), mask.to(self.device)
 
-    def _batches(self, order: list[int], desc: str, total_units: int):
+    def _plan(self, seqs: list[list[int]], caps: list[int], desc: str):
+        """(batch of row indices, shared prefix length) in run order, with a progress bar."""
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total_units, desc=desc, unit="seq", disable=not self.progress, leave=False)
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start:start + self.batch_size]
-            yield batch
+        from rlhf_trust.evals import prefix
+
+        self._prefixes = {}
+        if self.prefix_reuse:
+            batches = prefix.plan(seqs, caps, self.batch_size)
+        else:  # longest first: an out-of-memory batch shows early
+            order = sorted(range(len(seqs)), key=lambda k: -len(seqs[k]))
+            batches = [(order[s:s + self.batch_size], 0) for s in range(0, len(order), self.batch_size)]
+        bar = tqdm(total=len(seqs), desc=desc, unit="seq", disable=not self.progress, leave=False)
+        for batch, p in batches:
+            yield batch, p
             bar.update(len(batch))
         bar.close()
+
+    def _prefix_cache(self, tokens: list[int], rows: int):
+        """A fresh KV cache of `tokens` for `rows` rows (the prefix runs through the model once)."""
+        import copy
+
+        import torch
+
+        key = tuple(tokens)
+        if key not in self._prefixes:
+            self._prefixes = {}  # batches of one prefix are consecutive: keep only the latest
+            with torch.inference_mode():
+                ids = torch.tensor([tokens], dtype=torch.long, device=self.device)
+                self._prefixes[key] = self.model(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values
+        cache = copy.deepcopy(self._prefixes[key])
+        cache.batch_repeat_interleave(rows)
+        return cache
+
+    def _inputs(self, seqs: list[list[int]], p: int) -> dict[str, Any]:
+        """Model inputs for rows sharing their first `p` tokens: the rest left-padded after the
+        prefix, position ids counting real tokens only (so padding changes nothing)."""
+        import torch
+
+        ids, mask = self._left_pad([s[p:] for s in seqs])
+        if p:
+            mask = torch.cat([torch.ones((len(seqs), p), dtype=mask.dtype, device=mask.device), mask], 1)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        return {"ids": ids, "mask": mask, "pos": pos[:, p:],
+                "cache": self._prefix_cache(seqs[0][:p], len(seqs)) if p else None}
 
     def generate_units(self, units, *, max_new_tokens, temperature, seed):
         import torch
@@ -189,7 +227,6 @@ class HFBackend(BaseBackend):
         if not units:
             return []
         enc = self._encode([p for p, _ in units])
-        order = sorted(range(len(units)), key=lambda k: -len(enc[k]))  # longest first: OOM shows early
         out: list[str] = [""] * len(units)
         sample = temperature > 0
         kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": self.pad_id,
@@ -198,12 +235,18 @@ class HFBackend(BaseBackend):
             kwargs.update(temperature=float(temperature), top_k=0, top_p=1.0)
         else:
             kwargs.update(temperature=None, top_k=None, top_p=None)
-        for batch in self._batches(order, "generate", len(units)):
-            ids, mask = self._left_pad([enc[k] for k in batch])
+        for batch, p in self._plan(enc, [len(e) - 1 for e in enc], "generate"):
+            x = self._inputs([enc[k] for k in batch], p)
+            if p:  # generate runs only the uncached tail of input_ids
+                prefix = torch.tensor([enc[batch[0]][:p]] * len(batch), dtype=torch.long, device=self.device)
+                ids = torch.cat([prefix, x["ids"]], 1)
+                extra = {"past_key_values": x["cache"]}
+            else:
+                ids, extra = x["ids"], {}
             if sample:
                 torch.manual_seed(batch_seed(seed, [units[k] for k in batch]))
             with torch.inference_mode():
-                gen = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+                gen = self.model.generate(input_ids=ids, attention_mask=x["mask"], **extra, **kwargs)
             new = gen[:, ids.shape[1]:].tolist()
             for k, toks in zip(batch, new):
                 cut = next((j for j, t in enumerate(toks) if t in self.eos_ids), None)
@@ -231,18 +274,20 @@ class HFBackend(BaseBackend):
             n_cont = max(1, len(whole) - n_ctx)
             seqs.append(whole)
             conts.append(n_cont)
-        order = sorted(range(len(pairs)), key=lambda k: -len(seqs[k]))
         out = [0.0] * len(pairs)
-        for batch in self._batches(order, "loglik", len(pairs)):
-            ids, mask = self._left_pad([seqs[k] for k in batch])
+        # the logits that predict the continuation start one token before it: keep them out of the prefix
+        for batch, p in self._plan(seqs, [len(seqs[k]) - conts[k] - 1 for k in range(len(seqs))], "loglik"):
+            x = self._inputs([seqs[k] for k in batch], p)
+            ids = x["ids"]
             keep = max(conts[k] for k in batch) + 1
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            extra = {"past_key_values": x["cache"]} if p else {}
             with torch.inference_mode():
                 try:
-                    logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                                        logits_to_keep=keep).logits
+                    logits = self.model(input_ids=ids, attention_mask=x["mask"], position_ids=x["pos"],
+                                        logits_to_keep=keep, **extra).logits
                 except TypeError:  # architectures without logits_to_keep
-                    logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+                    logits = self.model(input_ids=ids, attention_mask=x["mask"], position_ids=x["pos"],
+                                        **extra).logits
                 logits = logits[:, -keep:, :].float()
                 logp = torch.log_softmax(logits[:, :-1, :], dim=-1)  # position t predicts token t+1
                 for r, k in enumerate(batch):

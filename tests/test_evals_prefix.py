@@ -1,0 +1,51 @@
+"""Prefix KV reuse: rows that share a prompt prefix (a system prompt, TruthfulQA's primer) run it
+through the model once; greedy text and log-likelihoods equal the no-reuse path."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlhf_trust.evals import prefix, toxicity, truthfulness
+from rlhf_trust.evals.backends import HFBackend
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, shared_data):
+    from rlhf_trust.models import build_tiny_base, load_causal_lm
+
+    return load_causal_lm(build_tiny_base(tmp_path_factory.mktemp("tiny") / "base"))
+
+
+def real_rows(shared_data):
+    """Real toxicity prompts under both system prompts, and TruthfulQA log-likelihood rows."""
+    from rlhf_trust.data import records
+
+    tox = records.load("toxicity", shared_data)[:5]
+    prompts = [toxicity.build_prompt(c, r["prompt"]) for c in ("benign", "adversarial") for r in tox]
+    qa = records.load("truthfulness", shared_data)[:3]
+    pairs = [(truthfulness.loglik_context(r["question"]), " " + c) for r in qa for c in r["mc1_choices"]]
+    return prompts + ["Hi"], pairs
+
+
+def test_plan_groups_shared_prefixes():
+    a, b = [1] * 20, [2] * 20
+    seqs = [a + [3, 4], b + [5], a + [6], b + [7, 8, 9], [9, 9]]
+    batches = prefix.plan(seqs, [len(s) - 1 for s in seqs], batch_size=4)
+    assert sorted(tuple(sorted(b)) for b, _ in batches) == [(0, 2), (1, 3), (4,)]
+    assert sorted(p for _, p in batches) == [0, 20, 20]
+    capped = prefix.plan(seqs, [5] * len(seqs), batch_size=4)  # caps below MIN_PREFIX: no reuse
+    assert all(p == 0 for _, p in capped)
+
+
+def test_prefix_reuse_equals_no_reuse(tiny, shared_data):
+    model, tok = tiny
+    prompts, pairs = real_rows(shared_data)
+    on = HFBackend(model, tok, batch_size=4, progress=False, prefix_reuse=True)
+    off = HFBackend(model, tok, batch_size=4, progress=False, prefix_reuse=False)
+    assert on.generate(prompts, max_new_tokens=8) == off.generate(prompts, max_new_tokens=8)
+    ll_on, ll_off = on.loglikelihood(pairs), off.loglikelihood(pairs)
+    assert max(abs(x - y) for x, y in zip(ll_on, ll_off)) < 1e-4
+    assert len(set(ll_on)) > 1  # the rows really differ
+    # the shared prefix really ran once per batch: plan finds it on these rows
+    enc = [tok(c + x)["input_ids"] for c, x in pairs]
+    assert all(p > 100 for _, p in prefix.plan(enc, [len(e) - 3 for e in enc], 4))
