@@ -60,3 +60,19 @@ def test_influence_explains_each_trained_model_once():
     for spec in pipeline.INFLUENCE.values():
         assert spec.old in pipeline.MODELS and spec.new in pipeline.MODELS
         assert pipeline.PARENT[spec.new] == spec.old  # the change from the model it started from
+
+
+def test_a_dataset_change_leaves_the_other_datasets_verdicts_unchanged(shared_data):
+    """Fine-grained deps: training depends on outputs/validated/hh.json, eval@V on V.json; adding
+    or editing another dataset's files changes only that dataset's verdict."""
+    from rlhf_trust.data import validate
+
+    files = {p.relative_to(shared_data).as_posix(): "md5" for p in shared_data.rglob("*") if p.is_file()}
+    prepared = {f"{s}.jsonl": "md5" for s in ("hh_train", "hh_heldout", *evals.VERTICALS)}
+    before = validate.dataset_manifests(files, prepared, {})
+    after = validate.dataset_manifests({**files, "fairness/adult_0_200_test_base_rate_0.0.jsonl": "changed"},
+                                       {**prepared, "fairness.jsonl": "changed"}, {})
+    assert before["fairness"] != after["fairness"]
+    assert {k: v for k, v in before.items() if k != "fairness"} == {k: v for k, v in after.items() if k != "fairness"}
+    assert set(before["hh"]["raw_files"]) == {"hh_rlhf/harmless-base-test.jsonl.gz", "hh_rlhf/LICENSE"}
+    assert len(before["fairness"]["raw_files"]) == 8

@@ -23,6 +23,11 @@ def prepared(name: str) -> Path:
     return PREPARED / f"{name}.jsonl"
 
 
+def validated(dataset: str) -> Path:
+    """The validation gate's per-dataset verdict (what a stage reading that dataset depends on)."""
+    return VALIDATED / f"{dataset}.json"
+
+
 def model_dir(stage: str) -> Path:
     return MODELS / stage
 

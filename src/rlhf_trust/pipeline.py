@@ -72,13 +72,13 @@ def stages(eval_verticals: list[str], eval_models: list[str], influence_stages: 
         Stage("base", (_p(paths.PREPARED, "hh_train.jsonl"),), (str(paths.model_dir("base")),)),
     ]
     for s in TRAINED:
-        deps = [str(paths.MANIFEST), *hh, str(paths.model_dir(PARENT[s])),
+        deps = [str(paths.validated("hh")), *hh, str(paths.model_dir(PARENT[s])),
                 *(str(paths.model_dir(u)) for u in USES.get(s, ()))]
         if s in HELDOUT:
             deps.append(_p(paths.CURATED, "hh_heldout.jsonl"))
         out.append(Stage(s, tuple(deps), (str(paths.model_dir(s)), str(paths.stage_metrics(s))), parent=PARENT[s]))
     for v in eval_verticals:
-        deps = (str(paths.MANIFEST), str(paths.prepared(datasets.get(v, v))),
+        deps = (str(paths.validated(datasets.get(v, v))), str(paths.prepared(datasets.get(v, v))),
                 *(str(paths.model_dir(m)) for m in eval_models))
         out.append(Stage(f"eval {v}", deps, tuple(o for m in eval_models for o in eval_outs(v, m))))
     for s in influence_stages:

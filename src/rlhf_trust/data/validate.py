@@ -11,6 +11,7 @@ reports/data_docs/ and logs both to MLflow.
 
 from __future__ import annotations
 
+import fnmatch
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -263,7 +264,24 @@ def run_pipeline(raw_dir: Path, cfg: ValidateConfig, sr: Any) -> dict[str, Any]:
                 "raw_files": files, "prepared_files": prepared}
     io.write_json(paths.MANIFEST, manifest)
     sr.log_artifact(paths.MANIFEST)
+    for name, part in dataset_manifests(files, prepared, stats).items():
+        io.write_json(paths.validated(name), part)
     return {name: {"rows": s["rows"], "expectations": s["expectations"]} for name, s in stats.items()}
+
+
+def dataset_manifests(files: dict[str, str], prepared: dict[str, str], stats: dict[str, dict]) -> dict[str, dict]:
+    """outputs/validated/<dataset>.json: the gate's verdict on one dataset and the md5s of its own
+    raw and prepared files only (no data version, no timestamp). A stage depends on its dataset's
+    file, so adding or changing another dataset leaves it cached (the HH stages on hh.json)."""
+    raw, others = records.RAW_FILES, records.OTHER_FILES
+    out = {}
+    for name, patterns in raw.items():
+        globs = patterns + others.get(name, [])
+        mine = {f: md5 for f, md5 in files.items() if any(fnmatch.fnmatch(f, g) for g in globs)}
+        stems = ("hh_train", "hh_heldout") if name == "hh" else (name,)
+        out[name] = {"valid": True, "dataset": name, "rows": stats.get(name, {}).get("rows"),
+                     "raw_files": mine, "prepared_files": {f"{s}.jsonl": prepared.get(f"{s}.jsonl") for s in stems}}
+    return out
 
 
 def _counts(stats: dict[str, dict]) -> str:
