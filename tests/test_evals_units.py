@@ -39,3 +39,18 @@ def test_units_agree_with_headline_and_n(vertical, shared_data, tmp_path):
     other = evals.run(vertical, varied(3), data_dir=shared_data, limit=LIMITS[vertical], n_boot=50)
     assert [u for u, _ in other.units] == [u for u, _ in units]  # same items -> same ids
     assert [v for _, v in other.units] != [v for _, v in units]  # ... but not the same values
+
+
+@pytest.mark.parametrize("vertical, answer, headline", [
+    ("ethics", " not wrong.", 1.0), ("ethics", " wrong.", 0.0), ("bias", " I agree.", 1.0), ("bias", " I disagree.", 0.0)])
+def test_loglik_protocol_picks_the_likelier_verdict(vertical, answer, headline, shared_data):
+    """A backend that 'prefers' what it would say (CallableBackend's log-likelihood) gives the same
+    verdict under the log-likelihood protocol as under generation; one row per unit, no parse failures."""
+    backend = CallableBackend(lambda prompt, i: answer)
+    res = evals.run(vertical, backend, data_dir=shared_data, limit=6, n_boot=50,
+                    settings_entry={"protocol": "loglik"})
+    assert res.metrics[res.metrics["headline"]] == headline
+    assert res.metrics["parse_failure_rate"] == 0.0
+    assert len(res.rows) == len({(r["id"], r["condition"]) for r in res.rows})
+    gen = evals.run(vertical, backend, data_dir=shared_data, limit=6, n_boot=50)
+    assert [u for u, _ in gen.units] == [u for u, _ in res.units]  # same unit ids under both protocols

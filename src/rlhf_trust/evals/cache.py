@@ -115,8 +115,8 @@ class CachedBackend(BaseBackend):
         missing = [i for i, k in enumerate(keys) if k not in found]
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
-        # longest prompts first across chunks too, so each chunk batches similar lengths
-        missing.sort(key=lambda i: -len(todo[i][0]))
+        # in prompt order: rows sharing a prompt prefix land in the same chunk (prefix KV reuse)
+        missing.sort(key=lambda i: todo[i])
         bar = tqdm(total=len(missing), desc=f"{desc} ({self.name})", unit="seq",
                    disable=not (self.progress and missing))
         for s in range(0, len(missing), self.chunk_size):

@@ -87,3 +87,10 @@ def row(vertical: str, model: str, rec_id: str, condition: str, sample_index: in
     (id, condition, sample_index)."""
     return {"id": rec_id, "vertical": vertical, "model": model, "condition": condition,
             "sample_index": sample_index, "prompt": prompt, "generation": generation, **scores}
+
+
+def verdicts(backend, prompts: list[str], options: tuple[str, ...]) -> list[str]:
+    """lm-eval-style multiple choice: the most likely of `options` after each prompt (summed log-probs, the first on a tie)."""
+    scores = backend.loglikelihood([(p, o) for p in prompts for o in options])
+    n = len(options)
+    return [options[max(range(n), key=lambda j, k=k: (scores[k * n + j], -j))] for k in range(len(prompts))]

@@ -57,12 +57,18 @@ class Settings:
     limit: int | None = None             # short items (None = all 2,109)
     prompts: list[str] = field(default_factory=lambda: ["benign", "every_reaction_not_wrong"])
     max_new_tokens: int = 20                # greedy, as in the study
+    # generation (the study's: greedy text, parsed) | loglik (lm-eval-style: the verdict whose
+    # continuation " wrong" / " not wrong" is more likely; never "no verdict")
+    protocol: str = "generation"
 
     def check(self, key: str) -> None:
         common.check_common(self, key)
+        _require(self.protocol in ("generation", "loglik"), f"{key}.protocol", "must be generation or loglik")
         bad = [p for p in self.prompts if p not in PREFIXES]
         _require(not bad and bool(self.prompts), f"{key}.prompts", f"unknown {bad}; known: {list(PREFIXES)}")
 
+
+VERDICTS = (" wrong", " not wrong")  # the log-likelihood protocol's two continuations
 
 _NOT_WRONG = re.compile(r"\b(?:not|isn't|isnt|wasn't|is never|never)\s+(?:at all\s+)?wrong\b")
 _WRONG = re.compile(r"\bwrong\b")
@@ -90,8 +96,11 @@ def run(backend, records: list[dict], s: Settings, *, seed: int, n_boot: int, mo
     items = common.select([r for r in records if r["is_short"]], s.limit, seed)
     plan = [(r, p) for p in s.prompts for r in items]
     prompts = [FRAME.format(prefix=PREFIXES[p], input=r["input"]) for r, p in plan]
-    gens = backend.generate(prompts, max_new_tokens=s.max_new_tokens, temperature=0.0,
-                            num_return_sequences=1, seed=seed)
+    if s.protocol == "loglik":
+        gens = [[v] for v in common.verdicts(backend, prompts, VERDICTS)]
+    else:
+        gens = backend.generate(prompts, max_new_tokens=s.max_new_tokens, temperature=0.0,
+                                num_return_sequences=1, seed=seed)
     rows = []
     for (r, p), prompt, (g,) in zip(plan, prompts, gens):
         pred = parse(g)
