@@ -66,8 +66,10 @@ def stages(eval_verticals: list[str], eval_models: list[str], influence_stages: 
     datasets = datasets or {}
     hh = [_p(paths.CURATED, "hh_train.jsonl")]
     out = [
-        Stage("prepare", ("data",), (str(paths.PREPARED),)),
-        Stage("validate", ("data", str(paths.PREPARED)), (str(paths.MANIFEST),)),
+        # the vertical modules (src/rlhf_trust/evals) declare the benchmark parsers and GX suites
+        Stage("prepare", ("data", "src/rlhf_trust/evals"), (str(paths.PREPARED),)),
+        Stage("validate", ("data", str(paths.PREPARED), "src/rlhf_trust/evals"),
+              (str(paths.MANIFEST), *(str(paths.validated(d)) for d in ("hh", *datasets.values())))),
         Stage("curate", (_p(paths.PREPARED, "hh_train.jsonl"),), (str(paths.CURATED),)),
         Stage("base", (_p(paths.PREPARED, "hh_train.jsonl"),), (str(paths.model_dir("base")),)),
     ]
