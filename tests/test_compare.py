@@ -113,3 +113,37 @@ def test_bad_input_one_line_exit_2_nothing_written(repo, case, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("rlhf-trust compare: error: ")
     assert not Path("reports").exists()
+
+
+def test_curated_side_shows_predicted_beside_measured_and_data_versions(repo):
+    b = worse_copy()
+    Path("metrics").mkdir()
+    Path("metrics/curate.run.json").write_text(json.dumps({"train_data.version": "c" * 32}))
+    Path("metrics/curate_manifest.json").write_text(json.dumps({
+        "enabled": True, "mode": "drop_harmful", "n_in": 100, "n_out": 98, "train_data.version": "c" * 32,
+        "sources": [{"stage": "dpo", "vertical": "bias", "harmful": "toward_change", "n_scored": 100}],
+        "dropped": [{"id": "p1", "harm": 0.5, "scores": {"dpo/bias": -0.5}},
+                    {"id": "p2", "harm": 0.3, "scores": {"dpo/bias": -0.3}}]}))
+    b = commit("curated run")
+    assert cli.main(["compare", repo, b]) == 0
+    res = json.loads(Path("reports/compare.json").read_text())
+    p = res["predicted"][0]
+    # Koh and Liang: removing pair i changes the test loss by about -score_i / n
+    assert p["predicted_test_loss_change"] == pytest.approx(0.8 / 100) and p["n_dropped"] == 2
+    assert p["measured"]["delta"] == res["rows"]["bias"]["dpo"]["delta"]
+    assert res["b"]["train_data.version"] == "c" * 32 and res["a"]["train_data.version"] is None
+    md = Path("reports/compare.md").read_text()
+    assert "Predicted (influence of the dropped pairs) vs measured" in md and "+0.008" in md and "c" * 32 in md
+
+
+def test_mlflow_pipeline_run_id_resolves_to_its_commit(repo, capsys):
+    import mlflow
+
+    with mlflow.start_run(tags={"git.commit": repo, "git.dirty": "false"}) as clean:
+        pass
+    with mlflow.start_run(tags={"git.commit": repo, "git.dirty": "true"}) as dirty:
+        pass
+    assert cli.main(["compare", clean.info.run_id, "HEAD"]) == 0
+    assert json.loads(Path("reports/compare.json").read_text())["a"]["commit"] == repo
+    assert cli.main(["compare", dirty.info.run_id, "HEAD"]) == 2
+    assert "dirty" in capsys.readouterr().err
