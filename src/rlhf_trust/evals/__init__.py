@@ -68,12 +68,22 @@ def get(vertical: str) -> ModuleType:
 
 def settings(vertical: str, entry: dict[str, Any] | None = None) -> Any:
     """The vertical's validated Settings from its params entry (unknown keys / bad values -> one line)."""
-    from rlhf_trust.config import build
+    from rlhf_trust.schema import build
 
     key = f"eval.verticals.{vertical}"
     s = build(get(vertical).Settings, entry or {}, key)
     s.check(key)
     return s
+
+
+def check_entries(entries: dict[str, Any]) -> None:
+    """Every eval.verticals entry, validated by its own vertical (config.py checks only that each is
+    a mapping): an unknown vertical or a bad key is one ConfigError line naming it."""
+    from rlhf_trust.schema import require
+
+    for name, entry in entries.items():
+        require(name in VERTICALS, f"eval.verticals.{name}", f"unknown vertical (known: {', '.join(VERTICALS)})")
+        settings(name, entry)
 
 
 @dataclasses.dataclass

@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from rlhf_trust.config import _require
 from rlhf_trust.evals import common, stats
+from rlhf_trust.schema import require as _require
 
 NAME = "bias"
 DATASET = "bias"

@@ -33,9 +33,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rlhf_trust.config import _require as require
 from rlhf_trust.errors import DataError
 from rlhf_trust.evals import common, stats
+from rlhf_trust.schema import require
 
 NAME = "fairness"
 DATASET = "fairness"

@@ -133,6 +133,7 @@ def evaluate_cell(cfg: Any, vertical: str, model: str, backend: Any, limit: int 
 
 def cli(args) -> int:
     cfg = config.load("eval", args.params)
+    evals.check_entries(cfg.verticals)  # each vertical validates its own params entry
     vertical = args.vertical
     evals.get(vertical)  # unknown vertical -> one line, before any model loads
     models = [args.model] if args.model else list(cfg.models)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rlhf_trust.config import _require
 from rlhf_trust.evals import common, stats
 from rlhf_trust.evals.scorers import SCORERS, get_scorer, score_texts
+from rlhf_trust.schema import require as _require
 
 NAME = "toxicity"
 DATASET = "toxicity"
