@@ -203,7 +203,8 @@ class HFBackend(BaseBackend):
             self._prefixes = {}  # batches of one prefix are consecutive: keep only the latest
             with torch.inference_mode():
                 ids = torch.tensor([tokens], dtype=torch.long, device=self.device)
-                self._prefixes[key] = self.model(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values
+                out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+                self._prefixes[key] = out["cache"] if "cache" in out else out["past_key_values"]
         cache = copy.deepcopy(self._prefixes[key])
         cache.batch_repeat_interleave(rows)
         return cache
@@ -240,7 +241,7 @@ class HFBackend(BaseBackend):
             if p:  # generate runs only the uncached tail of input_ids
                 prefix = torch.tensor([enc[batch[0]][:p]] * len(batch), dtype=torch.long, device=self.device)
                 ids = torch.cat([prefix, x["ids"]], 1)
-                extra = {"past_key_values": x["cache"]}
+                extra = {"cache": x["cache"]}  # transformers 5's name for past_key_values
             else:
                 ids, extra = x["ids"], {}
             if sample:
@@ -280,7 +281,7 @@ class HFBackend(BaseBackend):
             x = self._inputs([seqs[k] for k in batch], p)
             ids = x["ids"]
             keep = max(conts[k] for k in batch) + 1
-            extra = {"past_key_values": x["cache"]} if p else {}
+            extra = {"cache": x["cache"]} if p else {}
             with torch.inference_mode():
                 try:
                     logits = self.model(input_ids=ids, attention_mask=x["mask"], position_ids=x["pos"],
