@@ -29,7 +29,7 @@ from typing import Any
 from rlhf_trust import io, paths
 from rlhf_trust.errors import DataError, UserError
 
-CURATED = paths.OUTPUTS / "curated"
+CURATED = paths.CURATED
 MANIFEST = paths.METRICS / "curate_manifest.json"
 SPLITS = ("hh_train", "hh_heldout")
 # influence stage -> the report contrast its test pairs attribute (docs/influence.md)
