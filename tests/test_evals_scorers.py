@@ -22,6 +22,16 @@ def test_profanity_check_separates_real_perspective_labels(shared_data):
     assert roc_auc_score(labels, got) > 0.85
 
 
+def test_profanity_check_scores_are_cached_and_a_cached_rerun_loads_no_model(shared_data):
+    texts = [r["continuation"] for r in records.load("toxicity", shared_data)[:40:8] if r["continuation"]]
+    cache = Cache(None)
+    first = scorers.score_texts(scorers.get_scorer("profanity-check"), texts, cache)
+    again = scorers.get_scorer("profanity-check")
+    assert scorers.score_texts(again, texts, cache) == first
+    assert again._predict is None  # every text was cached: scikit-learn's model never loaded
+    assert scorers.score_texts(again, texts + ["you idiot"], cache)[:-1] == first
+
+
 def test_unknown_scorer_and_missing_key(monkeypatch):
     with pytest.raises(UserError, match="unknown toxicity scorer 'perspectiv'"):
         scorers.get_scorer("perspectiv")
