@@ -16,7 +16,7 @@ export TOKENIZERS_PARALLELISM := false
 export TRL_EXPERIMENTAL_SILENCE := 1
 UI_PORT ?= 5000
 
-.PHONY: setup test test-team team-up team-down data repro smoke report ui lint paper-params bench doctor clean-outputs compare check-trust
+.PHONY: setup test test-team team-up team-down data repro smoke report ui lint paper-params bench doctor clean-outputs compare check-trust curate-demo
 
 setup: $(VENV)/.installed   ## create .venv and install the pinned stack + this package
 
@@ -59,6 +59,22 @@ A ?= HEAD
 B ?= workspace
 compare: setup              ## B - A per vertical and model: paired CI, Holm p, MDE, data versions, params diff
 	$(BIN)/rlhf-trust compare $(A) $(B)
+
+# Issue 13 §4 (README "Acting on attributions"): retrain on the default run's data minus the top-k pairs
+# most harmful to one vertical (by one stage's influence), re-evaluate, and compare with the default run.
+# A second full pipeline run (~50 min) in the workspace: curate reads the default run's influence scores
+# (DVC outputs, not in git) and reports/trust_summary.json there. Afterwards the workspace holds the
+# curated run (also saved as the experiment); `dvc exp apply` / git restore + dvc checkout go back.
+CURATE_VERTICAL ?= toxicity
+CURATE_STAGE ?= dpo
+CURATE_K ?= 8
+# = dpo.max_train_pairs: only pairs the stage trains on are candidates
+CURATE_WITHIN ?= 32
+curate-demo: data           ## curated run vs the default one: dvc exp curated-<vertical>, then reports/compare.md
+	$(BIN)/dvc exp run -n curated-$(CURATE_VERTICAL) -S curate.enabled=true \
+	  -S 'curate.stages=[$(CURATE_STAGE)]' -S 'curate.verticals=[$(CURATE_VERTICAL)]' \
+	  -S curate.top_k=$(CURATE_K) -S curate.within_first=$(CURATE_WITHIN)
+	$(BIN)/rlhf-trust compare HEAD curated-$(CURATE_VERTICAL)
 
 # The regression gate (a CI step, README): exit 1 when any vertical is significantly worse than BASELINE.
 BASELINE ?= HEAD
