@@ -6,6 +6,7 @@ import torch
 from train_support import hh_pairs, tiny_texts, write_jsonl
 
 from rlhf_trust import cli
+from rlhf_trust.data.records import split_pair
 from rlhf_trust.errors import UserError
 from rlhf_trust.models import (
     build_tiny_base,
@@ -14,7 +15,6 @@ from rlhf_trust.models import (
     load_stage_info,
     seq_cls_from_causal,
     spec_kind,
-    split_dialogue,
 )
 
 torch.set_num_threads(1)
@@ -64,7 +64,8 @@ def test_spec_kinds_and_chat_format(tmp_path):
     p = hh_prompt("Is it safe?", system="Be kind.")
     assert p == "Be kind.\n\n\nHuman: Is it safe?\n\nAssistant:"
     pair = hh_pairs(1)[0]
-    assert split_dialogue(pair["prompt"] + pair["chosen"]) == (pair["prompt"], pair["chosen"])
+    assert split_pair(pair["prompt"] + pair["chosen"], pair["prompt"] + pair["rejected"]) == (
+        pair["prompt"], pair["chosen"], pair["rejected"])
 
 
 def test_missing_model_dir_is_a_user_error(tmp_path):

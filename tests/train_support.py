@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from rlhf_trust.models.chat import split_dialogue
+from rlhf_trust.data.records import split_pair
 
 HH_RAW = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "hh_rlhf" / "harmless-base-test.jsonl.gz"
 
@@ -26,10 +26,10 @@ def hh_pairs(n: int, offset: int = 0, max_chars: int = 300) -> list[dict]:
             if len(rows) == n:
                 break
             r = json.loads(line)
-            prompt, chosen = split_dialogue(r["chosen"])
-            p2, rejected = split_dialogue(r["rejected"])
-            if p2 != prompt or chosen == rejected:
+            split = split_pair(r["chosen"], r["rejected"])
+            if split is None or split[1] == split[2]:
                 continue
+            prompt, chosen, rejected = split
             rows.append({"id": f"hh-{i}", "prompt": prompt[-max_chars:], "chosen": chosen[:max_chars],
                          "rejected": rejected[:max_chars]})
     return rows

@@ -20,19 +20,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 Unit = tuple[str, int]  # (prompt, sample_index)
-
-
-class Backend(Protocol):
-    name: str
-    fingerprint: str
-
-    def generate_units(self, units: Sequence[Unit], *, max_new_tokens: int, temperature: float,
-                       seed: int) -> list[str]: ...
-
-    def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[float]: ...
 
 
 class BaseBackend:

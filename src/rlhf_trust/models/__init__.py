@@ -12,7 +12,7 @@ Everything here imports torch/transformers lazily, so importing the package is i
 
 from __future__ import annotations
 
-from rlhf_trust.models.chat import hh_prompt, split_dialogue
+from rlhf_trust.models.chat import hh_prompt
 from rlhf_trust.models.spec import build_base, build_tiny_base, spec_kind
 from rlhf_trust.models.store import (
     load_causal_lm,
@@ -31,6 +31,5 @@ from rlhf_trust.models.store import (
 __all__ = [
     "build_base", "build_tiny_base", "hh_prompt", "load_causal_lm", "load_merged_causal_lm",
     "load_merged_seq_cls", "load_peft_model", "load_reward_model", "load_stage_info", "load_tokenizer",
-    "parent_path", "resolve_device", "seq_cls_from_causal", "spec_kind", "split_dialogue",
-    "write_stage_info",
+    "parent_path", "resolve_device", "seq_cls_from_causal", "spec_kind", "write_stage_info",
 ]

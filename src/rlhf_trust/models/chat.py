@@ -6,8 +6,7 @@ model, PPO, DPO and every evaluation prompt share it. No model-specific chat tem
 
 from __future__ import annotations
 
-HUMAN = "\n\nHuman:"
-ASSISTANT = "\n\nAssistant:"
+from rlhf_trust.data.records import ASSISTANT, HUMAN  # one definition; records.split_pair splits a pair
 
 
 def hh_prompt(user: str, system: str | None = None) -> str:
@@ -16,10 +15,3 @@ def hh_prompt(user: str, system: str | None = None) -> str:
     head = f"{system.strip()}\n" if system else ""
     return f"{head}{HUMAN} {user.strip()}{ASSISTANT}"
 
-
-def split_dialogue(text: str) -> tuple[str, str]:
-    """Split an HH dialogue at its last "\n\nAssistant:" -> (prompt ending with it, response)."""
-    i = text.rfind(ASSISTANT)
-    if i < 0:
-        raise ValueError("not an HH dialogue: no '\\n\\nAssistant:' turn")
-    return text[: i + len(ASSISTANT)], text[i + len(ASSISTANT):]

@@ -16,8 +16,6 @@ from typing import Any
 from rlhf_trust import paths, pipeline, runinfo
 
 STAGES = pipeline.MODELS
-# which influence stage explains which model's change (PPO is attributed through its reward model)
-INFLUENCE_STAGE = pipeline.EXPLAINED_BY
 
 
 @dataclass
