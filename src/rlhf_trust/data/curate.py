@@ -26,14 +26,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rlhf_trust import io, paths
+from rlhf_trust import io, paths, pipeline
 from rlhf_trust.errors import DataError, UserError
 
 CURATED = paths.CURATED
 MANIFEST = paths.METRICS / "curate_manifest.json"
 SPLITS = ("hh_train", "hh_heldout")
-# influence stage -> the report contrast its test pairs attribute (docs/influence.md)
-CONTRAST = {"sft": "sft-base", "rm": "ppo-sft", "dpo": "dpo-sft"}
+# influence stage -> the report contrast its test pairs attribute (sft-base, ppo-sft, dpo-sft)
+CONTRAST = {stage: f"{spec.new}-{spec.old}" for stage, spec in pipeline.INFLUENCE.items()}
 
 
 def direction(cfg: Any, stage: str, vertical: str) -> str:

@@ -14,13 +14,13 @@ import html as _html
 from pathlib import Path
 from typing import Any
 
-from rlhf_trust import io
+from rlhf_trust import io, pipeline
 from rlhf_trust.errors import DataError
 from rlhf_trust.report import contrasts, paired
 from rlhf_trust.report.sides import Side, load, params_diff
 
 # which model's change an influence stage attributes (PPO through its reward model)
-STAGE_MODEL = {"sft": "sft", "rm": "ppo", "dpo": "dpo"}
+STAGE_MODEL = {stage: spec.new for stage, spec in pipeline.INFLUENCE.items()}
 HEADER = ["vertical", "model", "Δ B − A [95% CI]", "p", "p (Holm)", "n pairs", "MDE80"]
 
 
