@@ -2,6 +2,7 @@
 per stage, each stage in its own process (the real CLI path: MLflow run, metrics JSON, model dir).
 
     .venv/bin/python benchmarks/train_budget.py [--params params.yaml] [--stages base sft rm ppo dpo]
+    .venv/bin/python benchmarks/train_budget.py --compare --stages sft rm dpo   # pairs/s, today vs new
 
 Prints one row per stage and the ratios against the budget (sft+rm+ppo+dpo <= 20 min, peak RSS
 <= 8 GB). The machine is shared: the 1-min load average and the busiest other processes are
@@ -64,6 +65,101 @@ def child(stage: str, params: str, out: str) -> None:
     Path(out).write_text(json.dumps({"metrics": captured, "train_seconds": timer["end"] - timer["begin"]}))
 
 
+# --compare: today's set-up vs the new one on the same model, pairs and lengths, in ONE process and
+# interleaved step by step (the machine is shared: only side-by-side ratios mean something).
+# today = 1 thread, TRL's own losses (DPOTrainer: LM head over every position, policy and reference);
+# new = `threads: auto` + the completion-only chunked head for DPO (train/fast_dpo.py).
+SETUPS = ("today", "new")
+
+
+def _trainer(stage: str, cfg, model, tok, rows, out_dir: str):
+    from datasets import Dataset
+
+    from rlhf_trust.models import seq_cls_from_causal
+    from rlhf_trust.train import common
+
+    peft = common.lora_config(cfg, "SEQ_CLS" if stage == "rm" else "CAUSAL_LM")
+    if stage == "sft":
+        from trl import SFTConfig, SFTTrainer
+
+        data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["chosen"]} for r in rows])
+        args = SFTConfig(output_dir=out_dir, per_device_train_batch_size=cfg.batch_size, max_length=cfg.max_length,
+                         completion_only_loss=True, report_to=[], use_cpu=True, seed=0)
+        return SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft)
+    data = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
+    if stage == "rm":
+        from trl import RewardConfig, RewardTrainer
+
+        model = seq_cls_from_causal(model, num_labels=1)
+        model.config.pad_token_id = tok.pad_token_id
+        args = RewardConfig(output_dir=out_dir, per_device_train_batch_size=cfg.batch_size,
+                            max_length=cfg.max_length, report_to=[], use_cpu=True, seed=0)
+        return RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft)
+    from trl import DPOConfig
+
+    from rlhf_trust.train.fast_dpo import trainer_class
+
+    args = DPOConfig(output_dir=out_dir, per_device_train_batch_size=cfg.batch_size, max_length=cfg.max_length,
+                     beta=cfg.beta, report_to=[], use_cpu=True, seed=0)
+    return trainer_class()(model=model, ref_model=None, args=args, train_dataset=data, processing_class=tok,
+                           peft_config=peft)
+
+
+def compare(stages: list[str], params: str, out_path: str, steps: int) -> None:
+    """Per stage: `steps` training steps (forward + backward of one batch) per set-up, alternating."""
+    import torch
+
+    from rlhf_trust import config
+    from rlhf_trust.models import load_merged_causal_lm, load_tokenizer
+    from rlhf_trust.train import common
+    from rlhf_trust.train.common import auto_threads
+
+    rows_out, ratios = [], {}
+    base = Path("outputs/models/base")
+    tok = load_tokenizer(base)
+    for stage in stages:
+        cfg = config.load(stage, params)
+        rows = common.load_split("hh_train", common.Layout(data_dir=Path("outputs/prepared")), None, stage)
+        rows = common.clip(tok, rows[: cfg.batch_size * steps], cfg.max_prompt_length, cfg.max_length)
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer = _trainer(stage, cfg, load_merged_causal_lm(base), tok, rows, tmp)
+            model = trainer.model
+            model.train()
+            batches = [trainer._prepare_inputs(b) for b in trainer.get_train_dataloader()][:steps]
+            times: dict[str, list[float]] = {s: [] for s in SETUPS}
+            threads = {}
+            for batch in batches:
+                for setup in SETUPS:
+                    threads[setup] = 1 if setup == "today" else auto_threads()
+                    torch.set_num_threads(threads[setup])
+                    t0 = time.perf_counter()
+                    if stage == "dpo" and setup == "today":
+                        from trl import DPOTrainer
+
+                        loss = DPOTrainer._compute_loss(trainer, model, batch, False)
+                    else:
+                        loss = trainer.compute_loss(model, batch)
+                    loss.backward()
+                    times[setup].append(time.perf_counter() - t0)
+                    model.zero_grad(set_to_none=True)
+        pairs = cfg.batch_size * len(batches)
+        for setup in SETUPS:
+            rows_out.append({"stage": stage, "setup": setup, "threads": threads[setup], "pairs": pairs,
+                             "seconds": round(sum(times[setup]), 2),
+                             "pairs_per_s": round(pairs / sum(times[setup]), 4)})
+            print(json.dumps(rows_out[-1]), flush=True)
+        ratios[stage] = round(sum(times["today"]) / sum(times["new"]), 2)
+        del trainer, model
+    print("speed-up new / today:", ratios)
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(out_path).write_text(json.dumps({
+        "rows": rows_out, "speedup": ratios, "cpus": os.cpu_count(), "load_avg": os.getloadavg(),
+        "others": busiest(), "params": params,
+        "note": "one process, today/new alternating per batch; a step = forward + backward of one training batch "
+                "(optimizer step excluded: LoRA, the same in both); today = 1 thread + TRL's own losses, new = "
+                "threads auto + completion-only chunked LM head for DPO"}, indent=2) + "\n")
+
+
 def busiest(n: int = 4) -> list[str]:
     ps = subprocess.run(["ps", "-eo", "pcpu,rss,args", "--sort=-pcpu"], capture_output=True, text=True, check=False).stdout
     mine = str(os.getpid())
@@ -108,7 +204,14 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/train_budget.json")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--child-out", help=argparse.SUPPRESS)
+    p.add_argument("--compare", action="store_true", help="today's set-up vs the new one, pairs/s per stage")
+    p.add_argument("--steps", type=int, default=3, help="--compare: batches per stage and set-up")
     a = p.parse_args()
+    if a.compare:
+        stages = [s for s in a.stages if s in TRAIN_STAGES and s != "ppo"]
+        compare(stages, a.params, a.out if a.out != p.get_default("out") else "benchmarks/results/train_speedup.json",
+                a.steps)
+        return
     if a.child:
         child(a.child, a.params, a.child_out)
         return

@@ -32,3 +32,17 @@ def test_clip_keeps_last_prompt_tokens_and_first_response_tokens(tmp_path):
     for side in ("chosen", "rejected"):
         assert row[side].startswith(c[side])
         assert len(tok(c["prompt"] + c[side])["input_ids"]) + 1 <= 40
+
+
+def test_pairwise_ci_fields_on_known_answer():
+    """150 wins in 200 pairs: accuracy 0.75, a seeded 95% bootstrap CI close to the normal one
+    (0.75 +- 1.96 * sqrt(0.75 * 0.25 / 200) = [0.690, 0.810]); all wins: a point CI at 1."""
+    chosen = torch.tensor([1.0] * 150 + [-1.0] * 50)
+    m = scoring.pairwise(chosen, torch.zeros(200))
+    assert m["heldout_accuracy"] == 0.75 and m["heldout_n"] == 200
+    ci = m["heldout_accuracy_ci95"]
+    assert abs(ci["low"] - 0.690) < 0.012 and abs(ci["high"] - 0.810) < 0.012
+    assert scoring.pairwise(chosen, torch.zeros(200))["heldout_accuracy_ci95"] == ci  # seeded
+    assert scoring.pairwise(torch.ones(5), torch.zeros(5))["heldout_accuracy_ci95"] == {"low": 1.0, "high": 1.0}
+    gain = scoring.mean_ci95([0.5, 1.5, 1.0, 2.0, 0.0, 1.0])  # a gain's CI brackets its mean
+    assert gain["low"] < 1.0 < gain["high"]

@@ -61,7 +61,7 @@ class TrainCommon:
     logging_steps: int = 5
     resume: bool = True                      # continue from outputs/checkpoints/<stage> if it matches
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    threads: int = 0                         # 0 = torch default
+    threads: int | Literal["auto"] = "auto"  # auto = the cores not busy elsewhere; 0 = torch default
     precision: Literal["float32", "bfloat16", "float16"] = "float32"  # mixed precision on GPUs
     gradient_checkpointing: bool = False
     optimizer: str = "adamw_torch"           # a transformers `optim` name (the study's DPO: rmsprop)
@@ -88,7 +88,7 @@ class TrainCommon:
         _require(self.max_steps == -1 or self.max_steps >= 1, f"{name}.max_steps", "must be -1 or >= 1")
         _require(self.save_steps >= 1, f"{name}.save_steps", "must be >= 1")
         _require(self.logging_steps >= 1, f"{name}.logging_steps", "must be >= 1")
-        _require(self.threads >= 0, f"{name}.threads", "must be >= 0")
+        _require(self.threads == "auto" or self.threads >= 0, f"{name}.threads", "must be >= 0 or auto")
         _require(self.warmup_steps >= 0, f"{name}.warmup_steps", "must be >= 0")
         _require(self.weight_decay >= 0, f"{name}.weight_decay", "must be >= 0")
         _require(0 < self.adam_beta2 < 1, f"{name}.adam_beta2", "must be in (0, 1)")

@@ -1,7 +1,8 @@
 """`rlhf-trust dpo`: DPO from the SFT model with the SFT model as the reference (TRL DPOTrainer).
 
 With LoRA (default) the reference is the same network with the adapter disabled: one model in
-memory instead of two. Reports held-out preference accuracy and implicit-reward margin.
+memory instead of two. The LM head runs on completion tokens only (train/fast_dpo.py). Reports
+held-out preference accuracy (with a bootstrap CI) and implicit-reward margin.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ STAGE = "dpo"
 
 def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None) -> dict:
     from datasets import Dataset
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOConfig
 
     from rlhf_trust.models import load_merged_causal_lm
+    from rlhf_trust.train.fast_dpo import trainer_class
 
     layout = layout or common.Layout()
     inp = common.stage_inputs(STAGE, cfg, layout)
@@ -30,7 +32,7 @@ def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None)
                            loss_type=[cfg.loss_type])
     resume = common.checkpoint_to_resume(
         ckpt_dir, common.fingerprint(cfg, {"data": md5, "parent": common.model_md5(parent)}), cfg.resume)
-    trainer = DPOTrainer(model=model, ref_model=ref, args=args, train_dataset=train, processing_class=tok,
+    trainer = trainer_class()(model=model, ref_model=ref, args=args, train_dataset=train, processing_class=tok,
                          peft_config=peft, callbacks=[common.nan_guard(STAGE)] + list(callbacks or []))
     common.train(trainer, resume)
     metrics = {**common.train_metrics(trainer), **common.count_params(trainer.model),

@@ -276,8 +276,12 @@ def heldout_metrics(policy, reward, tok, rows: list[dict], cfg, sft_dir: Path) -
 
         sft = generate_and_score(load_merged_causal_lm(sft_dir).to(next(policy.parameters()).device),
                                  reward, tok, prompts, cfg)
-    return {"heldout_prompts": len(prompts), "heldout_reward_policy": float(final.mean()),
-            "heldout_reward_sft": float(sft.mean()), "heldout_reward_gain": float((final - sft).mean())}
+    from rlhf_trust.train.scoring import mean_ci95
+
+    gain = final - sft  # per held-out prompt: the bootstrap unit
+    return {"heldout_prompts": len(prompts), "heldout_n": len(prompts), "heldout_reward_policy": float(final.mean()),
+            "heldout_reward_sft": float(sft.mean()), "heldout_reward_gain": float(gain.mean()),
+            "heldout_reward_gain_ci95": mean_ci95(gain.numpy(), cfg.seed)}
 
 
 def cli(args) -> int:

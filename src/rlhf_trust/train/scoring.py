@@ -81,9 +81,29 @@ def reward_scores(model: Any, tok: Any, prompts: list[str], responses: list[str]
     return torch.cat(scores)
 
 
-def pairwise(chosen: Any, rejected: Any, prefix: str = "heldout_") -> dict[str, float]:
-    """Accuracy (chosen strictly above rejected), mean margin and mean scores of paired scores."""
+BOOTSTRAP_SAMPLES = 2000
+
+
+def mean_ci95(values: Any, seed: int = 0) -> dict[str, float]:
+    """95% percentile-bootstrap CI of the mean over units (pairs, prompts), seeded: {low, high}."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2 or np.ptp(v) == 0:  # one unit or all equal: every resample has the same mean
+        m = float(v.mean()) if len(v) else float("nan")
+        return {"low": m, "high": m}
+    res = bootstrap((v,), np.mean, n_resamples=BOOTSTRAP_SAMPLES, confidence_level=0.95, method="percentile",
+                    rng=np.random.default_rng(seed))
+    return {"low": float(res.confidence_interval.low), "high": float(res.confidence_interval.high)}
+
+
+def pairwise(chosen: Any, rejected: Any, prefix: str = "heldout_", seed: int = 0) -> dict[str, Any]:
+    """Accuracy (chosen strictly above rejected) with its bootstrap CI over pairs, n, mean margin
+    and mean scores of paired scores."""
     margin = chosen - rejected
-    return {f"{prefix}accuracy": float((margin > 0).float().mean()), f"{prefix}margin": float(margin.mean()),
+    wins = (margin > 0).float()
+    return {f"{prefix}accuracy": float(wins.mean()), f"{prefix}accuracy_ci95": mean_ci95(wins.numpy(), seed),
+            f"{prefix}n": len(margin), f"{prefix}margin": float(margin.mean()),
             f"{prefix}pairs": len(margin), f"{prefix}reward_chosen_mean": float(chosen.mean()),
             f"{prefix}reward_rejected_mean": float(rejected.mean())}

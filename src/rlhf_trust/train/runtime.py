@@ -1,0 +1,58 @@
+"""Process set-up shared by the training stages: threads, seeds, ranks under `accelerate launch`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+
+def setup_runtime(cfg: Any) -> None:
+    """Threads, seeds and environment for a reproducible run."""
+    import torch
+    from transformers import set_seed
+
+    os.environ.setdefault("MLFLOW_MAX_LOG_PARAMS", "0")  # the stage logs its own params; TRL's would clash
+    threads = auto_threads() if cfg.threads == "auto" else cfg.threads
+    if threads:
+        torch.set_num_threads(threads)
+    set_seed(cfg.seed)
+
+
+def auto_threads() -> int:
+    """`threads: auto`: the cores this process may use that are not running something else right
+    now (/proc/loadavg's runnable count, this process excluded), at least 1. Torch threads on a core
+    another process holds wait on each other (measured 5-10x slower on this shared machine)."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        running = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return cores
+    return max(1, min(cores, cores - (running - 1)))
+
+
+def is_main_process() -> bool:
+    """Rank 0 under `accelerate launch`/torchrun (RANK is set by both), else True."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def barrier() -> None:
+    """Wait for every process (no-op when not distributed). Call after the TRL config exists:
+    reading `args.device` there initialises torch.distributed under `accelerate launch`."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def use_cpu(cfg: Any) -> bool:
+    from rlhf_trust.models.store import resolve_device
+
+    return resolve_device(cfg.device) == "cpu"
+
+
+def warn(stage: str, message: str) -> None:
+    """One warning line on stderr (the pipeline carries on)."""
+    import sys
+
+    print(f"rlhf-trust {stage}: warning: {message}", file=sys.stderr, flush=True)

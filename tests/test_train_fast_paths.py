@@ -1,0 +1,123 @@
+"""The cheaper training paths equal the plain ones on a fixed batch (loss and LoRA gradients within
+1e-4), on tiny-gpt-neox and on a tiny Gemma 3 built from its config (no downloads):
+- DPO: completion-only chunked LM head (train/fast_dpo.py) vs TRL's full-logits `_compute_loss`,
+  for the policy loss and for the reference log-probs;
+- SFT: TRL's completion-only chunked NLL (the stage's loss) vs the plain full-logits NLL;
+- RM: the sequence classifier has no LM head at all (one score per sequence)."""
+
+import copy
+
+import pytest
+import torch
+from train_support import hh_pairs
+
+from rlhf_trust.train import common
+
+torch.set_num_threads(1)
+
+
+def _tiny(arch: str):
+    from rlhf_trust.models.tiny import build
+
+    model, tok = build([r["prompt"] + r["chosen"] for r in hh_pairs(60)], hidden_size=32, layers=2, heads=4,
+                       vocab_size=384)
+    if arch == "gemma3":
+        from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+        torch.manual_seed(0)
+        cfg = Gemma3TextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                               num_attention_heads=4, num_key_value_heads=1, head_dim=8, sliding_window=16,
+                               final_logit_softcapping=30.0, pad_token_id=tok.pad_token_id,
+                               eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+        cfg._attn_implementation = "sdpa"
+        model = Gemma3ForCausalLM(cfg)
+    return model, tok
+
+
+def _lora(model):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(1)  # init_lora_weights=False: B != 0, so the policy differs from its reference
+    return get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM",
+                                            init_lora_weights=False))
+
+
+def _grads(model) -> dict:
+    return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
+
+
+def _close(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys() and a
+    for k, v in a.items():
+        torch.testing.assert_close(v, b[k], atol=1e-4, rtol=1e-4, msg=k)
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "gemma3"])
+def test_dpo_fast_path_equals_trl(arch, tmp_path):
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    from rlhf_trust.train.fast_dpo import trainer_class
+
+    model, tok = _tiny(arch)
+    rows = common.clip(tok, hh_pairs(4, max_chars=200), 40, 80)
+    args = DPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_length=80, report_to=[],
+                     use_cpu=True, beta=0.1, seed=0)
+    trainer = trainer_class()(model=_lora(model), ref_model=None, args=args, processing_class=tok,
+                              train_dataset=Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")}
+                                                               for r in rows]))
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    assert batch["completion_mask"].sum() < batch["attention_mask"].sum()  # prompt tokens are skipped
+    m = trainer.model
+    m.train()
+    torch.manual_seed(2)  # TRL keeps the given adapter's initial copy as "ref": move the policy away from it
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            if p.requires_grad and "lora_B" in n:
+                p.add_(0.05 * torch.randn_like(p))
+    fast = trainer.compute_loss(m, batch)
+    fast.backward()
+    g_fast = _grads(m)
+    m.zero_grad()
+    plain = DPOTrainer._compute_loss(trainer, m, batch, False)
+    plain.backward()
+    assert abs(float(fast) - float(plain)) < 1e-4 and float(plain) != pytest.approx(0.6931, abs=1e-3)
+    _close(g_fast, _grads(m))
+    ref_fast = torch.cat(trainer.compute_ref_log_probs(m, batch))
+    ref_plain = torch.cat(DPOTrainer.compute_ref_log_probs(trainer, m, batch))
+    torch.testing.assert_close(ref_fast, ref_plain, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "gemma3"])
+def test_sft_chunked_completion_loss_equals_plain_nll(arch, tmp_path):
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    model, tok = _tiny(arch)
+    rows = common.clip(tok, hh_pairs(4, max_chars=200), 40, 80)
+    data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["chosen"]} for r in rows])
+    peft = _lora(model)
+    out = {}
+    for loss_type in ("chunked_nll", "nll"):
+        args = SFTConfig(output_dir=str(tmp_path / loss_type), per_device_train_batch_size=4, max_length=80,
+                         report_to=[], use_cpu=True, completion_only_loss=True, loss_type=loss_type, seed=0)
+        trainer = SFTTrainer(model=copy.deepcopy(peft), args=args, train_dataset=data, processing_class=tok)
+        batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+        trainer.model.train()
+        loss = trainer.compute_loss(trainer.model, batch)
+        loss.backward()
+        out[loss_type] = (float(loss), _grads(trainer.model))
+    assert abs(out["chunked_nll"][0] - out["nll"][0]) < 1e-4
+    _close(out["chunked_nll"][1], out["nll"][1])
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "gemma3"])
+def test_reward_model_has_no_lm_head(arch):
+    from rlhf_trust.models import seq_cls_from_causal
+
+    model, tok = _tiny(arch)
+    rm = seq_cls_from_causal(model, num_labels=1)
+    assert rm.get_output_embeddings() is None
+    assert not [n for n, _ in rm.named_modules() if n.endswith(("lm_head", "embed_out"))]
+    ids = torch.tensor([tok("\n\nHuman: hi\n\nAssistant: hello")["input_ids"]])
+    assert rm(input_ids=ids).logits.shape == (1, 1)
