@@ -121,3 +121,22 @@ def test_reward_model_has_no_lm_head(arch):
     assert not [n for n, _ in rm.named_modules() if n.endswith(("lm_head", "embed_out"))]
     ids = torch.tensor([tok("\n\nHuman: hi\n\nAssistant: hello")["input_ids"]])
     assert rm(input_ids=ids).logits.shape == (1, 1)
+
+
+@pytest.mark.parametrize(("running", "threads"), [([1, 1, 1], 2), ([3, 2, 4], 1), ([2, 1, 2], 2), ([9, 9, 9], 1)])
+def test_auto_threads_leaves_busy_cores_alone(monkeypatch, running, threads):
+    """`threads: auto` on 2 cores: 2 when only this process runs (the least of the readings), else 1."""
+    from rlhf_trust.train import runtime
+
+    readings = iter(running)
+
+    class FakePath:
+        def __init__(self, _p):
+            pass
+
+        def read_text(self):
+            return f"0.5 0.5 0.5 {next(readings)}/150 999\n"
+
+    monkeypatch.setattr(runtime, "Path", FakePath)
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda _pid: {0, 1})
+    assert runtime.auto_threads(samples=len(running)) == threads

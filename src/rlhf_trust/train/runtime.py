@@ -19,16 +19,23 @@ def setup_runtime(cfg: Any) -> None:
     set_seed(cfg.seed)
 
 
-def auto_threads() -> int:
+def auto_threads(samples: int = 5) -> int:
     """`threads: auto`: the cores this process may use that are not running something else right
-    now (/proc/loadavg's runnable count, this process excluded), at least 1. Torch threads on a core
+    now (/proc/loadavg's runnable count, this process excluded; the least of a few readings 20 ms
+    apart, so a passing background thread does not count), at least 1. Torch threads on a core
     another process holds wait on each other (measured 5-10x slower on this shared machine)."""
+    import time
+
     cores = len(os.sched_getaffinity(0))
-    try:
-        running = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
-    except (OSError, ValueError, IndexError):
-        return cores
-    return max(1, min(cores, cores - (running - 1)))
+    running = []
+    for i in range(samples):
+        try:
+            running.append(int(Path("/proc/loadavg").read_text().split()[3].split("/")[0]))
+        except (OSError, ValueError, IndexError):
+            return cores
+        if i + 1 < samples:
+            time.sleep(0.02)
+    return max(1, min(cores, cores - (min(running) - 1)))
 
 
 def is_main_process() -> bool:
