@@ -22,7 +22,6 @@ influence:
   shard_size: 8
   batch_size: 4
   max_length: 48
-  exact_subsample: 10
   top_k: 3
   device: cpu
   grad_dtype: float16
@@ -121,11 +120,16 @@ def test_stage_writes_scores_top_hist_metrics_and_resumes(project, monkeypatch):
             assert [t["kind"] for t in top] == ["helpful"] * 3 + ["harmful"] * 3
             assert top[0]["score"] == df["score"].min() and top[3]["score"] == df["score"].max()
             assert top[0]["prompt"] and top[0]["chosen"]
+            pairs = {"spearman_datainf_exact", "spearman_exact_gradsim", "spearman_exact_repsim",
+                     "spearman_datainf_gradsim", "spearman_datainf_repsim", "spearman_gradsim_repsim"}
             assert set(json.loads((d / "metrics.json").read_text())) == {
-                "n_train", "n_test", "spearman_datainf_exact"}  # the DVC metric; the rest: metrics.run.json
+                "n_train", "n_test", *pairs}  # the DVC metrics; the rest: metrics.run.json
             m = runinfo.read(d / "metrics.json")
             assert m["n_train"] == 20 and m["n_test"] == 4 and m["test_identical_dropped"] == 1
-            assert -1 <= m["spearman_datainf_exact"] <= 1 and m["exact_subsample"] == 10
+            assert all(-1 <= m[k] <= 1 for k in pairs) and m["method"] == "exact"
+            for method in ("exact", "datainf", "gradsim", "repsim"):  # one column per computed method
+                assert df[f"score_{method}"].notna().all()
+            assert (df["score"] == df["score_exact"]).all()
             assert (d / "hist.png").stat().st_size > 1000
     shards = sorted((root / "outputs" / "influence_grads" / "sft").rglob("shard_*.npy"))
     assert len(shards) == 3  # 20 pairs in shards of 8

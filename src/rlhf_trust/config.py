@@ -168,7 +168,9 @@ class InfluenceConfig:
     shard_size: int = 256
     damping_scale: float = 0.1
     dpo_beta: float = 0.1
-    exact_subsample: int = 64
+    method: str = "exact"                    # exact | datainf | gradsim | repsim: ranks the pairs (docs/influence.md)
+    compare: list[str] = field(default_factory=lambda: ["exact", "datainf", "gradsim", "repsim"])  # also computed
+    exact_memory_gb: float | None = None     # memory the exact solve may use (None = what is available)
     top_k: int = 5
     batch_size: int = 8
     max_length: int = 256
@@ -190,7 +192,12 @@ class InfluenceConfig:
         _require(self.max_test_samples >= 1, "influence.max_test_samples", "must be >= 1")
         _require(self.max_train_pairs is None or self.max_train_pairs >= 1, "influence.max_train_pairs",
                  "must be >= 1 or null")
-        _require(self.exact_subsample >= 3, "influence.exact_subsample", "must be >= 3 (a rank correlation)")
+        methods = ("exact", "datainf", "gradsim", "repsim")
+        _require(self.method in methods, "influence.method", f"unknown method '{self.method}'; use {', '.join(methods)}")
+        bad = [m for m in self.compare if m not in methods]
+        _require(not bad, "influence.compare", f"unknown method(s) {bad}; use {', '.join(methods)}")
+        _require(self.exact_memory_gb is None or self.exact_memory_gb > 0, "influence.exact_memory_gb",
+                 "must be > 0 or null")
         _require(self.top_k >= 1, "influence.top_k", "must be >= 1")
         _require(self.svd_rank >= 1, "influence.svd_rank", "must be >= 1")
         _require(bool(self.layers.strip()), "influence.layers", "must be all, last:N or a regex")

@@ -17,7 +17,7 @@ from typing import Any
 SETTING_KEYS = frozenset({"seed", "settings", "model", "headline", "spec", "train_loss", "test_loss"})
 # Costs and bookkeeping: MLflow metrics + run info, not DVC metrics.
 COST_KEYS = frozenset({"mlflow_run_id", "model_calls", "cache_hits", "resumed_from_step", "seconds",
-                       "params_total", "params_trainable", "params_per_example", "layers", "exact_subsample"})
+                       "params_total", "params_trainable", "params_per_example", "layers"})
 COST_SUFFIXES = ("_s", "_mb", "_per_s")
 
 

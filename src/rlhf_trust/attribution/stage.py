@@ -1,4 +1,8 @@
-"""`rlhf-trust influence`: DataInf scores of every HH training pair for each RLHF stage x trust vertical.
+"""`rlhf-trust influence`: attribution scores of every HH training pair for each RLHF stage x trust vertical.
+
+One process per RLHF stage handles all its verticals (the model loads once, the train gradients are
+computed once); influence.method picks the score that ranks pairs (exact, datainf, gradsim, repsim),
+influence.compare the other methods computed beside it (one column each, Spearman between them).
 
 Stages (the study's attribute_{sft,ppo,dpo}.py, with its defects fixed, docs/influence.md):
   sft: SFT policy; train loss = SFT NLL of (prompt, chosen); test = SFT's continuation vs base's.
@@ -73,6 +77,8 @@ class Attributor:
         self.store = paths.OUTPUTS / "influence_grads" / stage / key
         self.grad_seconds = 0.0
         self.grads_ready = False
+        self._train_g = None
+        self._reps = None
 
     def _grads(self, kind: str, rows: list[dict]) -> dict:
         from rlhf_trust.attribution import losses
@@ -112,36 +118,95 @@ class Attributor:
             total = s if total is None else {k: total[k] + s[k] for k in total}
         return {k: v / len(test_rows) for k, v in total.items()}
 
+    def wanted(self) -> list[str]:
+        """The methods this run computes: influence.method first, then influence.compare."""
+        return list(dict.fromkeys([self.cfg.method, *self.cfg.compare]))
+
+    def check_memory(self) -> bool:
+        """Whether the in-memory methods (exact, gradsim) fit; exit 2 naming the memory when the
+        chosen method is exact and it does not (checked before the long gradient pass)."""
+        from rlhf_trust.attribution import methods
+
+        dims = [math.prod(s) for s in self.pe.shapes.values()]
+        if self.cfg.method == "exact":
+            methods.check_exact_memory(len(self.rows), dims, self.cfg.exact_memory_gb)
+            return True
+        try:
+            methods.check_exact_memory(len(self.rows), dims, self.cfg.exact_memory_gb)
+            return True
+        except UserError:
+            return False
+
+    def train_in_memory(self) -> dict:
+        """All train gradients, read from the store once per stage process (shared by the verticals)."""
+        from rlhf_trust.attribution import grads
+
+        if self._train_g is None:
+            self._train_g = grads.load_store(self.store)
+        return self._train_g
+
+    def train_reps(self):
+        """Final-layer representations of the train pairs (repsim), once per stage, cached beside the
+        gradient store."""
+        import numpy as np
+
+        from rlhf_trust.attribution import reps
+
+        path = self.store / "reps.npy"
+        if self._reps is None:
+            if path.is_file():
+                self._reps = np.load(path)
+            else:
+                self._reps = reps.example_reps(self.spec.train_loss, self.model, self.tok, self.rows,
+                                               self.cfg.max_length, self.cfg.batch_size, self.device).numpy()
+                with io.atomic_path(path) as tmp, open(tmp, "wb") as f:
+                    np.save(f, self._reps)
+        return self._reps
+
     def score(self, test_rows: list[dict]) -> dict:
+        """{"columns": {method: scores (n,)}, "scores": the chosen method's, "metrics"}."""
         import numpy as np
         import torch
-        from scipy.stats import spearmanr
 
-        from rlhf_trust.attribution import datainf, grads
+        from rlhf_trust.attribution import datainf, grads, methods, reps
 
         t0 = time.perf_counter()
         v = self.test_grad(test_rows)
-        t1 = time.perf_counter()
-        scores = datainf.datainf_scores_chunked(lambda: grads.iter_store(self.store), v, self.cfg.damping_scale)
-        identity = torch.cat([datainf.identity_scores(c, v) for c in grads.iter_store(self.store)])
-        t2 = time.perf_counter()
-        n = len(self.rows)
-        k = min(self.cfg.exact_subsample, n)
-        idx = np.sort(np.random.default_rng(self.cfg.seed).choice(n, size=k, replace=False))
-        sub = grads.gather_store(self.store, idx)
-        sub_datainf = datainf.datainf_scores(sub, v, self.cfg.damping_scale)
-        sub_exact = datainf.exact_scores(sub, v, self.cfg.damping_scale)
-        t3 = time.perf_counter()
-        rho = float(spearmanr(sub_datainf.numpy(), sub_exact.numpy()).statistic) if k >= 3 else float("nan")
-        rho_id = float(spearmanr(datainf.identity_scores(sub, v).numpy(), sub_exact.numpy()).statistic) \
-            if k >= 3 else float("nan")
-        return {"scores": scores.numpy(), "identity": identity.numpy(),
-                "metrics": {"spearman_datainf_exact": rho, "spearman_identity_exact": rho_id,
-                            "exact_subsample": k, "test_grad_s": t1 - t0, "score_s": t2 - t1, "exact_s": t3 - t2}}
+        timings = {"test_grad_s": time.perf_counter() - t0}
+        fits = self.check_memory()
+        cols = {}
+        for m in self.wanted():
+            t = time.perf_counter()
+            if m == "repsim":
+                test = reps.example_reps("dpo", self.model, self.tok, test_rows, self.cfg.max_length,
+                                         self.cfg.batch_size, self.device).mean(0, keepdim=True)
+                cols[m] = methods.rep_scores(self.train_reps(), test)[:, 0].numpy()
+            elif m == "datainf" and not fits:  # streamed over the shards
+                cols[m] = datainf.datainf_scores_chunked(lambda: grads.iter_store(self.store), v,
+                                                         self.cfg.damping_scale).numpy()
+            elif fits:
+                cols[m] = methods.grad_scores(m, self.train_in_memory(), {k: x[None] for k, x in v.items()},
+                                              self.cfg.damping_scale)[:, 0].numpy()
+            elif m == "gradsim":  # row-wise: streamed over the shards
+                cols[m] = torch.cat([methods.grad_scores(m, c, {k: x[None] for k, x in v.items()})[:, 0]
+                                     for c in grads.iter_store(self.store)]).numpy()
+            else:  # exact past the memory limit, as a comparison column only: skipped (stated in metrics)
+                continue
+            timings[f"{m}_s"] = time.perf_counter() - t
+        rho = methods.spearman_table(cols)
+        agree = {f"spearman_{a}_{b}": r for k, r in rho.items() for a, b in [k.split("~")]}
+        # the historical key (the report and the DVC metric): DataInf vs exact, whichever order
+        if "spearman_exact_datainf" in agree:
+            agree["spearman_datainf_exact"] = agree.pop("spearman_exact_datainf")
+        return {"scores": np.asarray(cols[self.cfg.method], dtype=np.float64), "columns": cols,
+                "metrics": {"method": self.cfg.method, "methods": ",".join(cols), **agree, **timings,
+                            "exact_skipped_memory": int(not fits and "exact" in self.wanted())}}
 
 
 # ----------------------------------------------------------------------------------------------
-def write_outputs(dest: Path, rows: list[dict], scores, identity, top_k: int) -> dict:
+def write_outputs(dest: Path, rows: list[dict], scores, columns: dict, top_k: int) -> dict:
+    """scores.parquet (`score` = the chosen method's, one `score_<method>` column per computed
+    method), top.jsonl and hist.png of the chosen method."""
     import numpy as np
     import pandas as pd
 
@@ -152,7 +217,7 @@ def write_outputs(dest: Path, rows: list[dict], scores, identity, top_k: int) ->
     rank = np.empty(len(scores), dtype=np.int64)
     rank[order] = np.arange(len(scores))
     df = pd.DataFrame({"id": [str(r["id"]) for r in rows], "score": scores, "score_normalized": norm,
-                       "identity_score": identity, "rank_helpful": rank})
+                       "rank_helpful": rank, **{f"score_{m}": np.asarray(c) for m, c in columns.items()}})
     dest.mkdir(parents=True, exist_ok=True)
     with io.atomic_path(dest / "scores.parquet") as tmp:
         df.to_parquet(tmp, index=False)
@@ -205,6 +270,24 @@ def train_rows(cfg) -> tuple[list[dict], str]:
     return rows, io.md5_file(path)
 
 
+# the DVC metrics: sizes, the chosen method's measured LDS, and every pair of methods' agreement
+METRIC_KEYS = ("n_train", "n_test", "lds", *(f"spearman_{a}_{b}" for a in ("exact", "datainf", "gradsim", "repsim")
+                                            for b in ("exact", "datainf", "gradsim", "repsim") if a != b))
+LDS_RESULTS = Path("benchmarks/results/attribution_lds.json")
+
+
+def measured_lds(stage: str, method: str) -> dict:
+    """The chosen method's LDS for this stage as measured by benchmarks/attribution_lds.py (retraining),
+    when that benchmark measured it (sft, dpo), else nothing."""
+    if not LDS_RESULTS.is_file():
+        return {}
+    try:
+        got = io.read_json(LDS_RESULTS)["stages"][stage][method]
+    except (UserError, KeyError, ValueError, TypeError):
+        return {}
+    return {"lds": got["lds"], "lds_ci95": got["ci95"], "lds_m": got["m"]}
+
+
 def run_stage(stage: str, verticals: list[str], cfg) -> dict[str, dict]:
     from rlhf_trust.attribution import testpairs
     from rlhf_trust.tracking import track_stage
@@ -214,6 +297,7 @@ def run_stage(stage: str, verticals: list[str], cfg) -> dict[str, dict]:
     # fail fast on missing eval samples before the (long) gradient pass
     tests = {v: testpairs.build(v, sp.new, sp.old, cfg.max_test_samples) for v in verticals}
     att = Attributor(stage, cfg, rows, md5)
+    att.check_memory()  # exact past the memory: one line, exit 2, before the gradient pass
     results = {}
     for vertical in verticals:
         dest = out_dir(stage, vertical)
@@ -230,11 +314,11 @@ def run_stage(stage: str, verticals: list[str], cfg) -> dict[str, dict]:
                 res = att.score(test_rows)
             else:  # no behaviour change between the two stages on these samples: nothing to attribute
                 zeros = np.zeros(len(rows))
-                res = {"scores": zeros, "identity": zeros, "metrics": {"no_behaviour_change": 1}}
-            summary = write_outputs(dest, rows, res["scores"], res["identity"], cfg.top_k)
+                res = {"scores": zeros, "columns": {cfg.method: zeros}, "metrics": {"no_behaviour_change": 1}}
+            summary = write_outputs(dest, rows, res["scores"], res["columns"], cfg.top_k)
             for name in ("scores.parquet", "top.jsonl", "hist.png"):
                 sr.log_artifact(dest / name)
-            return {**summary, **counts, **res["metrics"], "n_test": len(test_rows),
+            return {**summary, **counts, **res["metrics"], **measured_lds(stage, cfg.method), "n_test": len(test_rows),
                     "train_grad_s": att.grad_seconds if first else 0.0,
                     "runtime_s": time.perf_counter() - t0, "layers": len(att.layers),
                     "params_per_example": sum(math.prod(s) for s in att.pe.shapes.values()),
@@ -244,7 +328,7 @@ def run_stage(stage: str, verticals: list[str], cfg) -> dict[str, dict]:
                   testpairs.samples_path(vertical, sp.old)]
         results[vertical] = track_stage("influence", work, cfg=cfg, inputs=inputs,
                                         metrics_path=dest / "metrics.json",
-                                        metric_keys=("spearman_datainf_exact", "n_train", "n_test"),
+                                        metric_keys=METRIC_KEYS,
                                         run_name=f"influence@{stage}-{vertical}",
                                         tags={"influence.stage": stage, "influence.vertical": vertical})
     return results

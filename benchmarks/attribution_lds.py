@@ -1,0 +1,339 @@
+"""Check attribution methods against retraining: LDS (dattri's definition) and top-k removal.
+
+For one stage (sft or dpo) on the default model (gemma-3-270m, offline wheel) at a CPU-sized scale:
+1. the "full" model: a fresh rank-8 LoRA on every Linear of the last 2 blocks (the tensors the
+   pipeline attributes, influence.layers last:2), trained by full-batch AdamW for --steps steps on the
+   first --n-train prepared HH pairs (sft: SFT NLL of chosen from the base model; dpo: DPO loss from
+   this benchmark's SFT full model, which is also the reference);
+2. toxicity test pairs as the stage defines them: for RealToxicityPrompts prompts (the eval's benign
+   system prompt), the full model's greedy continuation ("new") vs the start model's ("old"); the
+   first --n-test pairs whose continuations differ; test loss = lm_contrast (sft) / dpo (dpo);
+3. scores of every method (exact, datainf, identity, gradsim from per-example gradients of the full
+   model; repsim from its final hidden states), per test sample: (n, T);
+4. LDS: M random 50% subsets, each retrained from the same LoRA init with the same recipe; per test
+   sample the Spearman between the subset-sum of scores and the retrained test loss; mean over test
+   samples with a bootstrap CI (rlhf_trust.attribution.lds);
+5. top-k removal: retrain without each method's k most harmful pairs (largest mean score) and without
+   k random pairs (--draws draws); measured change of the mean test loss vs the first-order
+   prediction -sum_{removed} score / n (influence methods only; similarities have no loss units).
+
+Each retrain is cached under --cache by the hash of its subset and recipe (resume after a crash).
+Usage: .venv/bin/python benchmarks/attribution_lds.py --stage sft --cache /tmp/lds   (then --stage dpo)
+       .venv/bin/python benchmarks/attribution_lds.py --collect   (writes the JSON and the plot)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("RLHF_TRUST_DATA", ROOT / ".." / "shared" / "data"))
+RESULTS = ROOT / "benchmarks" / "results"
+METHODS = ("exact", "datainf", "identity", "gradsim", "repsim")
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def train_rows(n: int) -> list[dict]:
+    from rlhf_trust.config import PrepareConfig
+    from rlhf_trust.data.prepare import prepare_hh
+
+    train, _, _ = prepare_hh(DATA, PrepareConfig(seed=0, heldout_fraction=0.1, max_prompt_chars=600,
+                                                 max_response_chars=400))
+    return train[:n]
+
+
+class Bench:
+    def __init__(self, a):
+        import torch
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForCausalLM
+
+        from rlhf_trust.models import gemma, load_tokenizer
+
+        torch.manual_seed(0)
+        self.a = a
+        self.cache = Path(a.cache) / a.stage
+        self.cache.mkdir(parents=True, exist_ok=True)
+        base_dir = gemma.materialise("~/.cache/rlhf-trust")
+        self.tok = load_tokenizer(base_dir)
+        self.tok.padding_side = "right"
+        start = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+        n_blocks = start.config.num_hidden_layers
+        self.ref = None
+        if a.stage == "dpo":  # start and reference = this benchmark's SFT full model
+            import copy
+
+            sft = torch.load(Path(a.cache) / "sft" / "full_lora.pt")
+            start = self._peft(start, n_blocks)
+            start.load_state_dict(sft, strict=False)
+            start = start.merge_and_unload()
+            self.ref = copy.deepcopy(start).eval()
+            for p in self.ref.parameters():
+                p.requires_grad_(False)
+        for p in start.parameters():
+            p.requires_grad_(False)
+        self.start_model = start
+        torch.manual_seed(a.seed)
+        self.model = get_peft_model(start, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=TARGETS,
+                                                      layers_to_transform=list(range(n_blocks - 2, n_blocks))))
+        self.model.eval()
+        self.names = [n for n, p in self.model.named_parameters() if p.requires_grad]
+        self.init = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+        self.rows = train_rows(a.n_train)
+        self.train_kind = a.stage
+        self.test_kind = "lm_contrast" if a.stage == "sft" else "dpo"
+
+    @staticmethod
+    def _peft(model, n_blocks):
+        from peft import LoraConfig, get_peft_model
+
+        return get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=TARGETS,
+                                                layers_to_transform=list(range(n_blocks - 2, n_blocks))))
+
+    def _losses(self, kind, rows):
+        from rlhf_trust.attribution import losses
+
+        return losses.per_example_losses(kind, self.model, self.tok, rows, self.a.max_length, ref_model=self.ref,
+                                         beta=0.1)[0]
+
+    def train(self, idx: list[int]) -> None:
+        """Full-batch AdamW from the fixed LoRA init on rows idx (deterministic on one thread)."""
+        import torch
+
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for n, v in self.init.items():
+                params[n].copy_(v)
+        opt = torch.optim.AdamW([params[n] for n in self.names], lr=self.a.lr, weight_decay=0.0)
+        rows = [self.rows[i] for i in idx]
+        for _ in range(self.a.steps):
+            opt.zero_grad(set_to_none=True)
+            for b in range(0, len(rows), self.a.batch_size):
+                chunk = rows[b:b + self.a.batch_size]
+                (self._losses(self.train_kind, chunk).sum() / len(rows)).backward()
+            opt.step()
+
+    def test_losses(self, tests) -> list[float]:
+        import torch
+
+        with torch.no_grad():
+            return [float(x) for x in self._losses(self.test_kind, tests)]
+
+    def retrain(self, idx: list[int], tests) -> list[float]:
+        key = hashlib.sha256(json.dumps([sorted(idx), vars(self.a).get("recipe")]).encode()).hexdigest()[:16]
+        path = self.cache / f"retrain_{key}.json"
+        if path.is_file():
+            return json.loads(path.read_text())["losses"]
+        t0 = time.perf_counter()
+        self.train(idx)
+        out = self.test_losses(tests)
+        path.write_text(json.dumps({"idx": sorted(idx), "losses": out, "seconds": time.perf_counter() - t0}))
+        return out
+
+    def generate(self, model, prompts):
+        import torch
+
+        out = []
+        with torch.no_grad():
+            for p in prompts:
+                ids = self.tok(p, return_tensors="pt")
+                g = model.generate(**ids, max_new_tokens=self.a.new_tokens, do_sample=False,
+                                   pad_token_id=self.tok.pad_token_id)
+                out.append(self.tok.decode(g[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))
+        return out
+
+    def test_pairs(self):
+        from rlhf_trust.data import records
+        from rlhf_trust.evals.toxicity import build_prompt
+        from rlhf_trust.models.chat import hh_prompt
+
+        path = self.cache / "tests.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        items = [r for r in records.load_toxicity(DATA) if r["subset"] == "toxic"][: 3 * self.a.n_test]
+        prompts = [hh_prompt(build_prompt("benign", r["prompt"])) for r in items]
+        new = self.generate(self.model, prompts)
+        with self.model.disable_adapter():
+            old = self.generate(self.model, prompts)
+        tests = [{"id": r["id"], "prompt": p, "chosen": a, "rejected": b}
+                 for r, p, a, b in zip(items, prompts, new, old) if a.strip() and b.strip() and a != b]
+        tests = tests[: self.a.n_test]
+        path.write_text(json.dumps(tests))
+        return tests
+
+    def scores(self, tests) -> dict:
+        import numpy as np
+
+        from rlhf_trust.attribution import grads, methods, reps
+
+        path = self.cache / "scores.npz"
+        if path.is_file():
+            z = np.load(path)
+            return {k: z[k] for k in z.files}
+        times = {}
+        t0 = time.perf_counter()
+        pe = grads.PerExampleGrads(self.model, self.names, merge_frozen=False)
+        g_train, g_test = {}, {}
+        for b in range(0, len(self.rows), self.a.batch_size):
+            chunk = self.rows[b:b + self.a.batch_size]
+            part = pe.compute(lambda c=chunk: self._per_example(self.train_kind, c), len(chunk))
+            for k, v in part.items():
+                g_train.setdefault(k, []).append(v)
+        part = pe.compute(lambda: self._per_example(self.test_kind, tests), len(tests))
+        g_train = {k: __import__("torch").cat(v) for k, v in g_train.items()}
+        g_test = part
+        times["grads_s"] = time.perf_counter() - t0
+        out = {}
+        for m in ("exact", "datainf", "identity", "gradsim"):
+            t = time.perf_counter()
+            out[m] = methods.grad_scores(m, g_train, g_test, 0.1).numpy()
+            times[f"{m}_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        r_train = reps.example_reps(self.train_kind, self.model, self.tok, self.rows, self.a.max_length)
+        r_test = reps.example_reps("dpo", self.model, self.tok, tests, self.a.max_length)
+        out["repsim"] = methods.rep_scores(r_train, r_test).numpy()
+        times["repsim_s"] = time.perf_counter() - t
+        (self.cache / "score_times.json").write_text(json.dumps(times))
+        np.savez(path, **out)
+        return out
+
+    def _per_example(self, kind, rows):
+        from rlhf_trust.attribution import losses
+
+        return losses.per_example_losses(kind, self.model, self.tok, rows, self.a.max_length, ref_model=self.ref,
+                                         beta=0.1)
+
+
+def run(a) -> None:
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from rlhf_trust.attribution import lds
+
+    torch.set_num_threads(a.threads)
+    b = Bench(a)
+    n = len(b.rows)
+    everyone = list(range(n))
+    full_path = b.cache / "full_lora.pt"
+    if not full_path.is_file():
+        b.train(everyone)
+        torch.save({k: v.detach().clone() for k, v in b.model.named_parameters() if v.requires_grad}, full_path)
+    else:
+        params = dict(b.model.named_parameters())
+        with torch.no_grad():
+            for k, v in torch.load(full_path).items():
+                params[k].copy_(v)
+    tests = b.test_pairs()
+    if len(tests) < 3:
+        raise SystemExit(f"only {len(tests)} test pairs differ between the full and start models")
+    base_path = b.cache / "full_losses.json"
+    if not base_path.is_file():
+        base_path.write_text(json.dumps(b.test_losses(tests)))
+    base_losses = json.loads(base_path.read_text())
+    scores = b.scores(tests)
+    masks = lds.subset_masks(n, a.m, 0.5, a.seed)
+    losses = []
+    for mask in tqdm(masks, desc=f"LDS retrains ({a.stage})", unit="model"):
+        losses.append(b.retrain([int(i) for i in np.flatnonzero(mask)], tests))
+    result = {"config": {k: v for k, v in vars(a).items() if k != "cache"}, "n_train": n, "n_test": len(tests),
+              "methods": {}, "removal": {}}
+    for m in METHODS:
+        rho = lds.per_sample(scores[m], masks, np.array(losses))
+        result["methods"][m] = {**lds.summary(rho), "m": a.m, "rho": [None if not np.isfinite(r) else float(r)
+                                                                     for r in rho]}
+    base = float(np.mean(base_losses))
+    rng = np.random.default_rng(a.seed + 1)
+    plans = [(m, np.argsort(-scores[m].mean(1), kind="stable")[: a.k]) for m in METHODS if m != "identity"]
+    plans += [(f"random{d}", rng.choice(n, size=a.k, replace=False)) for d in range(a.draws)]
+    for name, drop in tqdm([] if a.skip_removal else plans, desc=f"removal retrains ({a.stage})", unit="model"):
+        keep = [i for i in everyone if i not in {int(x) for x in drop}]
+        got = float(np.mean(b.retrain(keep, tests)))
+        entry = {"removed": [b.rows[int(i)]["id"] for i in drop], "measured_delta": got - base}
+        if name in ("exact", "datainf", "identity"):
+            entry["predicted_delta"] = float(-scores[name].mean(1)[drop].sum() / n)
+        result["removal"][name] = entry
+    times = json.loads((b.cache / "score_times.json").read_text())
+    secs = [json.loads(p.read_text())["seconds"] for p in b.cache.glob("retrain_*.json")]
+    result["seconds"] = {**times, "retrain_mean_s": float(np.mean(secs)), "retrains": len(secs)}
+    (b.cache / "result.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps({m: result["methods"][m]["lds"] for m in METHODS}))
+
+
+def collect(a) -> None:
+    """benchmarks/results/attribution_lds.json + attribution_lds.png from the stages' cached results."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rlhf_trust import io
+
+    out = {"stages": {}, "removal": {}, "seconds": {}, "config": {}}
+    for stage in ("sft", "dpo"):
+        p = Path(a.cache) / stage / "result.json"
+        if not p.is_file():
+            continue
+        r = json.loads(p.read_text())
+        out["stages"][stage] = {m: {k: v[k] for k in ("lds", "ci95", "m", "n_test")} for m, v in r["methods"].items()}
+        if r["removal"]:
+            out["removal"][stage] = r["removal"]
+        out["seconds"][stage] = r["seconds"]
+        out["config"][stage] = {**r["config"], "n_train": r["n_train"]}
+    if not out["stages"]:
+        raise SystemExit(f"no stage results under {a.cache}")
+    cand = [m for m in ("exact", "datainf", "gradsim", "repsim")]
+    mean = {m: sum(s[m]["lds"] for s in out["stages"].values()) / len(out["stages"]) for m in cand}
+    out["default_method"] = max(cand, key=lambda m: mean[m])
+    io.write_json(RESULTS / "attribution_lds.json", out)
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    stages = list(out["stages"])
+    width = 0.8 / len(stages)
+    for s_i, stage in enumerate(stages):
+        vals = [out["stages"][stage][m] for m in METHODS]
+        x = [i + s_i * width for i in range(len(METHODS))]
+        ax.bar(x, [v["lds"] for v in vals], width, label=stage,
+               yerr=[[v["lds"] - v["ci95"][0] for v in vals], [v["ci95"][1] - v["lds"] for v in vals]], capsize=3)
+    ax.set_xticks([i + width * (len(stages) - 1) / 2 for i in range(len(METHODS))], METHODS)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_ylabel("LDS (mean Spearman, 95% CI)")
+    ax.legend()
+    fig.tight_layout()
+    with io.atomic_path(RESULTS / "attribution_lds.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    print(json.dumps({"default_method": out["default_method"], "mean_lds": mean}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--stage", choices=("sft", "dpo"), default="sft")
+    ap.add_argument("--cache", default="/tmp/attribution_lds")
+    ap.add_argument("--collect", action="store_true", help="write the results JSON and plot from --cache")
+    ap.add_argument("--n-train", type=int, default=16)
+    ap.add_argument("--n-test", type=int, default=8)
+    ap.add_argument("--m", type=int, default=16, help="random 50%% subsets")
+    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--k", type=int, default=3, help="pairs removed in the top-k removal test")
+    ap.add_argument("--draws", type=int, default=3, help="random removal draws")
+    ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--new-tokens", type=int, default=24)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-removal", action="store_true", help="LDS only (e.g. out of time: rerun from the cache)")
+    a = ap.parse_args()
+    a.recipe = [a.stage, a.n_train, a.steps, a.lr, a.max_length, a.seed]
+    if a.collect:
+        collect(a)
+    else:
+        run(a)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Attribution methods against brute-force answers, LDS on a known linear datamodel, bad input."""
+
+import numpy as np
+import pytest
+import torch
+
+from rlhf_trust.attribution import datainf, lds, methods
+from rlhf_trust.errors import UserError
+
+torch.set_num_threads(1)
+
+
+def _problem(n=6, shapes=((2, 3), (4, 5)), t=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    train = {f"l{i}": torch.randn((n, *s), generator=g) for i, s in enumerate(shapes)}
+    test = {f"l{i}": torch.randn((t, *s), generator=g) for i, s in enumerate(shapes)}
+    return train, test
+
+
+@pytest.mark.parametrize("n", [4, 40])  # D > n (Woodbury n x n) and D <= n (D x D system)
+def test_exact_equals_a_dense_d_by_d_solve(n):
+    train, test = _problem(n=n)
+    got = methods.grad_scores("exact", train, test, damping_scale=0.1)
+    want = np.zeros((n, 3))
+    for k in train:
+        g = train[k].reshape(n, -1).double().numpy()
+        v = test[k].reshape(3, -1).double().numpy()
+        lam = 0.1 * (g ** 2).mean()
+        h = np.linalg.inv(g.T @ g / n + lam * np.eye(g.shape[1]))   # brute force: D x D inverse
+        want -= g @ h @ v.T
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-6)
+    # one test column = the stage's single (mean) test gradient, the earlier exact_scores
+    one = datainf.exact_scores(train, {k: v[0] for k, v in test.items()}, 0.1)
+    np.testing.assert_allclose(got[:, 0].numpy(), one.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_datainf_and_identity_match_the_per_test_sample_reference():
+    train, test = _problem()
+    for m, ref in (("datainf", datainf.datainf_scores), ("identity", datainf.identity_scores)):
+        got = methods.grad_scores(m, train, test, 0.1)
+        for j in range(3):
+            want = ref(train, {k: v[j] for k, v in test.items()}, 0.1)
+            np.testing.assert_allclose(got[:, j].numpy(), want.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_gradsim_is_minus_the_cosine_over_all_layers():
+    # train rows (over two layers, concatenated): [1,0 | 0], [0,1 | 0], [1,1 | 0], [0,0 | 2]; test [1,0 | 0]
+    train = {"a": torch.tensor([[1., 0.], [0., 1.], [1., 1.], [0., 0.]]), "b": torch.tensor([[0.], [0.], [0.], [2.]])}
+    test = {"a": torch.tensor([[3., 0.]]), "b": torch.tensor([[0.]])}
+    got = methods.grad_scores("gradsim", train, test)[:, 0].numpy()
+    np.testing.assert_allclose(got, [-1.0, 0.0, -1 / np.sqrt(2), 0.0], atol=1e-6)
+
+
+def test_repsim_is_minus_the_cosine_of_representations():
+    train = np.array([[1.0, 0.0], [0.0, 5.0], [-2.0, 0.0]])
+    test = np.array([[2.0, 0.0], [1.0, 1.0]])
+    got = methods.rep_scores(train, test).numpy()
+    c = 1 / np.sqrt(2)
+    np.testing.assert_allclose(got, [[-1, -c], [0, -c], [1, c]], atol=1e-6)
+
+
+def test_spearman_table_names_every_pair():
+    t = methods.spearman_table({"a": [1, 2, 3, 4], "b": [4, 3, 2, 1], "c": [1, 1, 1, 1]})
+    assert t == {"a~b": -1.0, "a~c": 0.0, "b~c": 0.0}
+
+
+def test_lds_is_one_for_the_true_linear_datamodel_and_zero_for_random_scores():
+    rng = np.random.default_rng(0)
+    n, t, m = 40, 12, 64
+    theta = rng.normal(size=(n, t))                 # the true datamodel: loss_j(S) = sum_{i in S} theta_ij
+    masks = lds.subset_masks(n, m, 0.5, seed=1)
+    assert masks.shape == (m, n) and (masks.sum(1) == n // 2).all()
+    losses = masks @ theta + 1e-6 * rng.normal(size=(m, t))
+    true = lds.summary(lds.per_sample(theta, masks, losses))
+    assert true["lds"] > 0.99 and true["n_test"] == t
+    rand = lds.summary(lds.per_sample(rng.normal(size=(n, t)), masks, losses))
+    assert abs(rand["lds"]) < 0.15
+    assert rand["ci95"][0] <= rand["lds"] <= rand["ci95"][1]
+    flipped = lds.summary(lds.per_sample(-theta, masks, losses))
+    assert flipped["lds"] < -0.99                   # the sign convention matters
+
+
+def test_exact_refuses_past_the_memory_limit_in_one_line():
+    with pytest.raises(UserError) as e:
+        methods.check_exact_memory(100_000, [200_000, 50_000], limit_gb=1.0)
+    msg = str(e.value)
+    assert "\n" not in msg and "GiB" in msg and "exact" in msg and e.value.exit_code == 2
+    assert methods.check_exact_memory(10, [100], limit_gb=1.0) == methods.exact_memory_bytes(10, [100])
+
+
+@pytest.mark.parametrize("line, words", [("method: nope", "unknown method 'nope'"),
+                                         ("compare: [exact, ekfac]", "unknown method(s)")])
+def test_unknown_method_is_one_line_exit_2(tmp_path, capsys, monkeypatch, line, words):
+    from rlhf_trust import cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(f"influence:\n  {line}\n")
+    assert cli.main(["influence", "--params", "params.yaml"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err
