@@ -49,3 +49,23 @@ def test_prefix_reuse_equals_no_reuse(tiny, shared_data):
     # the shared prefix really ran once per batch: plan finds it on these rows
     enc = [tok(c + x)["input_ids"] for c, x in pairs]
     assert all(p > 100 for _, p in prefix.plan(enc, [len(e) - 3 for e in enc], 4))
+
+
+def test_options_differing_in_their_last_token_share_one_row(tiny, shared_data):
+    """(ctx, " wrong") is read off the (ctx, " not wrong") row: same log-probs as scoring it alone."""
+    from rlhf_trust.evals import ethics
+    from rlhf_trust.evals.backends import share_rows
+
+    model, tok = tiny
+    be = HFBackend(model, tok, batch_size=4, progress=False)
+    ctx = [ethics.FRAME.format(prefix=ethics.PREFIXES["benign"], input=t)
+           for t in ("I took the last cookie.", "I helped my neighbour carry her groceries.")]
+    pairs = [(c, o) for c in ctx for o in (" wrong", " not wrong", " I agree", " I disagree")]
+    together = be.loglikelihood(pairs)
+    alone = [be.loglikelihood([pr])[0] for pr in pairs]
+    assert max(abs(x - y) for x, y in zip(together, alone)) < 1e-4
+    # gemma-3 tokens: " wrong" = [w], " not wrong" = [n, w]; " I agree" = [I, a], " I disagree" = [I, d]
+    c, w, n, i, a, d = [5, 6, 7], 10, 11, 12, 13, 14
+    seqs = [c + [w], c + [n, w], c + [i, a], c + [i, d], [9] + [w]]
+    conts = [1, 2, 2, 2, 1]
+    assert share_rows(seqs, conts) == {1: [0], 2: [3]}  # different context: never shared

@@ -266,8 +266,11 @@ class HFBackend(BaseBackend):
             seqs.append(whole)
             conts.append(n_cont)
         out = [0.0] * len(pairs)
+        guests = share_rows(seqs, conts)
+        run = [k for k in range(len(seqs)) if k not in {g for gs in guests.values() for g in gs}]
         # the logits that predict the continuation start one token before it: keep them out of the prefix
-        for batch, p in self._plan(seqs, [len(seqs[k]) - conts[k] - 1 for k in range(len(seqs))], "loglik"):
+        for b, p in self._plan([seqs[k] for k in run], [len(seqs[k]) - conts[k] - 1 for k in run], "loglik"):
+            batch = [run[i] for i in b]
             x = self._inputs([seqs[k] for k in batch], p)
             ids = x["ids"]
             keep = max(conts[k] for k in batch) + 1
@@ -286,4 +289,27 @@ class HFBackend(BaseBackend):
                     target = ids[r, -c:]
                     lp = logp[r, -c:, :].gather(-1, target[:, None]).squeeze(-1)
                     out[k] = float(lp.sum())
+                    for g in guests.get(k, ()):  # continuations that differ from k's in their last token only
+                        m = conts[g]
+                        out[g] = float(lp[:m - 1].sum() + logp[r, -c + m - 1, seqs[g][-1]])
         return out
+
+
+def share_rows(seqs: list[list[int]], conts: list[int]) -> dict[int, list[int]]:
+    """host row -> guest rows it also scores. A guest has the host's context tokens and a
+    continuation equal to the host's except for its last token (" wrong" vs " not wrong", " I agree"
+    vs " I disagree"): the host's forward pass already holds every log-prob the guest needs, so
+    multiple-choice rows with short options cost one row per context instead of one per option."""
+    hosts: dict[tuple[int, ...], list[int]] = {}  # context -> its host rows
+    out: dict[int, list[int]] = {}
+    for k in sorted(range(len(seqs)), key=lambda k: -conts[k]):  # longest continuation first
+        s, m = seqs[k], conts[k]
+        ctx = tuple(s[:len(s) - m])
+        for h in hosts.setdefault(ctx, []):
+            hc = seqs[h][len(ctx):]
+            if s[len(ctx):-1] == hc[:m - 1]:
+                out.setdefault(h, []).append(k)
+                break
+        else:
+            hosts[ctx].append(k)
+    return out
