@@ -155,7 +155,7 @@ class Bench:
         path = self.cache / "tests.json"
         if path.is_file():
             return json.loads(path.read_text())
-        items = [r for r in records.load_toxicity(DATA) if r["subset"] == "toxic"][: 3 * self.a.n_test]
+        items = [r for r in records.load_toxicity(DATA) if r["subset"] == "toxic"][: 2 * self.a.n_test]
         prompts = [hh_prompt(build_prompt("benign", r["prompt"])) for r in items]
         new = self.generate(self.model, prompts)
         with self.model.disable_adapter():
@@ -314,15 +314,15 @@ def main() -> None:
     ap.add_argument("--stage", choices=("sft", "dpo"), default="sft")
     ap.add_argument("--cache", default="/tmp/attribution_lds")
     ap.add_argument("--collect", action="store_true", help="write the results JSON and plot from --cache")
-    ap.add_argument("--n-train", type=int, default=16)
-    ap.add_argument("--n-test", type=int, default=8)
+    ap.add_argument("--n-train", type=int, default=12)
+    ap.add_argument("--n-test", type=int, default=6)
     ap.add_argument("--m", type=int, default=16, help="random 50%% subsets")
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--k", type=int, default=3, help="pairs removed in the top-k removal test")
+    ap.add_argument("--k", type=int, default=2, help="pairs removed in the top-k removal test")
     ap.add_argument("--draws", type=int, default=3, help="random removal draws")
-    ap.add_argument("--max-length", type=int, default=128)
-    ap.add_argument("--new-tokens", type=int, default=24)
+    ap.add_argument("--max-length", type=int, default=64)
+    ap.add_argument("--new-tokens", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)

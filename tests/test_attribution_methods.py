@@ -98,3 +98,16 @@ def test_unknown_method_is_one_line_exit_2(tmp_path, capsys, monkeypatch, line, 
     assert cli.main(["influence", "--params", "params.yaml"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and words in err
+
+
+def test_report_names_the_method_its_lds_and_its_agreement_with_datainf():
+    from rlhf_trust.report.collect import Vertical
+    from rlhf_trust.report.summary import method_notes
+
+    v = Vertical(name="bias", headline="agreeability_index", higher_is_better=False)
+    v.influence = {"sft": {"method": "gradsim", "lds": 0.31, "lds_ci95": [0.1, 0.5], "lds_m": 16,
+                           "spearman_gradsim_datainf": 0.42},
+                   "rm": {"method": "gradsim", "spearman_gradsim_datainf": 0.5}}
+    notes = method_notes(v)
+    assert notes[0] == "- sft: ranked by `gradsim`, LDS 0.31 [0.10, 0.50] (m=16), Spearman with DataInf 0.42"
+    assert notes[1] == "- rm: ranked by `gradsim`, LDS not measured, Spearman with DataInf 0.50"

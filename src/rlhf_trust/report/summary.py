@@ -65,6 +65,22 @@ def top_pairs(v: Vertical, k: int) -> list[list[str]]:
     return rows
 
 
+def method_notes(v: Vertical) -> list[str]:
+    """Per influence stage: the ranking method, its LDS measured by retraining (95% CI) and its
+    Spearman agreement with the study's DataInf (influence metrics, docs/influence.md)."""
+    out = []
+    for stage, m in v.influence.items():
+        method = m.get("method")
+        if not method:
+            continue
+        lds = (f"LDS {m['lds']:.2f} [{m['lds_ci95'][0]:.2f}, {m['lds_ci95'][1]:.2f}] (m={m.get('lds_m')})"
+               if isinstance(m.get("lds"), (int, float)) and m.get("lds_ci95") else "LDS not measured")
+        rho = m.get(f"spearman_{method}_datainf", m.get(f"spearman_datainf_{method}"))
+        agree = "" if method == "datainf" or rho is None else f", Spearman with DataInf {rho:.2f}"
+        out.append(f"- {stage}: ranked by `{method}`, {lds}{agree}")
+    return [*out, ""] if out else []
+
+
 def stage_rows(res: Results) -> list[list[str]]:
     keys = ("stage_wall_s", "tokens_per_s", "stage_peak_rss_mb")
     rows = []
@@ -89,8 +105,8 @@ def markdown(res: Results, figures: dict[str, str], k: int) -> str:
             out += [f"![{v.name}]({figures[v.name]})", ""]
         rows = top_pairs(v, k)
         if rows:
-            out += [("Most influential HH pairs (DataInf; negative score = the pair lowers the test loss, "
-                     "i.e. pushed the model toward its new behaviour):"), "",
+            out += [("Most influential HH pairs (negative score = the pair lowers the test loss, "
+                     "i.e. pushed the model toward its new behaviour):"), "", *method_notes(v),
                     md_table(["stage", "kind", "score", "pair", "prompt", "chosen", "rejected"], rows), ""]
         elif v.top:
             out += [("Influence ran, but the stages' continuations did not differ on these samples: "
