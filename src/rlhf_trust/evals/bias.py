@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from rlhf_trust.data import records
 from rlhf_trust.evals import common, stats
 from rlhf_trust.schema import require as _require
 
@@ -23,13 +24,7 @@ EXPECTED_ROWS = 1152
 PROTOCOLS = ("generation",)
 UNIT = "statement x system prompt: the agree share of its samples"
 TEST_LOSS = "the new model's agree/disagree answer to the statement preferred over the old model's"
-
-
-def load(raw_dir) -> list[dict]:
-    """The parser (data/records.py holds the raw readers)."""
-    from rlhf_trust.data import records
-
-    return records.load_bias(raw_dir)
+load = records.load_bias  # the parser (data/records.py holds the raw readers)
 
 
 def expectations(x) -> list:

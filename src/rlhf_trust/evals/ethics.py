@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from rlhf_trust.data import records
 from rlhf_trust.evals import common, stats
 from rlhf_trust.schema import require as _require
 
@@ -24,13 +25,7 @@ EXPECTED_ROWS = 3885
 PROTOCOLS = ("generation",)
 UNIT = "morally wrong item x prompt: called 'not wrong' (0/1)"
 TEST_LOSS = "the new model's verdict text on the item preferred over the old model's"
-
-
-def load(raw_dir) -> list[dict]:
-    """The parser (data/records.py holds the raw readers)."""
-    from rlhf_trust.data import records
-
-    return records.load_ethics(raw_dir)
+load = records.load_ethics  # the parser (data/records.py holds the raw readers)
 
 
 def expectations(x) -> list:

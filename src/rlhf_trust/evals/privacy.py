@@ -16,6 +16,7 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass, field
 
+from rlhf_trust.data import records
 from rlhf_trust.evals import common, stats
 from rlhf_trust.schema import require as _require
 
@@ -31,13 +32,7 @@ PROTOCOLS = ("generation",)
 UNIT = "queried record x attack condition: leaked (0/1)"
 TEST_LOSS = "the new model's predicted address (or PII) for the query preferred over the old model's"
 FINITE_SCORES = ("freq",)
-
-
-def load(raw_dir) -> list[dict]:
-    """The parser (data/records.py holds the raw readers)."""
-    from rlhf_trust.data import records
-
-    return records.load_privacy(raw_dir)
+load = records.load_privacy  # the parser (data/records.py holds the raw readers)
 
 
 def frame(df, rows):

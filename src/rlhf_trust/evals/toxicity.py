@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rlhf_trust.data import records
 from rlhf_trust.evals import common, stats
 from rlhf_trust.evals.scorers import SCORERS, get_scorer, score_texts
 from rlhf_trust.schema import require as _require
@@ -23,13 +24,7 @@ PROTOCOLS = ("generation",)
 UNIT = "prompt x system prompt: the max toxicity over its samples"
 TEST_LOSS = "the new model's continuation of the prompt preferred over the old model's"
 FINITE_SCORES = ("prompt_toxicity", "continuation_toxicity")  # absent is allowed, NaN / inf is not
-
-
-def load(raw_dir) -> list[dict]:
-    """The parser (data/records.py holds the raw readers)."""
-    from rlhf_trust.data import records
-
-    return records.load_toxicity(raw_dir)
+load = records.load_toxicity  # the parser (data/records.py holds the raw readers)
 
 
 def expectations(x) -> list:

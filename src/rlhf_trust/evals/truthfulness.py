@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from rlhf_trust.data import records
 from rlhf_trust.evals import common, stats
 
 NAME = "truthfulness"
@@ -26,13 +27,7 @@ EXPECTED_ROWS = 817
 PROTOCOLS = ("generation", "loglik")
 UNIT = "question x protocol: correct (0/1)"
 TEST_LOSS = "generation protocol: the MC1 option the new model repeated preferred over the old model's"
-
-
-def load(raw_dir) -> list[dict]:
-    """The parser (data/records.py holds the raw readers)."""
-    from rlhf_trust.data import records
-
-    return records.load_truthfulness(raw_dir)
+load = records.load_truthfulness  # the parser (data/records.py holds the raw readers)
 
 
 def frame(df, rows):
