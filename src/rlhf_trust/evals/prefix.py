@@ -27,8 +27,9 @@ def plan(seqs: Sequence[Sequence[int]], caps: Sequence[int], batch_size: int,
     """Batches of row indices, each with the length of the prefix its rows share (0 = none).
 
     Rows are sorted lexicographically (rows sharing a prefix become neighbours), cut into clusters
-    wherever two neighbours share fewer than `min_prefix` tokens, and each cluster is batched
-    longest first (little padding). A batch's prefix is its cluster's common prefix, at most
+    wherever two neighbours share fewer than `min_prefix` tokens, and each cluster of at least
+    half a batch is batched longest first (little padding); smaller clusters' rows are batched
+    together without reuse (fragmented batches cost more than a short prefix saves). A batch's prefix is its cluster's common prefix, at most
     `caps[k]` for each row k (the tokens whose outputs the caller needs must stay outside it)."""
     order = sorted(range(len(seqs)), key=lambda k: tuple(seqs[k]))
     clusters: list[tuple[list[int], int]] = []
@@ -41,11 +42,16 @@ def plan(seqs: Sequence[Sequence[int]], caps: Sequence[int], batch_size: int,
                 clusters[-1] = (members, shared)
                 continue
         clusters.append(([k], len(seqs[k])))
+    # a cluster smaller than half a batch would cost more in lost batching than its prefix saves:
+    # its rows join the plain batches (no reuse, longest first)
+    big = [(m, c) for m, c in clusters if len(m) >= max(2, batch_size // 2)]
+    rest = sorted((k for m, c in clusters if len(m) < max(2, batch_size // 2) for k in m), key=lambda k: -len(seqs[k]))
     out = []
-    for members, common in clusters:
+    for members, common in big:
         members.sort(key=lambda k: -len(seqs[k]))
         for s in range(0, len(members), batch_size):
             batch = members[s:s + batch_size]
-            p = min([common] + [caps[k] for k in batch]) if len(members) > 1 else 0
+            p = min([common] + [caps[k] for k in batch])
             out.append((batch, p if p >= min_prefix else 0))
+    out += [(rest[s:s + batch_size], 0) for s in range(0, len(rest), batch_size)]
     return out
