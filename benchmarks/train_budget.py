@@ -68,11 +68,11 @@ def child(stage: str, params: str, out: str) -> None:
 # --compare: today's set-up vs the new one on the same model, pairs and lengths, in ONE process and
 # interleaved step by step (the machine is shared: only side-by-side ratios mean something).
 # today = 1 thread, TRL's own losses (DPOTrainer: LM head over every position, policy and reference);
-# new = `threads: auto` + the completion-only chunked head for DPO (train/fast_dpo.py).
+# new = `threads: auto` + the completion-only chunked head for DPO (train/fast_dpo.py) + padding-free SFT.
 SETUPS = ("today", "new")
 
 
-def _trainer(stage: str, cfg, model, tok, rows, out_dir: str):
+def _trainer(stage: str, cfg, model, tok, rows, out_dir: str, padding_free: bool = False):
     from datasets import Dataset
 
     from rlhf_trust.models import seq_cls_from_causal
@@ -83,9 +83,11 @@ def _trainer(stage: str, cfg, model, tok, rows, out_dir: str):
         from trl import SFTConfig, SFTTrainer
 
         data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["chosen"]} for r in rows])
-        args = SFTConfig(output_dir=out_dir, per_device_train_batch_size=cfg.batch_size, max_length=cfg.max_length,
+        args = SFTConfig(output_dir=out_dir, per_device_train_batch_size=cfg.batch_size,
+                         max_length=None if padding_free else cfg.max_length, padding_free=padding_free,
                          completion_only_loss=True, report_to=[], use_cpu=True, seed=0)
-        return SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft)
+        return SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
+                          peft_config=None if padding_free else peft)
     data = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
     if stage == "rm":
         from trl import RewardConfig, RewardTrainer
@@ -126,10 +128,15 @@ def compare(stages: list[str], params: str, out_path: str, steps: int) -> None:
             model = trainer.model
             model.train()
             batches = [trainer._prepare_inputs(b) for b in trainer.get_train_dataloader()][:steps]
+            new_batches = batches
+            if stage == "sft":  # new: the padding-free collator, same model and pairs
+                new_tr = _trainer(stage, cfg, model, tok, rows, tmp, padding_free=True)
+                new_batches = [new_tr._prepare_inputs(b) for b in new_tr.get_train_dataloader()][:steps]
             times: dict[str, list[float]] = {s: [] for s in SETUPS}
             threads = {}
-            for batch in batches:
+            for plain_batch, new_batch in zip(batches, new_batches, strict=True):
                 for setup in SETUPS:
+                    batch = plain_batch if setup == "today" else new_batch
                     threads[setup] = 1 if setup == "today" else auto_threads()
                     torch.set_num_threads(threads[setup])
                     t0 = time.perf_counter()
@@ -157,7 +164,7 @@ def compare(stages: list[str], params: str, out_path: str, steps: int) -> None:
         "others": busiest(), "params": params,
         "note": "one process, today/new alternating per batch; a step = forward + backward of one training batch "
                 "(optimizer step excluded: LoRA, the same in both); today = 1 thread + TRL's own losses, new = "
-                "threads auto + completion-only chunked LM head for DPO"}, indent=2) + "\n")
+                "threads auto + completion-only chunked LM head for DPO + padding-free SFT batches"}, indent=2) + "\n")
 
 
 def busiest(n: int = 4) -> list[str]:

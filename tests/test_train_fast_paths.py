@@ -2,7 +2,8 @@
 1e-4), on tiny-gpt-neox and on a tiny Gemma 3 built from its config (no downloads):
 - DPO: completion-only chunked LM head (train/fast_dpo.py) vs TRL's full-logits `_compute_loss`,
   for the policy loss and for the reference log-probs;
-- SFT: TRL's completion-only chunked NLL (the stage's loss) vs the plain full-logits NLL;
+- SFT: TRL's padding-free completion-only chunked NLL (the stage's loss) vs the plain padded
+  full-logits NLL;
 - RM: the sequence classifier has no LM head at all (one score per sequence)."""
 
 import copy
@@ -89,7 +90,7 @@ def test_dpo_fast_path_equals_trl(arch, tmp_path):
 
 
 @pytest.mark.parametrize("arch", ["gpt_neox", "gemma3"])
-def test_sft_chunked_completion_loss_equals_plain_nll(arch, tmp_path):
+def test_sft_padding_free_chunked_loss_equals_plain_nll(arch, tmp_path):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -98,11 +99,13 @@ def test_sft_chunked_completion_loss_equals_plain_nll(arch, tmp_path):
     data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["chosen"]} for r in rows])
     peft = _lora(model)
     out = {}
-    for loss_type in ("chunked_nll", "nll"):
-        args = SFTConfig(output_dir=str(tmp_path / loss_type), per_device_train_batch_size=4, max_length=80,
-                         report_to=[], use_cpu=True, completion_only_loss=True, loss_type=loss_type, seed=0)
+    for loss_type, free in (("chunked_nll", True), ("nll", False)):  # the stage's path vs the plain one
+        args = SFTConfig(output_dir=str(tmp_path / loss_type), per_device_train_batch_size=4,
+                         max_length=None if free else 80, padding_free=free, report_to=[], use_cpu=True,
+                         completion_only_loss=True, loss_type=loss_type, seed=0)
         trainer = SFTTrainer(model=copy.deepcopy(peft), args=args, train_dataset=data, processing_class=tok)
         batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+        assert ("attention_mask" not in batch) == free  # padding-free: one flat sequence + position ids
         trainer.model.train()
         loss = trainer.compute_loss(trainer.model, batch)
         loss.backward()

@@ -20,7 +20,10 @@ def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None)
 
     model = load_merged_causal_lm(parent)
     ckpt_dir = layout.checkpoints(STAGE)
-    args = common.trl_args(SFTConfig, cfg, ckpt_dir, STAGE, max_length=cfg.max_length,
+    # padding_free: each batch is one flat sequence with position ids (no pad tokens through the
+    # model; equal loss and gradients, tests). TRL then wants max_length=None: `common.clip` already
+    # cut every record to fit cfg.max_length.
+    args = common.trl_args(SFTConfig, cfg, ckpt_dir, STAGE, max_length=None, padding_free=True,
                            completion_only_loss=True, packing=False, dataset_num_proc=None)
     resume = common.checkpoint_to_resume(
         ckpt_dir, common.fingerprint(cfg, {"data": md5, "parent": common.model_md5(parent)}), cfg.resume)
