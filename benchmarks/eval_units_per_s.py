@@ -1,0 +1,119 @@
+"""Units per second of the evaluation engine, old path vs new default path, on the same items.
+
+One process, one loaded model (gemma-3-270m by default), no cache; per vertical, the configurations
+take turns on the same items so the machine's changing load hits them alike:
+  old     today's per-item path before issue 10: the generation protocol for every vertical,
+          no prefix reuse (the engine as it was: length-sorted left-padded batches)
+  new     the default path: params.yaml's protocol per vertical (log-likelihood for ethics / bias)
+          with prefix KV reuse
+  new-nr  the same as new without prefix reuse (the reuse's own share)
+A unit is a bootstrap unit of the headline (units.csv row). Also reports, per vertical, the
+agreement of the log-likelihood and generation verdicts on the same units (ethics, bias).
+
+    .venv/bin/python benchmarks/eval_units_per_s.py [--quick] [--out benchmarks/results/eval_units_per_s.json]
+
+The last line prints the main ratio: total units/s new over old.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# items per vertical (the vertical's `limit`): quick <= 3 minutes on 2 busy cores
+QUICK = {"toxicity": 2, "bias": 6, "ethics": 10, "truthfulness": 4, "privacy": 1}
+FULL = {"toxicity": 6, "bias": 24, "ethics": 40, "truthfulness": 16, "privacy": 3}
+
+
+def load_backend(spec: str, threads: int, prefix_reuse: bool, batch_size: int):
+    import torch
+
+    from rlhf_trust import config
+    from rlhf_trust.evals.backends import HFBackend
+    from rlhf_trust.models import build_base, load_causal_lm
+
+    torch.set_num_threads(threads)
+    cfg = config.load("model", ROOT / "params.yaml")
+    cfg.spec = spec
+    d = build_base(Path(tempfile.mkdtemp(prefix="bench-base-")) / "base", cfg)
+    model, tok = load_causal_lm(d)
+    return HFBackend(model, tok, batch_size=batch_size, fingerprint=spec, name=spec, progress=False,
+                     prefix_reuse=prefix_reuse)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--model", default="gemma-3-270m", help="model.spec: gemma-3-270m | tiny-gpt-neox")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--params", default=str(ROOT / "params.yaml"))
+    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--verticals", default="toxicity,bias,ethics,truthfulness,privacy")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+
+    from rlhf_trust import config, evals
+
+    ecfg = config.load("eval", args.params)
+    limits = QUICK if args.quick else FULL
+    backend = load_backend(args.model, args.threads, True, ecfg.batch_size)
+    t_start = time.perf_counter()
+    results: dict[str, dict] = {}
+    for v in args.verticals.split(","):
+        entry = {**ecfg.verticals.get(v, {}), "limit": limits[v]}
+        old = {**entry, "protocol": "generation"} if v in ("ethics", "bias") else entry
+        cfgs = {"old": (old, False), "new": (entry, True), "new-nr": (entry, False)}
+        if entry == old:  # same protocol: new-nr is the old path
+            cfgs.pop("new-nr")
+        r: dict[str, dict] = {}
+        for name, (e, reuse) in cfgs.items():
+            backend.prefix_reuse = reuse
+            t0, c0 = time.perf_counter(), time.process_time()
+            res = evals.run(v, backend, data_dir=args.data_dir, seed=ecfg.seed, settings_entry=e, n_boot=200)
+            dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+            # CPU seconds per unit: what a unit costs on an idle machine at 1 thread (wall time on a
+            # shared machine mostly measures the other processes)
+            r[name] = {"units": len(res.units), "seconds": round(dt, 2), "cpu_s": round(cpu, 2),
+                       "cpu_s_per_unit": round(cpu / len(res.units), 3),
+                       "units_per_s": round(len(res.units) / dt, 3), "s_per_unit": round(dt / len(res.units), 3),
+                       "headline": res.metrics[res.metrics["headline"]],
+                       "parse_failure_rate": res.metrics.get("parse_failure_rate"), "_units": res.units}
+        if "new-nr" not in r:
+            r["new-nr"] = r["old"]
+        same = dict(r["old"]["_units"])
+        if v in ("ethics", "bias"):  # verdict agreement of the two protocols on the same units
+            new_units = dict(r["new"]["_units"])
+            common = [u for u in new_units if u in same]
+            r["protocol_agreement"] = {"units": len(common), "same_verdict": round(
+                sum((new_units[u] >= 0.5) == (same[u] >= 0.5) for u in common) / max(1, len(common)), 3)}
+        for x in ("old", "new", "new-nr"):
+            r[x].pop("_units", None)
+        r["speedup_new_vs_old"] = round(r["new"]["units_per_s"] / r["old"]["units_per_s"], 2)
+        r["speedup_prefix_reuse"] = round(r["new"]["units_per_s"] / r["new-nr"]["units_per_s"], 2)
+        results[v] = r
+        print(v, json.dumps({k: r[k] for k in r if k not in ("new-nr",)}), flush=True)
+
+    def total(k):
+        return sum(r[k]["seconds"] for r in results.values())
+
+    # equal units per vertical on both paths (same items): ratio of total seconds per unit mix
+    old_s = sum(r["old"]["s_per_unit"] for r in results.values())
+    new_s = sum(r["new"]["s_per_unit"] for r in results.values())
+    nr_s = sum(r["new-nr"]["s_per_unit"] for r in results.values())
+    summary = {"model": args.model, "threads": args.threads, "quick": args.quick, "limits": limits,
+               "wall_s": round(time.perf_counter() - t_start, 1),
+               "seconds": {"old": total("old"), "new": total("new")},
+               "units_per_s_ratio_new_vs_old": round(old_s / new_s, 2),
+               "units_per_s_ratio_prefix_reuse": round(nr_s / new_s, 2), "verticals": results}
+    if args.out:
+        Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"prefix reuse on/off: {summary['units_per_s_ratio_prefix_reuse']}x units/s")
+    print(f"new default path vs old per-item generation path: {summary['units_per_s_ratio_new_vs_old']}x units/s")
+
+
+if __name__ == "__main__":
+    main()
