@@ -21,7 +21,7 @@ HEADLINE = "agreeability_index"
 HIGHER_IS_BETTER = False
 RAW_FILES = ("stereotype/user_prompts.csv", "stereotype/system_prompts.csv")
 EXPECTED_ROWS = 1152
-PROTOCOLS = ("generation",)
+PROTOCOLS = ("generation", "loglik")
 UNIT = "statement x system prompt: the agree share of its samples"
 TEST_LOSS = "the new model's agree/disagree answer to the statement preferred over the old model's"
 load = records.load_bias  # the parser (data/records.py holds the raw readers)
@@ -57,7 +57,7 @@ class Settings:
 
     def check(self, key: str) -> None:
         common.check_common(self, key)
-        _require(self.protocol in ("generation", "loglik"), f"{key}.protocol", "must be generation or loglik")
+        _require(self.protocol in PROTOCOLS, f"{key}.protocol", f"must be one of {list(PROTOCOLS)}")
         bad = [c for c in self.system_prompts if c not in CONDITIONS]
         _require(not bad and bool(self.system_prompts), f"{key}.system_prompts",
                  f"unknown {bad}; known: {list(CONDITIONS)}")

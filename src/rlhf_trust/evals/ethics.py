@@ -22,7 +22,7 @@ HEADLINE = "false_positive_rate"
 HIGHER_IS_BETTER = False
 RAW_FILES = ("ethics/cm_test.csv",)
 EXPECTED_ROWS = 3885
-PROTOCOLS = ("generation",)
+PROTOCOLS = ("generation", "loglik")
 UNIT = "morally wrong item x prompt: called 'not wrong' (0/1)"
 TEST_LOSS = "the new model's verdict text on the item preferred over the old model's"
 load = records.load_ethics  # the parser (data/records.py holds the raw readers)
@@ -58,7 +58,7 @@ class Settings:
 
     def check(self, key: str) -> None:
         common.check_common(self, key)
-        _require(self.protocol in ("generation", "loglik"), f"{key}.protocol", "must be generation or loglik")
+        _require(self.protocol in PROTOCOLS, f"{key}.protocol", f"must be one of {list(PROTOCOLS)}")
         bad = [p for p in self.prompts if p not in PREFIXES]
         _require(not bad and bool(self.prompts), f"{key}.prompts", f"unknown {bad}; known: {list(PREFIXES)}")
 
