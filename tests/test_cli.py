@@ -24,3 +24,19 @@ def test_help_lists_every_stage():
                          check=True).stdout
     for stage in ("data", "prepare", "validate", "sft", "rm", "ppo", "dpo", "eval", "influence", "report"):
         assert stage in out
+
+
+def test_a_stage_process_spares_its_exit_the_gc_but_an_in_process_call_does_not(tmp_path):
+    # The exit of a stage process that has imported torch/transformers/MLflow collects garbage for
+    # seconds; `main()` on its own command line freezes the heap first. Called with argv (tests,
+    # in-process callers) it leaves the collector alone.
+    code = ("import gc, sys\n"
+            "from rlhf_trust import cli\n"
+            f"rc = cli.main(['prepare', '--params', {str(tmp_path / 'none.yaml')!r}])\n"
+            "print(rc, gc.get_freeze_count())\n"
+            f"sys.argv = ['rlhf-trust', 'prepare', '--params', {str(tmp_path / 'none.yaml')!r}]\n"
+            "rc = cli.main()\n"
+            "print(rc, gc.get_freeze_count() > 0)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.split("\n")[:2] == ["2 0", "2 True"]
+    assert run.stderr.count("params file not found") == 2

@@ -97,7 +97,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rlhf-trust {args.command}: error: no space left on device{where}; free space and re-run "
               "(earlier results are unchanged)", file=sys.stderr)
         return 2
+    finally:
+        if argv is None:  # this process's own command line, not a test calling main()
+            _spare_exit_gc()
     return int(rc or 0)
+
+
+def _spare_exit_gc() -> None:
+    """The command is done: spare the interpreter's exit its garbage collections over every object
+    torch, transformers and MLflow made (measured 2.2 s for an eval and 6.9 s for sft on the shared
+    2-core machine, more than some stages' own work; 0.1 and 0.8 s frozen). `gc.freeze` only takes
+    them out of the collector's reach: exit still joins threads, runs atexit handlers and frees
+    objects by reference count."""
+    import gc
+
+    gc.freeze()
 
 
 if __name__ == "__main__":
