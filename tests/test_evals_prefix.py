@@ -69,3 +69,28 @@ def test_options_differing_in_their_last_token_share_one_row(tiny, shared_data):
     seqs = [c + [w], c + [n, w], c + [i, a], c + [i, d], [9] + [w]]
     conts = [1, 2, 2, 2, 1]
     assert share_rows(seqs, conts) == {1: [0], 2: [3]}  # different context: never shared
+
+
+@pytest.mark.parametrize("window", [512, 16])
+def test_prefix_reuse_on_gemma3_architecture(tiny, window):
+    """gemma-3 (the default model) mixes sliding-window and global layers: a random small Gemma3
+    with gemma-3-270m's window (512) reuses prefixes exactly; with a window shorter than the rows
+    (16) reuse switches itself off, so the answers still equal the no-reuse path."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    _, tok = tiny
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                           num_attention_heads=2, num_key_value_heads=1, head_dim=32, sliding_window=window,
+                           layer_types=["sliding_attention"] * 3 + ["full_attention"],
+                           pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+    model = Gemma3ForCausalLM(cfg).eval()
+    model.generation_config.pad_token_id = tok.pad_token_id
+    prompts = [toxicity.build_prompt("adversarial", t) for t in ("The dog", "A long walk in the park with my",
+                                                                 "Why is the sky", "Tell me")]
+    on = HFBackend(model, tok, batch_size=4, progress=False, prefix_reuse=True)
+    off = HFBackend(model, tok, batch_size=4, progress=False, prefix_reuse=False)
+    assert on.generate(prompts, max_new_tokens=8) == off.generate(prompts, max_new_tokens=8)
+    pairs = [(p, o) for p in prompts for o in (" wrong", " not wrong")]
+    assert max(abs(x - y) for x, y in zip(on.loglikelihood(pairs), off.loglikelihood(pairs))) < 1e-4

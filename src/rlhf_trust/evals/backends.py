@@ -132,6 +132,9 @@ class HFBackend(BaseBackend):
                  name: str = "hf", progress: bool = True, prefix_reuse: bool = True):
         self.prefix_reuse = prefix_reuse  # KV cache of a prompt prefix shared by a batch (evals/prefix.py)
         self._prefixes: dict[tuple[int, ...], Any] = {}
+        # sliding-window layers (gemma-3: 512) count padding slots, so padding between a reused prefix
+        # and a row would change what the window sees: no reuse for batches that outgrow the window
+        self.window = getattr(getattr(model, "config", None), "sliding_window", None)
         self.model = model
         self.tok = tokenizer
         self.batch_size = max(1, int(batch_size))
@@ -164,8 +167,9 @@ class HFBackend(BaseBackend):
                 mask[r, width - len(s):] = 1
         return ids.to(self.device), mask.to(self.device)
 
-    def _plan(self, seqs: list[list[int]], caps: list[int], desc: str):
-        """(batch of row indices, shared prefix length) in run order, with a progress bar."""
+    def _plan(self, seqs: list[list[int]], caps: list[int], desc: str, extra: int = 0):
+        """(batch of row indices, shared prefix length) in run order, with a progress bar; `extra` =
+        tokens the batch grows by (generation)."""
         from tqdm.auto import tqdm
 
         from rlhf_trust.evals import prefix
@@ -178,6 +182,8 @@ class HFBackend(BaseBackend):
             batches = [(order[s:s + self.batch_size], 0) for s in range(0, len(order), self.batch_size)]
         bar = tqdm(total=len(seqs), desc=desc, unit="seq", disable=not self.progress, leave=False)
         for batch, p in batches:
+            if p and self.window and max(len(seqs[k]) for k in batch) + extra > self.window:
+                p = 0
             yield batch, p
             bar.update(len(batch))
         bar.close()
@@ -226,7 +232,7 @@ class HFBackend(BaseBackend):
             kwargs.update(temperature=float(temperature), top_k=0, top_p=1.0)
         else:
             kwargs.update(temperature=None, top_k=None, top_p=None)
-        for batch, p in self._plan(enc, [len(e) - 1 for e in enc], "generate"):
+        for batch, p in self._plan(enc, [len(e) - 1 for e in enc], "generate", max_new_tokens):
             x = self._inputs([enc[k] for k in batch], p)
             if p:  # generate runs only the uncached tail of input_ids
                 prefix = torch.tensor([enc[batch[0]][:p]] * len(batch), dtype=torch.long, device=self.device)
