@@ -199,7 +199,7 @@ def _project(tmp_path: Path, base_layout) -> Path:
     import shutil
 
     proj = tmp_path / "proj"
-    shutil.copytree(base_layout.data_dir, proj / "outputs" / "prepared")
+    shutil.copytree(base_layout.data_dir, proj / "outputs" / "curated")
     shutil.copytree(base_layout.model("base"), proj / "outputs" / "models" / "base")
     (proj / "params.yaml").write_text(
         "sft:\n  max_length: 96\n  max_prompt_length: 48\n  batch_size: 4\n  logging_steps: 1\n  threads: 1\n"

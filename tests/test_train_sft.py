@@ -84,7 +84,7 @@ def test_sft_cli_tracked_run_and_failed_run(tmp_path, monkeypatch):
     layout = make_layout(tmp_path / "tmp", n_train=8)
     import shutil
 
-    shutil.copytree(layout.data_dir, tmp_path / "outputs" / "prepared")
+    shutil.copytree(layout.data_dir, tmp_path / "outputs" / "curated")
     (tmp_path / "params.yaml").write_text(
         "sft:\n  max_length: 96\n  max_prompt_length: 48\n  batch_size: 4\n  logging_steps: 1\n  threads: 1\n"
         "  device: cpu\n")
