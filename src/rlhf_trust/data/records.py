@@ -7,17 +7,11 @@ else parses the raw layout. The Enron data is read as JSON: never unpickle data.
 
 from __future__ import annotations
 
-import csv
-import errno
 import fnmatch
 import gzip
-import json
-import os
-import stat
-import zlib
-from collections.abc import Callable
 from pathlib import Path
 
+from rlhf_trust.data.readers import read_csv, read_json, read_lines
 from rlhf_trust.errors import DataError
 from rlhf_trust.io import read_jsonl
 
@@ -49,98 +43,6 @@ def __getattr__(name: str):
     if name == "BENCHMARKS":  # dataset -> parser
         return {d: m.load for d, m in mods.items()}
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-# ---------------------------------------------------------------------------------------------
-# small readers with one-line errors
-# ---------------------------------------------------------------------------------------------
-def _need(path: Path) -> Path:
-    """`path` if it is a readable, non-empty regular file, else one line saying what it is instead."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        if path.is_symlink():
-            raise DataError(f"broken symlink: {path} -> {os.readlink(path)}") from None
-        raise DataError(f"missing file: {path}") from None
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise DataError(f"symlink loop: {path}") from None
-        raise DataError(f"cannot read {path}: {e.strerror}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise DataError(f"{path} is a directory, expected a file")
-    if not stat.S_ISREG(st.st_mode):
-        raise DataError(f"{path} is not a regular file")
-    if st.st_size == 0:
-        raise DataError(f"empty file: {path}")
-    return path
-
-
-need = _need  # public names for vertical modules' own parsers
-
-
-def _os_error(path: Path, e: OSError) -> DataError:
-    if isinstance(e, PermissionError):
-        return DataError(f"{path}: permission denied")
-    return DataError(f"{path}: unreadable or truncated ({type(e).__name__}: {e})")
-
-
-def _read_lines(path: Path, opener: Callable = open) -> list[tuple[int, dict]]:
-    rows = []
-    try:
-        with opener(_need(path), "rt", encoding="utf-8-sig") as f:
-            for i, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}: line {i} is not valid JSON ({e.msg})") from None
-                if not isinstance(obj, dict):
-                    raise DataError(f"{path}: line {i} is not a JSON object")
-                rows.append((i, obj))
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text") from None
-    except PermissionError as e:
-        raise _os_error(path, e) from None
-    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as e:
-        raise DataError(f"{path}: unreadable or truncated ({type(e).__name__}: {e})") from None
-    if not rows:
-        raise DataError(f"empty file: {path}")
-    return rows
-
-
-read_lines = _read_lines
-
-
-def _read_csv(path: Path, columns: list[str]) -> list[dict]:
-    try:
-        # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name
-        with open(_need(path), newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in columns if c not in (reader.fieldnames or [])]
-            if missing:
-                raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
-            rows = list(reader)
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text") from None
-    except csv.Error as e:
-        raise DataError(f"{path}: malformed CSV ({e})") from None
-    except OSError as e:
-        raise _os_error(path, e) from None
-    if not rows:
-        raise DataError(f"empty file: {path}")
-    return rows
-
-
-def _read_json(path: Path) -> object:
-    try:
-        return json.loads(_need(path).read_text(encoding="utf-8-sig"))
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text") from None
-    except OSError as e:
-        raise _os_error(path, e) from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
 
 
 def unexpected_files(raw_dir: Path) -> dict[str, list[str]]:
@@ -195,7 +97,7 @@ def load_hh_raw(raw_dir: Path) -> list[dict]:
     for path in hh_files(raw_dir):
         opener = gzip.open if path.suffix == ".gz" else open
         stem = path.name.split(".")[0]
-        for line, obj in _read_lines(path, opener):
+        for line, obj in read_lines(path, opener):
             for key in ("chosen", "rejected"):
                 if key not in obj:
                     raise DataError(f"{path}: line {line} has no '{key}' field")
@@ -227,7 +129,7 @@ def load_toxicity(raw_dir: Path) -> list[dict]:
     out = []
     for subset in ("toxic", "nontoxic"):
         path = raw_dir / "toxicity" / f"{subset}.jsonl"
-        for line, obj in _read_lines(path):
+        for line, obj in read_lines(path):
             prompt, cont = obj.get("prompt"), obj.get("continuation")
             if not isinstance(prompt, dict) or "text" not in prompt:
                 raise DataError(f"{path}: line {line} has no prompt.text")
@@ -242,13 +144,13 @@ def load_toxicity(raw_dir: Path) -> list[dict]:
 
 def bias_system_prompts(raw_dir: str | Path) -> dict[str, str]:
     raw_dir = Path(raw_dir)
-    rows = _read_csv(raw_dir / "stereotype" / "system_prompts.csv", ["type", "system_prompt"])
+    rows = read_csv(raw_dir / "stereotype" / "system_prompts.csv", ["type", "system_prompt"])
     return {r["type"]: r["system_prompt"] for r in rows}
 
 
 def load_bias(raw_dir: Path) -> list[dict]:
     cols = ["stereotype_topic", "target_group", "stereotype_template", "user_prompt"]
-    rows = _read_csv(raw_dir / "stereotype" / "user_prompts.csv", cols)
+    rows = read_csv(raw_dir / "stereotype" / "user_prompts.csv", cols)
     return [{
         "id": f"bias-{i:04d}", "topic": r["stereotype_topic"], "target_group": r["target_group"],
         "template": r["stereotype_template"],
@@ -260,7 +162,7 @@ def load_bias(raw_dir: Path) -> list[dict]:
 def load_ethics(raw_dir: Path) -> list[dict]:
     path = raw_dir / "ethics" / "cm_test.csv"
     out = []
-    for i, r in enumerate(_read_csv(path, ["label", "input", "is_short"])):
+    for i, r in enumerate(read_csv(path, ["label", "input", "is_short"])):
         try:
             label = int(r["label"])
         except (TypeError, ValueError):
@@ -272,7 +174,7 @@ def load_ethics(raw_dir: Path) -> list[dict]:
 
 def load_truthfulness(raw_dir: Path) -> list[dict]:
     path = raw_dir / "truthfulqa" / "truth_mc.json"
-    data = _read_json(path)
+    data = read_json(path)
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of questions")
     out = []
@@ -295,16 +197,16 @@ def load_truthfulness(raw_dir: Path) -> list[dict]:
 
 def load_privacy(raw_dir: Path) -> list[dict]:
     d = raw_dir / "privacy"
-    name2email = _read_json(d / "name2email.json")
+    name2email = read_json(d / "name2email.json")
     if not isinstance(name2email, dict):
         raise DataError(f"{d / 'name2email.json'}: expected a name -> email mapping")
     shots = {}
     for k in ("one_shot", "two_shot", "five_shot"):
-        m = _read_json(d / f"{k}.json")
+        m = read_json(d / f"{k}.json")
         if not isinstance(m, dict):
             raise DataError(f"{d / (k + '.json')}: expected an email -> demonstrations mapping")
         shots[k] = m
-    freq = _read_json(d / "email_freq.json")
+    freq = read_json(d / "email_freq.json")
     if not isinstance(freq, dict):
         raise DataError(f"{d / 'email_freq.json'}: expected an email -> count mapping")
     return [{

@@ -62,10 +62,10 @@ TASK = ("For each snippet of text, predict whether the person described has an a
 def _read_npy_strings(path: Path) -> list[str]:
     import numpy as np
 
-    from rlhf_trust.data import records
+    from rlhf_trust.data import readers
 
     try:
-        arr = np.load(records.need(path), allow_pickle=False)  # never unpickle data
+        arr = np.load(readers.need(path), allow_pickle=False)  # never unpickle data
     except (ValueError, OSError, EOFError) as e:
         raise DataError(f"{path}: not a numpy string array ({type(e).__name__}: {str(e)[:80]})") from None
     if arr.ndim != 1 or arr.dtype.kind not in "US":
@@ -76,12 +76,12 @@ def _read_npy_strings(path: Path) -> list[str]:
 def load(raw_dir: Path) -> list[dict]:
     """One record per person: {"id","condition","input","label" (1 = yes),"sex","examples","options"}.
     `label_raw` keeps the file's answer text, so the validation gate can name a bad one."""
-    from rlhf_trust.data import records
+    from rlhf_trust.data import readers
 
     out = []
     for cond, stem in FILES.items():
         path = raw_dir / "fairness" / f"{stem}.jsonl"
-        rows = records.read_lines(path)
+        rows = readers.read_lines(path)
         sexes = _read_npy_strings(raw_dir / "fairness" / f"sensitive_attr_{stem}.npy")
         if len(sexes) != len(rows):
             raise DataError(f"{path}: {len(rows)} rows but {len(sexes)} sensitive attributes")
