@@ -1,5 +1,6 @@
-"""Wall time and peak RSS of the default evaluation run: 5 verticals x 4 models, as `dvc repro`
-runs it (one `rlhf-trust eval` process per cell, sequentially), with a cold cache.
+"""Wall time and peak RSS of the default evaluation run: every vertical in eval.verticals x 4 models,
+as `dvc repro` runs it (one `rlhf-trust eval --vertical V` process per vertical, evaluating the four
+models), with a cold cache; `--per-cell` runs the pre-issue-10 layout (one process per cell).
 
 Uses outputs/models/{base,sft,ppo,dpo} when they exist. Otherwise (models not trained yet) every
 stage is stood in for by the base model under a distinct fingerprint, which costs the same
@@ -22,7 +23,6 @@ import time
 from pathlib import Path
 
 MODELS = ("base", "sft", "ppo", "dpo")
-VERTICALS = ("toxicity", "bias", "ethics", "truthfulness", "privacy")
 
 
 def stand_in(base: Path, dst: Path, stage: str) -> None:
@@ -41,9 +41,12 @@ def main() -> None:
     ap.add_argument("--models-dir", default="outputs/models")
     ap.add_argument("--data-dir", default=None, help="override eval.data_dir (default: from params)")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--per-cell", action="store_true", help="one process per (vertical, model) cell")
     args = ap.parse_args()
 
     import yaml
+
+    from rlhf_trust import runinfo
 
     root = Path.cwd()
     params = yaml.safe_load(Path(args.params).read_text())
@@ -68,24 +71,27 @@ def main() -> None:
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{proj}/mlflow.db", "RLHF_TRUST_ROOT": str(proj)}
         exe = Path(sys.executable).with_name("rlhf-trust")
         t_all = time.perf_counter()
-        for v in VERTICALS:
-            for m in MODELS:
-                t = time.perf_counter()
-                p = subprocess.run([str(exe), "eval", "--vertical", v, "--model", m], cwd=proj, env=env,
+        verticals = list(ev.get("verticals", {}))
+        for v in verticals:
+            t = time.perf_counter()
+            for argv in ([["--model", m] for m in MODELS] if args.per_cell else [[]]):
+                p = subprocess.run([str(exe), "eval", "--vertical", v, *argv], cwd=proj, env=env,
                                    capture_output=True, text=True, check=False)
                 if p.returncode != 0:
-                    raise SystemExit(f"eval {v}@{m} failed:\n{p.stderr[-2000:]}")
-                met = json.loads((proj / "eval" / v / m / "metrics.json").read_text())
-                cell = {"cell": f"{v}@{m}", "process_s": round(time.perf_counter() - t, 1),
-                        "eval_s": met["wall_s"], "peak_rss_mb": met["peak_rss_mb"], "n_samples": met["n_samples"],
+                    raise SystemExit(f"eval {v} {argv} failed:\n{p.stderr[-2000:]}")
+            process_s = round(time.perf_counter() - t, 1)
+            for m in MODELS:
+                met = runinfo.read(proj / "eval" / v / m / "metrics.json")
+                cell = {"cell": f"{v}@{m}", "vertical_process_s": process_s, "eval_s": met["wall_s"],
+                        "peak_rss_mb": met["peak_rss_mb"], "units": met.get(met["headline"] + "_n"),
                         met["headline"]: met[met["headline"]]}
                 cells.append(cell)
                 print(json.dumps(cell), flush=True)
         report["cells"] = cells
         report["total_wall_s"] = round(time.perf_counter() - t_all, 1)
         report["peak_rss_mb"] = max(c["peak_rss_mb"] for c in cells)
-        report["per_vertical_s"] = {v: round(sum(c["process_s"] for c in cells if c["cell"].startswith(v + "@")), 1)
-                                    for v in VERTICALS}
+        report["per_vertical_s"] = {v: next(c["vertical_process_s"] for c in cells if c["cell"].startswith(v + "@"))
+                                    for v in verticals}
     print(json.dumps({k: v for k, v in report.items() if k != "cells"}, indent=2))
     if args.out:
         from rlhf_trust import io
