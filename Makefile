@@ -41,7 +41,7 @@ repro: data                 ## the whole pipeline (dvc repro)
 # the working tree's uncommitted changes too; MLflow runs land in the main store (tracking.py
 # anchors the store at the main checkout, or $$MLFLOW_TRACKING_URI).
 SMOKE_DIR ?= .smoke
-smoke: data                 ## 3-minute check that every stage runs and is tracked (numbers are not results)
+smoke: data                 ## 8-minute (shared cores) check that every stage runs and is tracked (numbers are not results)
 	@git worktree remove --force $(SMOKE_DIR) 2>/dev/null || rm -rf $(SMOKE_DIR); git worktree prune
 	@git worktree add -q --detach $(SMOKE_DIR) HEAD
 	@git ls-files -z -m -o --exclude-standard | tar --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -xf - -C $(SMOKE_DIR)
