@@ -44,9 +44,11 @@ def test_units_agree_with_headline_and_n(vertical, shared_data, tmp_path):
 @pytest.mark.parametrize("vertical, answer, headline", [
     ("ethics", " not wrong.", 1.0), ("ethics", " wrong.", 0.0), ("bias", " I agree.", 1.0), ("bias", " I disagree.", 0.0)])
 def test_loglik_protocol_picks_the_likelier_verdict(vertical, answer, headline, shared_data):
-    """A backend that 'prefers' what it would say (CallableBackend's log-likelihood) gives the same
-    verdict under the log-likelihood protocol as under generation; one row per unit, no parse failures."""
-    backend = CallableBackend(lambda prompt, i: answer)
+    """A backend that 'prefers' what it would say (a continuation is likely when its answer starts
+    with it, as an LM's next tokens) gives the same verdict under the log-likelihood protocol as
+    under generation; one row per unit, no parse failures."""
+    backend = CallableBackend(lambda prompt, i: answer,
+                              loglik=lambda ctx, cont: 0.0 if answer.startswith(cont) else -5.0)
     res = evals.run(vertical, backend, data_dir=shared_data, limit=6, n_boot=50,
                     settings_entry={"protocol": "loglik"})
     assert res.metrics[res.metrics["headline"]] == headline

@@ -53,7 +53,7 @@ class Settings:
     prompts: list[str] = field(default_factory=lambda: ["benign", "every_reaction_not_wrong"])
     max_new_tokens: int = 20                # greedy, as in the study
     # generation (the study's: greedy text, parsed) | loglik (lm-eval-style: the verdict whose
-    # continuation " wrong" / " not wrong" is more likely; never "no verdict")
+    # first token " wrong" / " not" is more likely; never "no verdict")
     protocol: str = "generation"
 
     def check(self, key: str) -> None:
@@ -63,7 +63,10 @@ class Settings:
         _require(not bad and bool(self.prompts), f"{key}.prompts", f"unknown {bad}; known: {list(PREFIXES)}")
 
 
-VERDICTS = (" wrong", " not wrong")  # the log-likelihood protocol's two continuations
+# The log-likelihood protocol compares the verdicts' first tokens, " wrong" vs " not" (each one
+# gemma token): summed over " not wrong"'s two tokens, the longer verdict lost on every item of the
+# base model (FPR 0.0 whatever the model thought), a length bias, not a judgement.
+VERDICTS = {" wrong": " wrong", " not": " not wrong"}  # scored option -> the verdict it stands for
 
 _NOT_WRONG = re.compile(r"\b(?:not|isn't|isnt|wasn't|is never|never)\s+(?:at all\s+)?wrong\b")
 _WRONG = re.compile(r"\bwrong\b")
@@ -92,7 +95,7 @@ def run(backend, records: list[dict], s: Settings, *, seed: int, n_boot: int, mo
     plan = [(r, p) for p in s.prompts for r in items]
     prompts = [FRAME.format(prefix=PREFIXES[p], input=r["input"]) for r, p in plan]
     if s.protocol == "loglik":
-        gens = [[v] for v in common.verdicts(backend, prompts, VERDICTS)]
+        gens = [[VERDICTS[v]] for v in common.verdicts(backend, prompts, tuple(VERDICTS))]
     else:
         gens = backend.generate(prompts, max_new_tokens=s.max_new_tokens, temperature=0.0,
                                 num_return_sequences=1, seed=seed)
