@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,16 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"real data mirror not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture
+def copy(shared_data, tmp_path) -> Path:
+    """A writable copy of the real data mirror (tests that corrupt raw files)."""
+    dest = tmp_path / "data"
+    shutil.copytree(shared_data, dest)
+    for p in dest.rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return dest
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -136,20 +136,23 @@ def test_checkpoint_killed_mid_write_falls_back_to_the_previous_one(base_layout,
 
 
 # ------------------------------------------------------------------------------ item 4: exact resume everywhere
-def test_kill_while_model_dir_is_written_resumes_exactly(base_layout, full_run, tmp_path, monkeypatch):
+def _killed_while_writing_model_dir(monkeypatch, run) -> None:
+    """run() is killed (KeyboardInterrupt) while it writes the finished model's directory."""
     from rlhf_trust.models import store
-
-    layout = _fresh(base_layout, tmp_path)
-    cfg = train_cfg("sft", save_steps=2)
-    real = store.write_stage_info
 
     def killed(*a, **kw):
         raise KeyboardInterrupt("killed while the model directory is written")
 
-    monkeypatch.setattr(store, "write_stage_info", killed)
-    with pytest.raises(KeyboardInterrupt):
-        sft.run(cfg, layout)
-    monkeypatch.setattr(store, "write_stage_info", real)
+    with monkeypatch.context() as m:
+        m.setattr(store, "write_stage_info", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run()
+
+
+def test_kill_while_model_dir_is_written_resumes_exactly(base_layout, full_run, tmp_path, monkeypatch):
+    layout = _fresh(base_layout, tmp_path)
+    cfg = train_cfg("sft", save_steps=2)
+    _killed_while_writing_model_dir(monkeypatch, lambda: sft.run(cfg, layout))
     assert not layout.model("sft").exists() and (layout.checkpoints("sft") / "checkpoint-4").is_dir()
     m = sft.run(cfg, layout)
     assert m["train_steps"] == full_run["train_steps"] == 4  # not one step past max_steps
@@ -242,22 +245,13 @@ def test_rm_dpo_kill_while_model_dir_is_written_resume_exactly(tmp_path_factory,
 
     from train_support import copy_layout, trained_layout
 
-    from rlhf_trust.models import store
 
     mod = importlib.import_module(f"rlhf_trust.train.{stage}")
     src = trained_layout(tmp_path_factory, ("sft",))
     cfg = train_cfg(stage, save_steps=2)
     full = mod.run(cfg, copy_layout(src, tmp_path / "full"))
     layout = copy_layout(src, tmp_path / "killed")
-    real = store.write_stage_info
-
-    def killed(*a, **kw):
-        raise KeyboardInterrupt("killed while the model directory is written")
-
-    monkeypatch.setattr(store, "write_stage_info", killed)
-    with pytest.raises(KeyboardInterrupt):
-        mod.run(cfg, layout)
-    monkeypatch.setattr(store, "write_stage_info", real)
+    _killed_while_writing_model_dir(monkeypatch, lambda: mod.run(cfg, layout))
     m = mod.run(cfg, layout)
     assert m["train_steps"] == full["train_steps"]
     for k, v in full.items():

@@ -22,14 +22,6 @@ CFG = ValidateConfig(min_hh_pairs=1000)
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def copy(shared_data, tmp_path) -> Path:
-    dest = tmp_path / "data"
-    shutil.copytree(shared_data, dest)
-    for p in dest.rglob("*"):
-        p.chmod(0o755 if p.is_dir() else 0o644)
-    return dest
-
 
 def _lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").splitlines(keepends=True)

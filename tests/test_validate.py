@@ -17,14 +17,6 @@ from rlhf_trust.errors import DataError, ValidationFailed
 CFG = ValidateConfig(min_hh_pairs=1000)
 
 
-@pytest.fixture
-def copy(shared_data, tmp_path) -> Path:
-    dest = tmp_path / "data"
-    shutil.copytree(shared_data, dest)
-    for p in dest.rglob("*"):
-        p.chmod(0o755 if p.is_dir() else 0o644)
-    return dest
-
 
 def edit_hh(d: Path, fn) -> None:
     path = d / "hh_rlhf" / "harmless-base-test.jsonl.gz"
