@@ -282,7 +282,7 @@ def collect(a) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from rlhf_trust import io
+    from rlhf_trust import fileio
 
     out = {"stages": {}, "removal": {}, "seconds": {}, "config": {}}
     for stage in ("sft", "dpo"):
@@ -300,7 +300,7 @@ def collect(a) -> None:
     cand = [m for m in ("exact", "datainf", "gradsim", "repsim")]
     mean = {m: sum(s[m]["lds"] for s in out["stages"].values()) / len(out["stages"]) for m in cand}
     out["default_method"] = max(cand, key=lambda m: mean[m])
-    io.write_json(RESULTS / "attribution_lds.json", out)
+    fileio.write_json(RESULTS / "attribution_lds.json", out)
     fig, ax = plt.subplots(figsize=(6, 3.4))
     stages = list(out["stages"])
     width = 0.8 / len(stages)
@@ -314,7 +314,7 @@ def collect(a) -> None:
     ax.set_ylabel("LDS (mean Spearman, 95% CI)")
     ax.legend()
     fig.tight_layout()
-    with io.atomic_path(RESULTS / "attribution_lds.png") as tmp:
+    with fileio.atomic_path(RESULTS / "attribution_lds.png") as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     print(json.dumps({"default_method": out["default_method"], "mean_lds": mean}))
     print("| method | " + " | ".join(f"{s} LDS [95% CI] (m, test samples)" for s in stages) + " |")

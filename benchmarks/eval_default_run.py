@@ -94,9 +94,9 @@ def main() -> None:
                                     for v in verticals}
     print(json.dumps({k: v for k, v in report.items() if k != "cells"}, indent=2))
     if args.out:
-        from rlhf_trust import io
+        from rlhf_trust import fileio
 
-        io.write_json(args.out, report)
+        fileio.write_json(args.out, report)
 
 
 if __name__ == "__main__":

@@ -137,9 +137,9 @@ def main() -> None:
         res["greedy_outputs_identical"] = sum(a == b for a, b in zip(base_outs, runs["engine"][2])) / len(prompts)
     print(json.dumps(res, indent=2))
     if args.out:
-        from rlhf_trust import io
+        from rlhf_trust import fileio
 
-        io.write_json(args.out, res)
+        fileio.write_json(args.out, res)
 
 
 if __name__ == "__main__":

@@ -59,9 +59,9 @@ def main() -> None:
            "prompts": block(kinds_a == "prompt"), "continuations": block(kinds_a == "continuation")}
     print(json.dumps(out, indent=2))
     if args.out:
-        from rlhf_trust import io
+        from rlhf_trust import fileio
 
-        io.write_json(args.out, out)
+        fileio.write_json(args.out, out)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from rlhf_trust import config, io
+from rlhf_trust import config, fileio
 
 torch.set_num_threads(1)
 
@@ -23,7 +23,7 @@ def test_attributor_on_trained_sft_rm_dpo(tmp_path, monkeypatch):
     for stage in (sft, rm, dpo):
         stage.run(train_cfg(stage.__name__.rsplit(".", 1)[1], max_steps=2), layout)
     monkeypatch.chdir(root)
-    rows = io.read_jsonl(layout.split("hh_train"))
+    rows = fileio.read_jsonl(layout.split("hh_train"))
     test_rows = [{"id": r["id"], "prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}
                  for r in hh_pairs(3, offset=700, max_chars=120)]
     cfg = config.section("influence", {"influence": {"layers": "last:1", "batch_size": 4, "shard_size": 8,

@@ -8,7 +8,7 @@ import pytest
 import torch
 from attribution_setup import DATA, TARGETS, hh_rows, tiny_base
 
-from rlhf_trust import io, runinfo
+from rlhf_trust import fileio, runinfo
 from rlhf_trust.errors import UserError
 
 torch.set_num_threads(1)
@@ -54,7 +54,7 @@ def _stage_dir(root, name, kind, task, parent, save):
 def _samples(vertical, model, prompts, gens):
     rows = [{"id": f"{vertical}-{i}", "vertical": vertical, "model": model, "condition": "benign",
              "sample_index": 0, "prompt": p, "generation": g} for i, (p, g) in enumerate(zip(prompts, gens))]
-    io.write_jsonl(f"eval/{vertical}/{model}/samples.jsonl", rows)
+    fileio.write_jsonl(f"eval/{vertical}/{model}/samples.jsonl", rows)
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +81,8 @@ def project(tmp_path_factory):
         m.save_pretrained(out)
     _stage_dir(models, "dpo", "full", "causal_lm", "sft", full_dpo)
 
-    (root / "outputs" / "prepared").mkdir(parents=True)
-    io.write_jsonl(root / "outputs" / "prepared" / "hh_train.jsonl", hh_rows(20, 80))
+    (root / "outputs" / "curated").mkdir(parents=True)
+    fileio.write_jsonl(root / "outputs" / "curated" / "hh_train.jsonl", hh_rows(20, 80))
     (root / "params.yaml").write_text(PARAMS)
     tox = [r["prompt"] for r in records.load("toxicity", DATA)[:6]]
     eth = [r["input"][:150] for r in records.load("ethics", DATA)[:6]]
@@ -116,7 +116,7 @@ def test_stage_writes_scores_top_hist_metrics_and_resumes(project, monkeypatch):
             df = pd.read_parquet(d / "scores.parquet")
             assert len(df) == 20 and df["score"].notna().all()
             assert df["score_normalized"].between(-1, 1).all()
-            top = io.read_jsonl(d / "top.jsonl")
+            top = fileio.read_jsonl(d / "top.jsonl")
             assert [t["kind"] for t in top] == ["helpful"] * 3 + ["harmful"] * 3
             assert top[0]["score"] == df["score"].min() and top[3]["score"] == df["score"].max()
             assert top[0]["prompt"] and top[0]["chosen"]
@@ -160,6 +160,6 @@ def test_no_behaviour_change_records_zero_influence(project, monkeypatch):
     assert _run(root, monkeypatch, stage="dpo", vertical="ethics") == 0
     d = root / "influence" / "dpo" / "ethics"
     assert (pd.read_parquet(d / "scores.parquet")["score"] == 0).all()
-    assert io.read_jsonl(d / "top.jsonl") == []
+    assert fileio.read_jsonl(d / "top.jsonl") == []
     m = runinfo.read(d / "metrics.json")
     assert m["n_test"] == 0 and m["no_behaviour_change"] == 1 and m["test_identical_dropped"] == len(ps)

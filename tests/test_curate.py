@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rlhf_trust import config, io
+from rlhf_trust import config, fileio
 from rlhf_trust.data import curate, records
 from rlhf_trust.errors import UserError
 
@@ -19,8 +19,8 @@ def project(tmp_path, monkeypatch, shared_data):
     monkeypatch.chdir(tmp_path)
     pairs = records.hh_pairs(shared_data)[:40]
     prep = tmp_path / "outputs" / "prepared"
-    io.write_jsonl(prep / "hh_train.jsonl", pairs[:30])
-    io.write_jsonl(prep / "hh_heldout.jsonl", pairs[30:])
+    fileio.write_jsonl(prep / "hh_train.jsonl", pairs[:30])
+    fileio.write_jsonl(prep / "hh_heldout.jsonl", pairs[30:])
     ids = [str(p["id"]) for p in pairs[:30]]
     scores = [((i * 7) % 11 - 5) / 5 for i in range(30)]          # raw DataInf-like scores, both signs
     d = tmp_path / "influence" / "dpo" / "toxicity"
@@ -39,7 +39,7 @@ def test_disabled_passes_the_prepared_set_through_byte_for_byte(project):
     for split in ("hh_train", "hh_heldout"):
         assert Path(f"outputs/curated/{split}.jsonl").read_bytes() == Path(f"outputs/prepared/{split}.jsonl").read_bytes()
     assert m["dropped"] == [] and m["mode"] == "pass_through" and m["n_out"] == m["n_in"] == 30
-    assert m["train_data.version"] == io.md5_file("outputs/prepared/hh_train.jsonl") == m["prepared_md5"]
+    assert m["train_data.version"] == fileio.md5_file("outputs/prepared/hh_train.jsonl") == m["prepared_md5"]
 
 
 def test_drop_harmful_drops_exactly_the_listed_pairs(project):
@@ -80,7 +80,7 @@ def test_curated_md5_reaches_mlflow_and_the_report(project):
 
     Path("params.yaml").write_text("curate: {enabled: true, harmful: toward_change, top_k: 3}\nreport: {top_k: 2}\n")
     assert cli.main(["curate"]) == 0
-    md5 = io.md5_file("outputs/curated/hh_train.jsonl")
+    md5 = fileio.md5_file("outputs/curated/hh_train.jsonl")
     run = mlflow.get_run(runinfo.read(Path("metrics/curate.json"))["mlflow_run_id"])
     assert run.data.tags["train_data.version"] == md5
     assert md5 in [d.dataset.digest for d in run.inputs.dataset_inputs]

@@ -16,7 +16,7 @@ import torch
 from disk_support import full_disk
 from train_support import KillAt, make_layout, train_cfg
 
-from rlhf_trust import cli, io
+from rlhf_trust import cli, fileio
 from rlhf_trust.models import load_stage_info
 from rlhf_trust.train import common, ppo, sft
 
@@ -163,7 +163,7 @@ def test_kill_while_model_dir_is_written_resumes_exactly(base_layout, full_run, 
 
 def test_kill_between_the_two_renames_is_recovered(tmp_path, monkeypatch):
     out = tmp_path / "sft"
-    with io.atomic_path(out) as t:
+    with fileio.atomic_path(out) as t:
         t.mkdir()
         (t / "weights").write_text("v1")
     real, calls = os.replace, []
@@ -175,12 +175,12 @@ def test_kill_between_the_two_renames_is_recovered(tmp_path, monkeypatch):
         return real(a, b)
 
     monkeypatch.setattr(os, "replace", replace)
-    with pytest.raises(KeyboardInterrupt), io.atomic_path(out) as t:
+    with pytest.raises(KeyboardInterrupt), fileio.atomic_path(out) as t:
         t.mkdir()
         (t / "weights").write_text("v2")
     monkeypatch.setattr(os, "replace", real)
     assert not out.exists() and (tmp_path / ".sft.old" / "weights").read_text() == "v1"  # the state
-    io.recover(out)
+    fileio.recover(out)
     assert (out / "weights").read_text() == "v1" and not (tmp_path / ".sft.old").exists()
 
 
@@ -192,7 +192,7 @@ def test_leftover_temp_dirs_are_removed_at_the_next_start(tmp_path):
     other = tmp_path / ".sft.json.abcdefgh.tmp"  # another output's temp dir: not ours
     for d in (*stale, live, other):
         d.mkdir()
-    with io.atomic_path(tmp_path / "sft") as t:
+    with fileio.atomic_path(tmp_path / "sft") as t:
         t.mkdir()
     assert not any(d.exists() for d in stale) and live.exists() and other.exists()
 

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rlhf-trust {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as e:
-        from rlhf_trust.io import is_disk_full
+        from rlhf_trust.fileio import is_disk_full
 
         if not is_disk_full(e):
             raise  # a bug: the traceback is what a maintainer needs

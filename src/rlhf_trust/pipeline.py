@@ -87,7 +87,7 @@ def stages(eval_verticals: list[str], eval_models: list[str], influence_stages: 
         spec = INFLUENCE[s]
         models = [spec.model, *([spec.ref] if spec.ref else [])]
         for v in influence_verticals:
-            deps = (*(str(paths.model_dir(m)) for m in models),
+            deps = (*hh, *(str(paths.model_dir(m)) for m in models),
                     _p(paths.EVAL, v, spec.new, "samples.jsonl"), _p(paths.EVAL, v, spec.old, "samples.jsonl"))
             out.append(Stage(f"influence {s} {v}", deps, influence_outs(s, v), parent=spec.model))
     out.append(Stage("report", (str(paths.EVAL), str(paths.INFLUENCE), str(paths.METRICS)),

@@ -23,7 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from rlhf_trust import io, paths
+from rlhf_trust import fileio, paths
 from rlhf_trust.config import as_flat_dict, params_hash
 from rlhf_trust.errors import UserError
 
@@ -193,10 +193,10 @@ def input_tags(inputs: list[str | Path]) -> dict[str, str]:
     tags = {}
     for p in map(Path, inputs):
         if p.is_file():
-            tags[f"input.{p.as_posix()}.md5"] = io.md5_file(p)
+            tags[f"input.{p.as_posix()}.md5"] = fileio.md5_file(p)
         elif p.is_dir():
             sj = p / "stage.json"
-            tags[f"input.{p.as_posix()}.md5"] = io.read_json(sj).get("md5", "") if sj.is_file() else "dir"
+            tags[f"input.{p.as_posix()}.md5"] = fileio.read_json(sj).get("md5", "") if sj.is_file() else "dir"
     return tags
 
 
@@ -211,7 +211,7 @@ def datasets(inputs: list[str | Path]) -> list[tuple[str, str, str]]:
         if p.name == "data.dvc" and p.is_file():
             out.append(("data", data_version().removesuffix(".dir"), str(p.resolve().parent / "data")))
         elif p.is_file() and p.name.endswith(DATASET_SUFFIXES) and p.name != "stage.json":
-            out.append((p.name.split(".")[0], io.md5_file(p), str(p.resolve())))
+            out.append((p.name.split(".")[0], fileio.md5_file(p), str(p.resolve())))
     return out
 
 
@@ -425,7 +425,7 @@ def mark_dead_runs_killed(mlflow: Any, stage: str) -> list[str]:
     for r in client.search_runs([exp.experiment_id], max_results=1000,
                                 filter_string=f"tags.stage = '{stage}' and attributes.status = 'RUNNING'"):
         pid = r.data.tags.get("process.pid", "")
-        if r.data.tags.get("process.host") == host and pid.isdigit() and not io.pid_alive(int(pid)):
+        if r.data.tags.get("process.host") == host and pid.isdigit() and not fileio.pid_alive(int(pid)):
             client.set_terminated(r.info.run_id, "KILLED")
             done.append(r.info.run_id)
     return done
@@ -550,8 +550,8 @@ def track_stage(stage: str, fn: Callable[[StageRun], dict[str, Any]], *, cfg: An
         sr.set_tags({"mlflow.note.content": f"stage {stage}: {len(metrics)} metrics"})
         if metrics_path is not None:
             dvc_metrics, info = runinfo.split({**recorded, "mlflow_run_id": sr.run_id}, metric_keys)
-            io.write_json(runinfo.run_info_path(metrics_path), info)
-            io.write_json(metrics_path, dvc_metrics)
+            fileio.write_json(runinfo.run_info_path(metrics_path), info)
+            fileio.write_json(metrics_path, dvc_metrics)
     print(summary_line(run_name or stage, recorded, metric_keys, summary(metrics) if summary else None), flush=True)
     return metrics
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from rlhf_trust import io
+from rlhf_trust import fileio
 from rlhf_trust.errors import UserError
 
 _BLOCK = re.compile(r"\.(?:layers|h|blocks|layer)\.(\d+)\.")
@@ -158,9 +158,9 @@ def write_store(out_dir: str | Path, batches: Iterable[tuple[int, list]], comput
     meta = {"n": n, "layers": layers, "shapes": {k: list(v) for k, v in shapes.items()},
             "shard_size": shard_size, "dtype": dtype}
     meta_path = out_dir / "meta.json"
-    if meta_path.is_file() and io.read_json(meta_path) != meta:
+    if meta_path.is_file() and fileio.read_json(meta_path) != meta:
         raise UserError(f"{out_dir}: gradient store was written with other settings; remove it")
-    io.write_json(meta_path, meta)
+    fileio.write_json(meta_path, meta)
     pending: dict[int, list] = {}
     for start, items in batches:
         k = start // shard_size
@@ -173,7 +173,7 @@ def write_store(out_dir: str | Path, batches: Iterable[tuple[int, list]], comput
         pending.setdefault(k, []).append(np.concatenate([g[l].reshape(len(items), -1).numpy() for l in layers],
                                                         axis=1).astype(dtype))
         if sum(len(a) for a in pending[k]) == min(shard_size, n - k * shard_size):
-            with io.atomic_path(path) as tmp, open(tmp, "wb") as f:
+            with fileio.atomic_path(path) as tmp, open(tmp, "wb") as f:
                 np.save(f, np.concatenate(pending.pop(k)))
     if pending:
         raise RuntimeError(f"incomplete shards {sorted(pending)} (batches crossed a shard boundary)")
@@ -210,7 +210,7 @@ def iter_store(store_dir: str | Path, rows: slice | None = None) -> Iterator[dic
     import torch
 
     store_dir = Path(store_dir)
-    meta = io.read_json(store_dir / "meta.json")
+    meta = fileio.read_json(store_dir / "meta.json")
     sizes = [int(np.prod(meta["shapes"][l])) for l in meta["layers"]]
     n_shards = -(-meta["n"] // meta["shard_size"])
     for k in range(n_shards):
@@ -239,7 +239,7 @@ def gather_store(store_dir: str | Path, index) -> dict:
     import torch
 
     index = sorted(int(i) for i in index)
-    meta = io.read_json(Path(store_dir) / "meta.json")
+    meta = fileio.read_json(Path(store_dir) / "meta.json")
     size = meta["shard_size"]
     parts = []
     for k, chunk in enumerate(iter_store(store_dir)):

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlhf_trust import config, io, paths
+from rlhf_trust import config, fileio, paths
 from rlhf_trust.errors import UserError
 from rlhf_trust.evals import VERTICALS  # the registry
 
@@ -159,7 +159,7 @@ class Attributor:
             else:
                 self._reps = reps.example_reps(self.spec.train_loss, self.model, self.tok, self.rows,
                                                self.cfg.max_length, self.cfg.batch_size, self.device).numpy()
-                with io.atomic_path(path) as tmp, open(tmp, "wb") as f:
+                with fileio.atomic_path(path) as tmp, open(tmp, "wb") as f:
                     np.save(f, self._reps)
         return self._reps
 
@@ -219,7 +219,7 @@ def write_outputs(dest: Path, rows: list[dict], scores, columns: dict, top_k: in
     df = pd.DataFrame({"id": [str(r["id"]) for r in rows], "score": scores, "score_normalized": norm,
                        "rank_helpful": rank, **{f"score_{m}": np.asarray(c) for m, c in columns.items()}})
     dest.mkdir(parents=True, exist_ok=True)
-    with io.atomic_path(dest / "scores.parquet") as tmp:
+    with fileio.atomic_path(dest / "scores.parquet") as tmp:
         df.to_parquet(tmp, index=False)
 
     def entry(kind: str, i: int, pos: int) -> dict:
@@ -231,7 +231,7 @@ def write_outputs(dest: Path, rows: list[dict], scores, columns: dict, top_k: in
     k = min(top_k, len(rows)) if np.any(scores) else 0  # all-zero scores rank nothing
     helpful = [entry("helpful", int(i), p) for p, i in enumerate(order[:k])]           # most negative
     harmful = [entry("harmful", int(i), p) for p, i in enumerate(order[::-1][:k])]     # most positive
-    io.write_jsonl(dest / "top.jsonl", helpful + harmful)
+    fileio.write_jsonl(dest / "top.jsonl", helpful + harmful)
     plot_hist(dest / "hist.png", scores)
     return {"n_train": len(rows), "frac_negative": float((scores < 0).mean()),
             "score_min": float(scores.min()), "score_max": float(scores.max()),
@@ -250,7 +250,7 @@ def plot_hist(path: Path, scores) -> None:
     ax.set_xlabel("DataInf influence (negative = pair moved the model toward the new behaviour)")
     ax.set_ylabel("HH pairs")
     fig.tight_layout()
-    with io.atomic_path(path) as tmp:
+    with fileio.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
 
@@ -259,15 +259,15 @@ def plot_hist(path: Path, scores) -> None:
 def train_rows(cfg) -> tuple[list[dict], str]:
     from rlhf_trust.data import records
 
-    path = paths.prepared("hh_train")
+    path = paths.CURATED / "hh_train.jsonl"  # the set the training stages read (curate's output)
     if not path.is_file():
-        raise UserError(f"missing {path}; run `rlhf-trust prepare` first")
-    rows = records.load("hh_train", paths.PREPARED)
+        raise UserError(f"missing {path}; run `rlhf-trust curate` first")
+    rows = records.load("hh_train", paths.CURATED)
     if cfg.max_train_pairs:
         rows = rows[: cfg.max_train_pairs]
     if not rows:
         raise UserError(f"{path} holds no training pairs")
-    return rows, io.md5_file(path)
+    return rows, fileio.md5_file(path)
 
 
 # the DVC metrics: sizes, the chosen method's measured LDS, and every pair of methods' agreement
@@ -282,7 +282,7 @@ def measured_lds(stage: str, method: str) -> dict:
     if not LDS_RESULTS.is_file():
         return {}
     try:
-        got = io.read_json(LDS_RESULTS)["stages"][stage][method]
+        got = fileio.read_json(LDS_RESULTS)["stages"][stage][method]
     except (UserError, KeyError, ValueError, TypeError):
         return {}
     return {"lds": got["lds"], "lds_ci95": got["ci95"], "lds_m": got["m"]}
@@ -324,7 +324,7 @@ def run_stage(stage: str, verticals: list[str], cfg) -> dict[str, dict]:
                     "params_per_example": sum(math.prod(s) for s in att.pe.shapes.values()),
                     "train_loss": sp.train_loss, "test_loss": sp.test_loss}
 
-        inputs = [paths.prepared("hh_train"), paths.model_dir(sp.model), testpairs.samples_path(vertical, sp.new),
+        inputs = [paths.CURATED / "hh_train.jsonl", paths.model_dir(sp.model), testpairs.samples_path(vertical, sp.new),
                   testpairs.samples_path(vertical, sp.old)]
         results[vertical] = track_stage("influence", work, cfg=cfg, inputs=inputs,
                                         metrics_path=dest / "metrics.json",

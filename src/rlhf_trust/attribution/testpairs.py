@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rlhf_trust import io, paths
+from rlhf_trust import fileio, paths
 from rlhf_trust.errors import UserError
 
 
@@ -40,7 +40,7 @@ def build(vertical: str, new: str, old: str, limit: int) -> tuple[list[dict], di
         path = samples_path(vertical, model)
         if not path.is_file():
             raise UserError(f"missing {path}; run `rlhf-trust eval --vertical {vertical} --model {model}` first")
-        rows[model] = {_key(r): r for r in io.read_jsonl(path)}
+        rows[model] = {_key(r): r for r in fileio.read_jsonl(path)}
     out, same, empty = [], 0, 0
     for key, r_new in rows[new].items():
         r_old = rows[old].get(key)

@@ -26,7 +26,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rlhf_trust import io, paths, pipeline
+from rlhf_trust import fileio, paths, pipeline
 from rlhf_trust.errors import DataError, UserError
 
 CURATED = paths.CURATED
@@ -40,7 +40,7 @@ def direction(cfg: Any, stage: str, vertical: str) -> str:
     """toward_change | against_change: which side of the scores is trust-harmful for this source."""
     if cfg.harmful != "auto":
         return cfg.harmful
-    summary = io.read_json(cfg.summary) if Path(cfg.summary).is_file() else {}
+    summary = fileio.read_json(cfg.summary) if Path(cfg.summary).is_file() else {}
     r = (summary.get("contrasts") or {}).get(vertical, {}).get(CONTRAST[stage]) or {}
     worse = r.get("more_trustworthy")
     if worse is None:
@@ -66,7 +66,7 @@ def harm_scores(cfg: Any, scores_dir: Path) -> tuple[dict[str, float], list[dict
             sign = -1.0 if way == "toward_change" else 1.0
             for i, s in zip(df["id"].astype(str), df["score_normalized"].astype(float), strict=True):
                 total[i] = total.get(i, 0.0) + sign * s
-            sources.append({"stage": stage, "vertical": vertical, "harmful": way, "scores_md5": io.md5_file(path),
+            sources.append({"stage": stage, "vertical": vertical, "harmful": way, "scores_md5": fileio.md5_file(path),
                             "raw": dict(zip(df["id"].astype(str), df["score"].astype(float), strict=True)),
                             "n_scored": len(df)})
     n = len(sources)
@@ -92,7 +92,7 @@ def curate(cfg: Any, prepared: Path = paths.PREPARED, out: Path = CURATED, score
             raise DataError(f"curate: missing {prepared / f'{split}.jsonl'}; run `rlhf-trust prepare` first")
     src = (prepared / "hh_train.jsonl").read_bytes()
     manifest: dict[str, Any] = {"enabled": cfg.enabled, "mode": cfg.mode if cfg.enabled else "pass_through",
-                                "prepared_md5": io.md5_file(prepared / "hh_train.jsonl"), "sources": [], "dropped": []}
+                                "prepared_md5": fileio.md5_file(prepared / "hh_train.jsonl"), "sources": [], "dropped": []}
     if not cfg.enabled:
         kept = src
     else:
@@ -109,15 +109,15 @@ def curate(cfg: Any, prepared: Path = paths.PREPARED, out: Path = CURATED, score
                                for i in ids if i in drop]
     _write_bytes(out / "hh_train.jsonl", kept)
     _write_bytes(out / "hh_heldout.jsonl", (prepared / "hh_heldout.jsonl").read_bytes())
-    version = io.md5_file(out / "hh_train.jsonl")
+    version = fileio.md5_file(out / "hh_train.jsonl")
     n_in = sum(1 for line in src.splitlines() if line.strip())
     manifest.update({"train_data.version": version, "n_in": n_in, "n_out": n_in - len(manifest["dropped"])})
-    io.write_json(manifest_path, manifest)
+    fileio.write_json(manifest_path, manifest)
     return manifest
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    with io.atomic_path(path) as tmp:
+    with fileio.atomic_path(path) as tmp:
         Path(tmp).write_bytes(data)
 
 

@@ -12,7 +12,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from rlhf_trust import io, paths
+from rlhf_trust import fileio, paths
 from rlhf_trust.config import DataConfig, PrepareConfig
 from rlhf_trust.data import records
 from rlhf_trust.errors import DataError
@@ -70,10 +70,10 @@ def run(data_cfg: DataConfig, cfg: PrepareConfig, out_dir: Path = paths.PREPARED
     for name, loader in records.BENCHMARKS.items():
         tables[name] = loader(raw_dir)
         stats[name] = len(tables[name])
-    with io.atomic_path(out_dir) as tmp:
+    with fileio.atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for name, rows in tables.items():
-            io.write_jsonl(tmp / f"{name}.jsonl", rows)
+            fileio.write_jsonl(tmp / f"{name}.jsonl", rows)
     return stats
 
 

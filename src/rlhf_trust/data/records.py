@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rlhf_trust.data.readers import read_csv, read_json, read_lines
 from rlhf_trust.errors import DataError
-from rlhf_trust.io import read_jsonl
+from rlhf_trust.fileio import read_jsonl
 
 ASSISTANT = "\n\nAssistant:"
 HUMAN = "\n\nHuman:"

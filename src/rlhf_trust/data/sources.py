@@ -15,7 +15,7 @@ import json
 import shutil
 from pathlib import Path
 
-from rlhf_trust import io
+from rlhf_trust import fileio
 from rlhf_trust.config import DataConfig
 from rlhf_trust.errors import DataError, UserError
 
@@ -92,7 +92,7 @@ def _truthfulqa_from_hub(dest: Path) -> int:  # pragma: no cover - needs interne
               "mc1_targets": dict(zip(r["mc1_targets"]["choices"], r["mc1_targets"]["labels"])),
               "mc2_targets": dict(zip(r["mc2_targets"]["choices"], r["mc2_targets"]["labels"]))} for r in ds]
     (dest / "truthfulqa").mkdir(parents=True, exist_ok=True)
-    io.write_json(dest / "truthfulqa" / "truth_mc.json", items)
+    fileio.write_json(dest / "truthfulqa" / "truth_mc.json", items)
     return 1
 
 
@@ -137,7 +137,7 @@ def _dvc_md5_text(text: str) -> str | None:
 
 def run(cfg: DataConfig, check: bool = True) -> str:
     dest = Path(cfg.dir)
-    with io.atomic_path(dest) as tmp:
+    with fileio.atomic_path(dest) as tmp:
         tmp.mkdir()
         n = from_mirror(Path(cfg.mirror_dir), tmp) if cfg.source == "mirror" else from_hub(cfg, tmp)
     msg = f"wrote {n} files to {dest}/ from {cfg.source}"

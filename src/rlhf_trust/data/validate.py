@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlhf_trust import io, paths
+from rlhf_trust import fileio, paths
 from rlhf_trust.config import ValidateConfig
 from rlhf_trust.data import records
 from rlhf_trust.errors import DataError, ValidationFailed
@@ -207,7 +207,7 @@ def prepared_frame(prepared_dir: Path) -> Any:
 
     rows = []
     for split in ("hh_train", "hh_heldout"):
-        for r in io.read_jsonl(prepared_dir / f"{split}.jsonl"):
+        for r in fileio.read_jsonl(prepared_dir / f"{split}.jsonl"):
             rows.append({**r, "split": split})
     return pd.DataFrame(rows)
 
@@ -249,23 +249,23 @@ def run_pipeline(raw_dir: Path, cfg: ValidateConfig, sr: Any) -> dict[str, Any]:
     dfs = frames(raw_dir)
     if paths.PREPARED.is_dir():
         dfs["prepared_hh"] = prepared_frame(paths.PREPARED)
-    with io.atomic_path(docs_dir) as tmp_docs:
+    with fileio.atomic_path(docs_dir) as tmp_docs:
         tmp_docs.mkdir(parents=True)
         failures, stats = validate_frames(dfs, cfg, tmp_docs.resolve(), extra={"prepared_hh": prepared_suite()})
     sr.log_artifact(docs_dir, "data_docs")
     failures = file_set_failures(raw_dir) + failures
     if failures:
         raise ValidationFailed(summary(failures, stats))
-    files = {p.relative_to(raw_dir).as_posix(): io.md5_file(p) for p in sorted(raw_dir.rglob("*")) if p.is_file()}
-    prepared = {p.name: io.md5_file(p) for p in sorted(paths.PREPARED.glob("*.jsonl"))}
+    files = {p.relative_to(raw_dir).as_posix(): fileio.md5_file(p) for p in sorted(raw_dir.rglob("*")) if p.is_file()}
+    prepared = {p.name: fileio.md5_file(p) for p in sorted(paths.PREPARED.glob("*.jsonl"))}
     from rlhf_trust.tracking import data_version
 
     manifest = {"valid": True, "data_version": data_version(), "datasets": stats,
                 "raw_files": files, "prepared_files": prepared}
-    io.write_json(paths.MANIFEST, manifest)
+    fileio.write_json(paths.MANIFEST, manifest)
     sr.log_artifact(paths.MANIFEST)
     for name, part in dataset_manifests(files, prepared, stats).items():
-        io.write_json(paths.validated(name), part)
+        fileio.write_json(paths.validated(name), part)
     return {name: {"rows": s["rows"], "expectations": s["expectations"]} for name, s in stats.items()}
 
 

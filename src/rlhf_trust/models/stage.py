@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from rlhf_trust import config, io, paths
+from rlhf_trust import config, fileio, paths
 
 
 def _tokenizer_texts() -> list[str] | None:
@@ -12,7 +12,7 @@ def _tokenizer_texts() -> list[str] | None:
     f = paths.prepared("hh_train")
     if not f.is_file():
         return None
-    rows = io.read_jsonl(f)
+    rows = fileio.read_jsonl(f)
     return [r["prompt"] + r["chosen"] for r in rows] + [r["rejected"] for r in rows]
 
 

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from rlhf_trust import io
+from rlhf_trust import fileio
 from rlhf_trust.errors import UserError
 
 STAGE_FILE = "stage.json"
@@ -29,7 +29,7 @@ def load_stage_info(model_dir: str | Path) -> dict[str, Any]:
     f = model_dir / STAGE_FILE
     if not f.is_file():
         raise UserError(f"not a model directory (no {STAGE_FILE}): {model_dir}; run its stage first")
-    info = io.read_json(f)
+    info = fileio.read_json(f)
     if info.get("kind") not in KINDS or info.get("task", "causal_lm") not in TASKS:
         raise UserError(f"{f}: unknown kind/task {info.get('kind')!r}/{info.get('task')!r}")
     info.setdefault("task", "causal_lm")
@@ -56,7 +56,7 @@ def write_stage_info(model_dir: Path, info: dict[str, Any], final_dir: str | Pat
         except ValueError:  # other drive (Windows)
             info["parent_dir"] = str(parent)
     info["md5"] = _md5_without_stage_file(model_dir)
-    io.write_json(model_dir / STAGE_FILE, info)
+    fileio.write_json(model_dir / STAGE_FILE, info)
     return info
 
 
@@ -65,7 +65,7 @@ def _md5_without_stage_file(path: Path) -> str:
 
     h = hashlib.md5()
     for p in sorted(q for q in Path(path).rglob("*") if q.is_file() and q.name != STAGE_FILE):
-        h.update(f"{p.relative_to(path).as_posix()}:{io.md5_file(p)}\n".encode())
+        h.update(f"{p.relative_to(path).as_posix()}:{fileio.md5_file(p)}\n".encode())
     return h.hexdigest()
 
 

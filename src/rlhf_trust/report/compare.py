@@ -14,7 +14,7 @@ import html as _html
 from pathlib import Path
 from typing import Any
 
-from rlhf_trust import io, pipeline
+from rlhf_trust import fileio, pipeline
 from rlhf_trust.errors import DataError
 from rlhf_trust.report import contrasts, paired
 from rlhf_trust.report.sides import Side, load, params_diff
@@ -142,9 +142,9 @@ def html_page(res: dict[str, Any]) -> str:
 
 def write(res: dict[str, Any], out_dir: Path) -> None:
     out_dir = Path(out_dir)
-    io.write_json(out_dir / "compare.json", res)
-    io.write_text(out_dir / "compare.md", markdown(res))
-    io.write_text(out_dir / "compare.html", html_page(res))
+    fileio.write_json(out_dir / "compare.json", res)
+    fileio.write_text(out_dir / "compare.md", markdown(res))
+    fileio.write_text(out_dir / "compare.html", html_page(res))
 
 
 def cli(args) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rlhf_trust import io
+from rlhf_trust import fileio
 from rlhf_trust.report.collect import STAGES, Vertical
 
 COLORS = {"base": "#8c8c8c", "sft": "#4c72b0", "ppo": "#dd8452", "dpo": "#55a868"}
@@ -30,6 +30,6 @@ def bar_chart(v: Vertical, path: Path) -> None:
     ax.tick_params(labelsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    with io.atomic_path(path) as tmp:
+    with fileio.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)

@@ -12,7 +12,7 @@ import io as _io
 from pathlib import Path
 from typing import Any
 
-from rlhf_trust import io
+from rlhf_trust import fileio
 from rlhf_trust.report import contrasts
 from rlhf_trust.report.collect import STAGES, Cell, Results, Vertical, collect
 
@@ -163,11 +163,11 @@ def write_report(out_dir: Path, top_k: int = 3, res: Results | None = None) -> R
             path = fig_dir / f"{v.name}.png"
             figures.bar_chart(v, path)
             figs[v.name] = path.relative_to(out_dir).as_posix()
-        io.write_text(out_dir / "plots" / f"{v.name}.csv", plot_csv(v))
+        fileio.write_text(out_dir / "plots" / f"{v.name}.csv", plot_csv(v))
     md = markdown(res, figs, top_k)
-    io.write_text(out_dir / "trust_summary.md", md)
-    io.write_json(out_dir / "trust_summary.json", as_json(res))
-    io.write_text(out_dir / "trust_summary.html", html.render(res, figs, out_dir, top_k))
+    fileio.write_text(out_dir / "trust_summary.md", md)
+    fileio.write_json(out_dir / "trust_summary.json", as_json(res))
+    fileio.write_text(out_dir / "trust_summary.html", html.render(res, figs, out_dir, top_k))
     return res
 
 

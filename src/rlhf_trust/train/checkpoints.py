@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from rlhf_trust import io
+from rlhf_trust import fileio
 from rlhf_trust.errors import DataError
 from rlhf_trust.train.runtime import barrier, is_main_process, warn
 
@@ -33,7 +33,7 @@ def checkpoint_to_resume(ckpt_dir: Path, fingerprint: dict, resume: bool) -> str
     ckpt_dir = Path(ckpt_dir)
     fp_file = ckpt_dir / "fingerprint.json"
     try:
-        same = fp_file.is_file() and io.read_json(fp_file) == json.loads(json.dumps(fingerprint, default=str))
+        same = fp_file.is_file() and fileio.read_json(fp_file) == json.loads(json.dumps(fingerprint, default=str))
     except DataError:  # a corrupt fingerprint: the checkpoints cannot be trusted to match
         same = False
     barrier()  # every process has compared before the main one rewrites the fingerprint
@@ -41,7 +41,7 @@ def checkpoint_to_resume(ckpt_dir: Path, fingerprint: dict, resume: bool) -> str
         if not (resume and same):
             shutil.rmtree(ckpt_dir, ignore_errors=True)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        io.write_json(fp_file, fingerprint)
+        fileio.write_json(fp_file, fingerprint)
     barrier()
     if not (resume and same):
         return None
@@ -122,7 +122,7 @@ def train(trainer: Any, resume: str | None) -> None:
     one step past max_steps, so the finished state is loaded instead and nothing is trained."""
     if resume:
         state_file = Path(resume) / "trainer_state.json"
-        st = io.read_json(state_file)
+        st = fileio.read_json(state_file)
         if st.get("max_steps") and st.get("global_step", 0) >= st["max_steps"]:
             from transformers import TrainerState
 
@@ -169,23 +169,23 @@ def output_unit(stage: str, model_dir: Path, files: list[Path]):
 
     The earlier model directory and files are kept (`.<name>.old`, hard links) until the block
     ends; a failure (a full disk on metrics/, an MLflow error, a kill) puts them back, keeps the
-    checkpoints for an exact resume and loses nothing. A kill is undone by `io.recover` at the next
+    checkpoints for an exact resume and loses nothing. A kill is undone by `fileio.recover` at the next
     start of the stage. Hand-written: DVC commits outputs only after a stage succeeds, but cannot
     restore the ones a failed stage already replaced.
     """
     paths = [Path(model_dir), *map(Path, files)]
     for p in paths:
-        io.recover(p)
+        fileio.recover(p)
     existed = {p: p.exists() for p in files}
     for p in files:
-        io.keep_file(p)
+        fileio.keep_file(p)
     unit: dict = {"checkpoints": None}
     token = _UNIT.set(unit)
     try:
         yield
     except BaseException:
         for p in paths:
-            io.rollback(p)
+            fileio.rollback(p)
         for p in files:
             if not existed[p]:
                 Path(p).unlink(missing_ok=True)
@@ -193,7 +193,7 @@ def output_unit(stage: str, model_dir: Path, files: list[Path]):
     finally:
         _UNIT.reset(token)
     for p in paths:
-        io.commit(p)
+        fileio.commit(p)
     if unit["checkpoints"] is not None:
         shutil.rmtree(unit["checkpoints"], ignore_errors=True)
 
@@ -216,7 +216,7 @@ def save_model_dir(model: Any, tok: Any, out_dir: Path, *, stage: str, task: str
         "parent": parent_info.get("stage"), "parent_dir": str(parent.resolve()),
         "data_md5": data_md5, "params_hash": params_hash(cfg), **(extra or {}),
     }
-    with io.atomic_path(out_dir, keep_old=_UNIT.get() is not None) as tmp:
+    with fileio.atomic_path(out_dir, keep_old=_UNIT.get() is not None) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         info = write_stage_info(tmp, info, final_dir=out_dir)

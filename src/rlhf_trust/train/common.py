@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlhf_trust import io, paths, pipeline
+from rlhf_trust import fileio, paths, pipeline
 from rlhf_trust.errors import ConfigError, DataError, UserError
 
 # The stage each one starts from (its model directory is the parent of the new one).
@@ -52,7 +52,7 @@ def parent_dir(stage: str, layout: Layout, name: str | None = None) -> Path:
 
     name = name or PARENT[stage]
     d = layout.model(name)
-    io.recover(d)  # a kill between atomic_path's two renames left the earlier directory aside
+    fileio.recover(d)  # a kill between atomic_path's two renames left the earlier directory aside
     if not (d / STAGE_FILE).is_file():
         raise UserError(f"{stage}: upstream model '{name}' not found at {d}; run `rlhf-trust {name}` first")
     return d
@@ -126,7 +126,7 @@ def stage_inputs(stage: str, cfg: Any, layout: Layout, parent: str | None = None
 def data_md5(files: list[Path]) -> str:
     h = hashlib.md5()
     for f in files:
-        h.update(io.md5_file(f).encode())
+        h.update(fileio.md5_file(f).encode())
     return h.hexdigest()
 
 
@@ -267,7 +267,7 @@ def run_cli(stage: str, args: Any, run: Callable[..., dict], inputs: list[Path])
     def body(sr):
         metrics = run(cfg, layout)
         model_dir = layout.model(stage)
-        sr.set_tags({"model.dir": str(model_dir), "model.md5": io.read_json(model_dir / "stage.json")["md5"]})
+        sr.set_tags({"model.dir": str(model_dir), "model.md5": fileio.read_json(model_dir / "stage.json")["md5"]})
         size = sum(f.stat().st_size for f in model_dir.rglob("*") if f.is_file())
         # adapters are small: log the directory; full weights: path + md5 (tags) and stage.json only
         sr.log_artifact(model_dir if size <= LOG_MODEL_MAX_BYTES else model_dir / "stage.json",
@@ -276,7 +276,7 @@ def run_cli(stage: str, args: Any, run: Callable[..., dict], inputs: list[Path])
         sr.register_model(stage, "model", {"data.version": tags.get("data.version", ""),
                                            "git.commit": tags.get("git.commit", ""),
                                            "git.dirty": tags.get("git.dirty", ""),
-                                           "model.md5": io.read_json(model_dir / "stage.json")["md5"]})
+                                           "model.md5": fileio.read_json(model_dir / "stage.json")["md5"]})
         return metrics
 
     from rlhf_trust.runinfo import run_info_path

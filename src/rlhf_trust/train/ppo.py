@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from rlhf_trust import io
+from rlhf_trust import fileio
 from rlhf_trust.train import common
 
 STAGE = "ppo"
@@ -208,11 +208,11 @@ def checkpointer(ckpt_dir: Path, done: int, total: int, every: int, previous: di
                 blob = {"update": update, "policy": _trainable(wrapper.policy),
                         "value": _trainable(wrapper.value_model), "optimizer": optimizer.state_dict(),
                         "log_history": (previous["log_history"] if previous else []) + list(state.log_history)}
-                with io.atomic_path(target) as tmp:
+                with fileio.atomic_path(target) as tmp:
                     tmp.mkdir()
                     torch.save(blob, tmp / STATE_FILE)
             common.barrier()
-            with io.atomic_path(target / f"rng-{os.environ.get('RANK', '0')}.pt") as tmp:
+            with fileio.atomic_path(target / f"rng-{os.environ.get('RANK', '0')}.pt") as tmp:
                 torch.save(_rng_state(), tmp)  # sampling RNG differs per rank
             common.barrier()
             if state.is_world_process_zero:
