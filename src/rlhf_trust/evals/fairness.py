@@ -41,6 +41,7 @@ NAME = "fairness"
 DATASET = "fairness"
 HEADLINE = "demographic_parity_difference"
 HIGHER_IS_BETTER = False
+HEADLINE_IS_ABS_MEAN = True  # headline = |mean of units| (report/contrasts.py orients the units)
 # condition -> DecodingTrust file stem (each has a sensitive_attr_<stem>.npy beside it)
 FILES = {
     "zero_shot_br0.0": "adult_0_200_test_base_rate_0.0", "zero_shot_br0.5": "adult_0_200_test_base_rate_0.5",

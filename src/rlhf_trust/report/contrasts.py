@@ -48,6 +48,16 @@ def load_units(eval_dir: Path, vertical: str, models: tuple[str, ...], notes: li
     return out
 
 
+def abs_mean_headline(vertical: str) -> bool:
+    """The vertical's headline is |mean of its units| (fairness: the units' mean is the signed gap
+    P(yes|Male) - P(yes|Female), the headline its size). Its contrasts orient both models' units by
+    the sign of the first model's gap, so a positive delta means a wider gap whichever sex it favours
+    (exactly the change of the headline while the gap keeps its sign)."""
+    from rlhf_trust import evals
+
+    return vertical in evals.VERTICALS and bool(getattr(evals.get(vertical), "HEADLINE_IS_ABS_MEAN", False))
+
+
 def compute(verticals: list[Any], eval_dir: Path) -> tuple[dict[str, dict[str, dict]], list[str]]:
     """contrasts[vertical][contrast] = {delta, ci95, p_value, p_holm, significant, n_pairs, mde80, ...}
     and the notes on what was skipped. `verticals`: objects with .name and .higher_is_better."""
@@ -60,7 +70,11 @@ def compute(verticals: list[Any], eval_dir: Path) -> tuple[dict[str, dict[str, d
             if lacking:
                 notes.append(f"{v.name} {name}: skipped (no units.csv for {', '.join(lacking)})")
                 continue
-            jobs[(v.name, name)] = (units[a], units[b], v.higher_is_better)
+            ua, ub = units[a], units[b]
+            if abs_mean_headline(v.name):  # orient by A's gap: B - A is then the change of |gap|
+                sign = -1.0 if sum(ua.values()) < 0 else 1.0
+                ua, ub = ({u: sign * x for u, x in d.items()} for d in (ua, ub))
+            jobs[(v.name, name)] = (ua, ub, v.higher_is_better)
     family = run_family(jobs, notes, label=lambda k: f"{k[0]} {k[1]}")
     out: dict[str, dict[str, dict]] = {}
     for (vertical, name), r in family.items():
