@@ -139,6 +139,9 @@ def test_curated_side_shows_predicted_beside_measured_and_data_versions(repo):
 def test_mlflow_pipeline_run_id_resolves_to_its_commit(repo, capsys):
     import mlflow
 
+    from rlhf_trust import tracking
+
+    mlflow.set_tracking_uri(tracking.tracking_uri())  # the store compare reads (earlier tests may set another)
     with mlflow.start_run(tags={"git.commit": repo, "git.dirty": "false"}) as clean:
         pass
     with mlflow.start_run(tags={"git.commit": repo, "git.dirty": "true"}) as dirty:

@@ -68,7 +68,7 @@ def test_pipeline_runs_through_the_rest_api(shared_data, tmp_path, monkeypatch):
     subprocess.run([*git, "add", "params.yaml", "data.dvc", ".gitignore"], check=True)
     subprocess.run([*git, "commit", "-qm", "test"], check=True)
     sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    for argv in (["prepare"], ["validate"], ["base"], ["sft"], ["eval", "--vertical", "ethics", "--model", "base"],
+    for argv in (["prepare"], ["validate"], ["curate"], ["base"], ["sft"], ["eval", "--vertical", "ethics", "--model", "base"],
                  ["report"]):
         assert cli.main(argv) == 0, argv
     assert (tmp_path / "outputs/validated/manifest.json").is_file()
