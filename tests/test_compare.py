@@ -141,7 +141,10 @@ def test_mlflow_pipeline_run_id_resolves_to_its_commit(repo, capsys):
 
     from rlhf_trust import tracking
 
-    mlflow.set_tracking_uri(tracking.tracking_uri())  # the store compare reads (earlier tests may set another)
+    # the store compare reads, and an experiment of its own: earlier tests leave MLflow's global
+    # tracking URI and active experiment pointing at their own (since deleted) stores
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    mlflow.set_experiment("compare-test")
     with mlflow.start_run(tags={"git.commit": repo, "git.dirty": "false"}) as clean:
         pass
     with mlflow.start_run(tags={"git.commit": repo, "git.dirty": "true"}) as dirty:
