@@ -115,6 +115,40 @@ def test_sft_padding_free_chunked_loss_equals_plain_nll(arch, tmp_path):
 
 
 @pytest.mark.parametrize("arch", ["gpt_neox", "gemma3"])
+def test_heldout_pair_logps_with_shared_prompt_equal_plain(arch):
+    """Held-out DPO scoring runs each prompt once (both responses on its KV cache, length-sorted
+    batches): equal to scoring every sequence alone, unpadded."""
+    from rlhf_trust.train import scoring
+
+    model, tok = _tiny(arch)
+    model = _lora(model).eval()
+    rows = common.clip(tok, hh_pairs(5, max_chars=200), 40, 80)
+    prompts, chosen, rejected = ([r[k] for r in rows] for k in ("prompt", "chosen", "rejected"))
+    (s1, n1), (s2, n2) = scoring._tokenize(tok, prompts, chosen), scoring._tokenize(tok, prompts, rejected)
+    assert all(a[:len(a) - i] == b[:len(b) - j] for a, i, b, j in zip(s1, n1, s2, n2))  # the shared path runs
+    (lp_c, n_c), (lp_r, n_r) = scoring.pair_logps(model, tok, prompts, chosen, rejected, batch_size=3)
+    for side, lp, n in (("chosen", lp_c, n_c), ("rejected", lp_r, n_r)):
+        alone = [scoring.sequence_logps(model, tok, [r["prompt"]], [r[side]], 1) for r in rows]
+        torch.testing.assert_close(lp, torch.cat([a[0] for a in alone]), atol=1e-4, rtol=1e-5)
+        assert n.tolist() == [int(a[1]) for a in alone] and min(n.tolist()) > 0
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "gemma3"])
+def test_reward_scores_length_sorted_batches_equal_one_by_one(arch):
+    from rlhf_trust.models import seq_cls_from_causal
+    from rlhf_trust.train import scoring
+
+    model, tok = _tiny(arch)
+    rm = seq_cls_from_causal(model, num_labels=1).eval()
+    rm.config.pad_token_id = tok.pad_token_id
+    rows = common.clip(tok, hh_pairs(5, max_chars=200), 40, 80)
+    prompts, chosen = [r["prompt"] for r in rows], [r["chosen"] for r in rows]
+    batched = scoring.reward_scores(rm, tok, prompts, chosen, batch_size=3)
+    alone = torch.cat([scoring.reward_scores(rm, tok, [p], [c], 1) for p, c in zip(prompts, chosen)])
+    torch.testing.assert_close(batched, alone, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "gemma3"])
 def test_reward_model_has_no_lm_head(arch):
     from rlhf_trust.models import seq_cls_from_causal
 

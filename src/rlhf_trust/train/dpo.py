@@ -51,17 +51,11 @@ def implicit_rewards(policy, ref, tok, rows: list[dict], beta: float, batch_size
     `ref=None` with a PEFT policy: the reference is the policy with its adapter disabled."""
     import contextlib
 
-    prompts = [r["prompt"] for r in rows]
-    out = {}
-    for side in ("chosen", "rejected"):
-        responses = [r[side] for r in rows]
-        lp_pol, _ = scoring.sequence_logps(policy, tok, prompts, responses, batch_size)
-        ctx = policy.disable_adapter() if ref is None else contextlib.nullcontext()
-        with ctx:
-            lp_ref, _ = scoring.sequence_logps(ref if ref is not None else policy, tok, prompts, responses,
-                                               batch_size)
-        out[side] = beta * (lp_pol - lp_ref)
-    return out["chosen"], out["rejected"]
+    sides = ([r["prompt"] for r in rows], [r["chosen"] for r in rows], [r["rejected"] for r in rows])
+    (pol_c, _), (pol_r, _) = scoring.pair_logps(policy, tok, *sides, batch_size)  # prompt run once per pair
+    with policy.disable_adapter() if ref is None else contextlib.nullcontext():
+        (ref_c, _), (ref_r, _) = scoring.pair_logps(ref if ref is not None else policy, tok, *sides, batch_size)
+    return beta * (pol_c - ref_c), beta * (pol_r - ref_r)
 
 
 def heldout_metrics(policy, ref, tok, rows: list[dict], beta: float, batch_size: int) -> dict:
