@@ -96,7 +96,7 @@ def _run(root, monkeypatch, **kw):
     monkeypatch.chdir(root)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
     monkeypatch.setenv("RLHF_TRUST_ROOT", str(root))
-    args = argparse.Namespace(params="params.yaml", stage=kw.get("stage"), vertical=kw.get("vertical"))
+    args = argparse.Namespace(params=kw.get("params", "params.yaml"), stage=kw.get("stage"), vertical=kw.get("vertical"))
     return stage.cli(args)
 
 
@@ -163,3 +163,22 @@ def test_no_behaviour_change_records_zero_influence(project, monkeypatch):
     assert fileio.read_jsonl(d / "top.jsonl") == []
     m = runinfo.read(d / "metrics.json")
     assert m["n_test"] == 0 and m["no_behaviour_change"] == 1 and m["test_identical_dropped"] == len(ps)
+
+
+@pytest.mark.parametrize("stage", ["rm", "dpo"])  # sft's loss: test_attribution_methods
+def test_stage_ranks_by_ekfac_through_kronfluence(project, monkeypatch, stage):
+    """influence.method ekfac: kronfluence's EK-FAC on each stage's LoRA modules (the reward model's
+    Bradley-Terry, DPO with its reference, a full fine-tune converted to LoRA), beside exact."""
+    root, prompts, hh = project
+    monkeypatch.chdir(root)
+    ps = prompts["toxicity"]
+    for j, model in enumerate(["base", "sft", "ppo", "dpo"]):
+        _samples("toxicity", model, ps, [hh[(i + 5 * j) % len(hh)] for i in range(len(ps))])
+    (root / "ekfac.yaml").write_text(PARAMS + "  method: ekfac\n  compare: [exact]\n")
+    assert _run(root, monkeypatch, params="ekfac.yaml", stage=stage, vertical="toxicity") == 0
+    d = root / "influence" / stage / "toxicity"
+    df = pd.read_parquet(d / "scores.parquet")
+    assert len(df) == 20 and (df["score"] == df["score_ekfac"]).all() and df["score_exact"].notna().all()
+    assert df["score"].std() > 0
+    m = runinfo.read(d / "metrics.json")
+    assert m["method"] == "ekfac" and -1 <= m["spearman_ekfac_exact"] <= 1 and m["ekfac_s"] > 0

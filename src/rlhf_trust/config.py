@@ -168,7 +168,7 @@ class InfluenceConfig:
     shard_size: int = 256
     damping_scale: float = 0.1
     dpo_beta: float = 0.1
-    method: str = "exact"                    # exact | datainf | gradsim | repsim: ranks the pairs (docs/influence.md)
+    method: str = "exact"                    # exact | datainf | gradsim | repsim | ekfac: ranks the pairs (docs/influence.md)
     compare: list[str] = field(default_factory=lambda: ["exact", "datainf", "gradsim", "repsim"])  # also computed
     exact_memory_gb: float | None = None     # memory the exact solve may use (None = what is available)
     top_k: int = 5
@@ -192,7 +192,7 @@ class InfluenceConfig:
         _require(self.max_test_samples >= 1, "influence.max_test_samples", "must be >= 1")
         _require(self.max_train_pairs is None or self.max_train_pairs >= 1, "influence.max_train_pairs",
                  "must be >= 1 or null")
-        methods = ("exact", "datainf", "gradsim", "repsim")
+        methods = ("exact", "datainf", "gradsim", "repsim", "ekfac")
         _require(self.method in methods, "influence.method", f"unknown method '{self.method}'; use {', '.join(methods)}")
         bad = [m for m in self.compare if m not in methods]
         _require(not bad, "influence.compare", f"unknown method(s) {bad}; use {', '.join(methods)}")

@@ -12,15 +12,16 @@ whose gradient / representation is like the test sample's is taken to lower its 
 - `identity`: -g_i^T v_j (no Hessian).
 - `gradsim`: -cos(g_i, v_j) on the concatenation of the selected tensors' gradients.
 - `repsim`:  -cos(h_i, h_j), h = mean final-layer hidden state over response tokens (`reps.py`).
+- `ekfac`:   kronfluence's EK-FAC (`ekfac.py`): it fits its factors over the model itself, so it is
+             not computed from the stored gradients here.
 
-Hand-written (small linear algebra on gradients we already store): kronfluence's EK-FAC needs its own
-factor fitting over the model (docs/influence.md says why it is not used here).
+Hand-written (small linear algebra on gradients we already store); kronfluence does EK-FAC.
 `test_grads[layer]` has a leading test dimension: (T, *shape); T = 1 for the stage's mean test loss.
 """
 
 from __future__ import annotations
 
-METHODS = ("exact", "datainf", "gradsim", "repsim")   # what influence.method may name
+METHODS = ("exact", "datainf", "gradsim", "repsim", "ekfac")   # what influence.method may name
 GRAD_METHODS = ("exact", "datainf", "identity", "gradsim")
 
 

@@ -1,7 +1,7 @@
 """`rlhf-trust influence`: attribution scores of every HH training pair for each RLHF stage x trust vertical.
 
 One process per RLHF stage handles all its verticals (the model loads once, the train gradients are
-computed once); influence.method picks the score that ranks pairs (exact, datainf, gradsim, repsim),
+computed once); influence.method picks the score that ranks pairs (exact, datainf, gradsim, repsim, ekfac),
 influence.compare the other methods computed beside it (one column each, Spearman between them).
 
 Stages (the study's attribute_{sft,ppo,dpo}.py, with its defects fixed, docs/influence.md):
@@ -163,6 +163,15 @@ class Attributor:
                     np.save(f, self._reps)
         return self._reps
 
+    def ekfac(self, test_rows: list[dict]):
+        """EK-FAC scores for the stage's mean test loss (the mean of the per-test-pair columns)."""
+        from rlhf_trust.attribution import ekfac
+
+        s = ekfac.ekfac_scores(self.model, self.tok, self.spec.train_loss, self.spec.test_loss, self.rows, test_rows,
+                               self.layers, self.cfg.max_length, ref_model=self.ref, beta=self.cfg.dpo_beta,
+                               device=self.device, batch_size=self.cfg.batch_size, workdir=paths.OUTPUTS)
+        return s.mean(1).numpy()
+
     def score(self, test_rows: list[dict]) -> dict:
         """{"columns": {method: scores (n,)}, "scores": the chosen method's, "metrics"}."""
         import numpy as np
@@ -181,6 +190,8 @@ class Attributor:
                 test = reps.example_reps("dpo", self.model, self.tok, test_rows, self.cfg.max_length,
                                          self.cfg.batch_size, self.device).mean(0, keepdim=True)
                 cols[m] = methods.rep_scores(self.train_reps(), test)[:, 0].numpy()
+            elif m == "ekfac":  # kronfluence fits its own factors over the model (3 passes over the pairs)
+                cols[m] = self.ekfac(test_rows)
             elif m == "datainf" and not fits:  # streamed over the shards
                 cols[m] = datainf.datainf_scores_chunked(lambda: grads.iter_store(self.store), v,
                                                          self.cfg.damping_scale).numpy()
