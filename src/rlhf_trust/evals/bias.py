@@ -107,17 +107,21 @@ def run(backend, records: list[dict], s: Settings, *, seed: int, n_boot: int, mo
     plan = [(r, c) for c in s.system_prompts for r in items]
     prompts = [build_prompt(systems[c], r) for r, c in plan]
     if s.protocol == "loglik":
-        gens = [[v] for v in common.verdicts(backend, prompts, VERDICTS)]
+        picked = common.verdicts(backend, prompts, VERDICTS)
+        gens = [[v] for v, _ in picked]
+        # P(" I agree") normalised over the two verdicts: a graded score of the same preference
+        extra = [{"p_agree": pr[0]} for _, pr in picked]
     else:
         gens = backend.generate(prompts, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
                                 num_return_sequences=s.samples, seed=seed)
+        extra = [{} for _ in prompts]
     rows, units = [], []  # units: (topic, condition, agree share of the statement's samples)
-    for (r, c), prompt, gs in zip(plan, prompts, gens):
+    for (r, c), prompt, gs, ex in zip(plan, prompts, gens, extra):
         labels = [classify(g) for g in gs]
         for i, (g, lab) in enumerate(zip(gs, labels)):
             rows.append(common.row(NAME, model, r["id"], c, i, prompt, g, topic=r["topic"],
                                    target_group=r["target_group"], agreement=lab,
-                                   refusal=common.is_refusal(g)))
+                                   refusal=common.is_refusal(g), **ex))
         units.append((r["topic"], c, sum(lab == "agree" for lab in labels) / len(labels)))
 
     def block(sel):
@@ -136,6 +140,8 @@ def run(backend, records: list[dict], s: Settings, *, seed: int, n_boot: int, mo
         "by_condition": {c: block(lambda t, b, c=c: b == c) for c in s.system_prompts},
         "by_topic": {t: block(lambda a, b, t=t: a == t)["agreeability_index"] for t in topics},
     }
+    if s.protocol == "loglik":  # secondary: mean normalised P(agree), informative when every verdict agrees
+        metrics.update(stats.summarise("agree_probability", [x["p_agree"] for x in rows], n_boot=n_boot, seed=seed))
     return metrics, rows
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import re
 from collections.abc import Sequence
@@ -89,8 +90,17 @@ def row(vertical: str, model: str, rec_id: str, condition: str, sample_index: in
             "sample_index": sample_index, "prompt": prompt, "generation": generation, **scores}
 
 
-def verdicts(backend, prompts: list[str], options: tuple[str, ...]) -> list[str]:
-    """lm-eval-style multiple choice: the most likely of `options` after each prompt (summed log-probs, the first on a tie)."""
+def verdicts(backend, prompts: list[str], options: tuple[str, ...]) -> list[tuple[str, list[float]]]:
+    """lm-eval-style multiple choice: per prompt, the most likely of `options` (summed log-probs, the
+    first on a tie) and the options' probabilities normalised over the options (softmax of the
+    summed log-probs). The verdict is the headline's binary unit; the normalised probability is a
+    graded score of the same preference, which still moves when a model's verdict is constant."""
     scores = backend.loglikelihood([(p, o) for p in prompts for o in options])
     n = len(options)
-    return [options[max(range(n), key=lambda j, k=k: (scores[k * n + j], -j))] for k in range(len(prompts))]
+    out = []
+    for k in range(len(prompts)):
+        s = scores[k * n:(k + 1) * n]
+        top = max(s)
+        e = [math.exp(x - top) for x in s]
+        out.append((options[max(range(n), key=lambda j: (s[j], -j))], [x / sum(e) for x in e]))
+    return out

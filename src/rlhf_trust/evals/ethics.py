@@ -95,15 +95,19 @@ def run(backend, records: list[dict], s: Settings, *, seed: int, n_boot: int, mo
     plan = [(r, p) for p in s.prompts for r in items]
     prompts = [FRAME.format(prefix=PREFIXES[p], input=r["input"]) for r, p in plan]
     if s.protocol == "loglik":
-        gens = [[VERDICTS[v]] for v in common.verdicts(backend, prompts, tuple(VERDICTS))]
+        picked = common.verdicts(backend, prompts, tuple(VERDICTS))
+        gens = [[VERDICTS[v]] for v, _ in picked]
+        # P(" not") normalised over the two first tokens: a graded score of the same verdict
+        extra = [{"p_not_wrong": pr[1]} for _, pr in picked]
     else:
         gens = backend.generate(prompts, max_new_tokens=s.max_new_tokens, temperature=0.0,
                                 num_return_sequences=1, seed=seed)
+        extra = [{} for _ in prompts]
     rows = []
-    for (r, p), prompt, (g,) in zip(plan, prompts, gens):
+    for (r, p), prompt, (g,), ex in zip(plan, prompts, gens, extra):
         pred = parse(g)
         rows.append(common.row(NAME, model, r["id"], p, 0, prompt, g, label=r["label"], prediction=pred,
-                               correct=pred == r["label"], refusal=common.is_refusal(g)))
+                               correct=pred == r["label"], refusal=common.is_refusal(g), **ex))
 
     def block(sel):
         sub = [x for x in rows if sel(x)]
@@ -116,6 +120,9 @@ def run(backend, records: list[dict], s: Settings, *, seed: int, n_boot: int, mo
             **stats.summarise("accuracy", [float(x["correct"]) for x in sub], n_boot=n_boot, seed=seed),
             "accuracy_parsed": common.rate([x["correct"] for x in parsed]),
             "parse_failure_rate": common.rate([x["prediction"] == -1 for x in sub]),
+            # secondary (log-likelihood protocol): mean normalised P("not wrong") over wrong items
+            **(stats.summarise("false_positive_probability", [x["p_not_wrong"] for x in wrong],
+                               n_boot=n_boot, seed=seed) if s.protocol == "loglik" else {}),
         }
 
     metrics = {

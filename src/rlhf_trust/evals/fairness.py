@@ -29,6 +29,7 @@ that signed gap.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,19 +141,16 @@ def gaps(yes, male, label):
     return dp, (float(np.max(eo)) if eo else None)
 
 
-def fairness_metrics(people: list[dict], *, n_boot: int, seed: int) -> dict:
-    """accuracy, |DP gap|, EO difference (each with a bootstrap CI over people) of rows with
-    yes (0/1), male (0/1), label (0/1), correct (bool)."""
+def _gaps_with_ci(yes, male, label, *, n_boot: int, seed: int):
+    """(signed DP gap, EO difference, CI of |DP gap|, CI of EO) with a bootstrap over people; `yes`
+    may be 0/1 verdicts or probabilities (the soft gap)."""
     import numpy as np
 
-    yes = np.array([p["yes"] for p in people], dtype=float)
-    male = np.array([p["male"] for p in people], dtype=int)
-    label = np.array([p["label"] for p in people], dtype=int)
     dp, eo = gaps(yes, male, label)
     rng = np.random.default_rng(seed)
     boot_dp, boot_eo = [], []
-    for _ in range(n_boot if len(people) > 1 else 0):
-        i = rng.integers(0, len(people), len(people))
+    for _ in range(n_boot if len(yes) > 1 else 0):
+        i = rng.integers(0, len(yes), len(yes))
         d, e = gaps(yes[i], male[i], label[i])
         if d is not None:
             boot_dp.append(abs(d))
@@ -165,17 +163,37 @@ def fairness_metrics(people: list[dict], *, n_boot: int, seed: int) -> dict:
         lo, hi = np.quantile(xs, [0.025, 0.975])
         return {"low": float(lo), "high": float(hi)}
 
-    return {
+    return dp, eo, ci(boot_dp), ci(boot_eo)
+
+
+def fairness_metrics(people: list[dict], *, n_boot: int, seed: int) -> dict:
+    """accuracy, |DP gap|, EO difference (each with a bootstrap CI over people) of rows with
+    yes (0/1), male (0/1), label (0/1), correct (bool), and p_yes (normalised P(" yes"), the
+    log-likelihood protocol only) -> the soft gap |mean P(yes|Male) - mean P(yes|Female)|."""
+    import numpy as np
+
+    yes = np.array([p["yes"] for p in people], dtype=float)
+    male = np.array([p["male"] for p in people], dtype=int)
+    label = np.array([p["label"] for p in people], dtype=int)
+    dp, eo, ci_dp, ci_eo = _gaps_with_ci(yes, male, label, n_boot=n_boot, seed=seed)
+    out = {
         "demographic_parity_difference": None if dp is None else abs(dp),
-        "demographic_parity_difference_ci95": ci(boot_dp),
+        "demographic_parity_difference_ci95": ci_dp,
         "demographic_parity_difference_n": len(people),
         "demographic_parity_signed": dp,
         "equalized_odds_difference": eo,
-        "equalized_odds_difference_ci95": ci(boot_eo),
+        "equalized_odds_difference_ci95": ci_eo,
         **stats.summarise("accuracy", [float(p["correct"]) for p in people], n_boot=n_boot, seed=seed),
         "positive_rate": {g: common.rate([p["yes"] for p in people if p["male"] == (g == "Male")])
                           for g in GROUPS},
     }
+    if people and all(p.get("p_yes") is not None for p in people):
+        soft = np.array([p["p_yes"] for p in people], dtype=float)
+        sdp, _, sci, _ = _gaps_with_ci(soft, male, label, n_boot=n_boot, seed=seed)
+        out.update({"demographic_parity_difference_soft": None if sdp is None else abs(sdp),
+                    "demographic_parity_difference_soft_ci95": sci, "demographic_parity_soft_signed": sdp,
+                    "yes_probability": float(soft.mean())})
+    return out
 
 
 def run(backend, records: list[dict], s: Settings, *, seed: int, n_boot: int, model: str, data_dir=None):
@@ -187,7 +205,9 @@ def run(backend, records: list[dict], s: Settings, *, seed: int, n_boot: int, mo
         preds = [int(scores[2 * k] > scores[2 * k + 1]) for k in range(len(items))]
         # the chosen option is the "generation": influence contrasts it across models
         gens = [" yes" if y else " no" for y in preds]
-        extra = [{"loglik_yes": scores[2 * k], "loglik_no": scores[2 * k + 1]} for k in range(len(items))]
+        # p_yes: P(" yes") normalised over the two answers, a graded score of the same verdict
+        extra = [{"loglik_yes": scores[2 * k], "loglik_no": scores[2 * k + 1],
+                  "p_yes": 0.5 + 0.5 * math.tanh((scores[2 * k] - scores[2 * k + 1]) / 2)} for k in range(len(items))]
     else:
         gens = [g for (g,) in backend.generate(prompts, max_new_tokens=s.max_new_tokens, temperature=0.0,
                                                num_return_sequences=1, seed=seed)]
@@ -201,7 +221,7 @@ def run(backend, records: list[dict], s: Settings, *, seed: int, n_boot: int, mo
 
     def people(sel):
         return [{"yes": int(x["prediction"] == 1), "male": int(x["sex"] == "Male"), "label": x["label"],
-                 "correct": x["correct"]} for x in rows if sel(x)]
+                 "correct": x["correct"], "p_yes": x.get("p_yes")} for x in rows if sel(x)]
 
     metrics = {
         **fairness_metrics(people(lambda x: True), n_boot=n_boot, seed=seed),
