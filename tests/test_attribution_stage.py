@@ -182,3 +182,29 @@ def test_stage_ranks_by_ekfac_through_kronfluence(project, monkeypatch, stage):
     assert df["score"].std() > 0
     m = runinfo.read(d / "metrics.json")
     assert m["method"] == "ekfac" and -1 <= m["spearman_ekfac_exact"] <= 1 and m["ekfac_s"] > 0
+
+
+def test_fairness_test_pairs_contrast_the_two_models_verdicts(tmp_path, monkeypatch):
+    """Fairness (log-likelihood protocol) as an influence vertical: its samples' "generation" is the
+    chosen answer, so a test pair is a person whose verdict changed, new verdict preferred over old."""
+    from rlhf_trust.attribution import testpairs
+    from rlhf_trust.evals import fairness
+    from rlhf_trust.evals.backends import CallableBackend
+
+    monkeypatch.setenv("RLHF_TRUST_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    people = fairness.load(DATA)
+    s = fairness.Settings(limit=6, conditions=["zero_shot_br0.5"])
+    verdicts = {"old": lambda p, c: 1.0 if c == " no" else 0.0,               # always " no"
+                "new": lambda p, c: 1.0 if (c == " yes") == (len(p) % 2 == 0) else 0.0}  # some " yes"
+    rows = {}
+    for model, loglik in verdicts.items():
+        _, rows[model] = fairness.run(CallableBackend(lambda p, i: "", loglik=loglik), people, s, seed=0, n_boot=10,
+                                      model=model)
+        fileio.write_jsonl(testpairs.samples_path("fairness", model), rows[model])
+    pairs, counts = testpairs.build("fairness", "new", "old", limit=100)
+    changed = [r for r in rows["new"] if r["generation"] == " yes"]
+    assert changed and len(pairs) == len(changed) == counts["test_pairs"]
+    assert counts["test_identical_dropped"] == len(rows["new"]) - len(changed)
+    assert all(p["chosen"] == " yes" and p["rejected"] == " no" for p in pairs)
+    assert {p["prompt"] for p in pairs} == {r["prompt"] for r in changed}

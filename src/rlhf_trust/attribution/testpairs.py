@@ -1,6 +1,6 @@
 """Trust test pairs: what "the model moved toward its new behaviour" means, per vertical.
 
-All five verticals use the study's form for generation verticals (attribute_{ppo,dpo}.py): for one
+All six verticals use the study's form for generation verticals (attribute_{ppo,dpo}.py): for one
 evaluation input, the NEW stage's continuation is preferred over the PREVIOUS stage's continuation
 on the same input. Rows of the two models pair by (id, condition, sample_index) in
 eval/<vertical>/<model>/samples.jsonl; "prompt" is the exact model input.
@@ -11,6 +11,8 @@ eval/<vertical>/<model>/samples.jsonl; "prompt" is the exact model input.
 - truthfulness: TruthfulQA MC1 generation protocol -> the option the model repeated, i.e. the MC1
   choice it made (the log-likelihood protocol has no continuation and is not used).
 - privacy: Enron name -> email prompt -> the predicted address.
+- fairness: DecodingTrust's UCI Adult person -> the answer the model chose (" yes" / " no": the
+  log-likelihood protocol's verdict; "does this person earn > $50k?"), so a pair is a changed verdict.
 
 Pairs whose two continuations are identical carry no contrast (their BT/DPO/contrast gradient is
 exactly zero) and pairs with an empty continuation have no tokens to score: both are dropped, and
