@@ -167,6 +167,84 @@ def compare(stages: list[str], params: str, out_path: str, steps: int) -> None:
                 "threads auto + completion-only chunked LM head for DPO + padding-free SFT batches"}, indent=2) + "\n")
 
 
+def _timed(fn, *args) -> float:
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
+
+
+def _rm_scores(model, tok, rows, bs):
+    from rlhf_trust.train import scoring
+
+    p = [x["prompt"] for x in rows]
+    return [scoring.reward_scores(model, tok, p, [x[k] for x in rows], bs) for k in ("chosen", "rejected")]
+
+
+def _dpo_plain(model, tok, prompts, responses, bs):
+    """Today's held-out DPO scoring of one side: policy, then the adapter-disabled reference."""
+    from rlhf_trust.train import scoring
+
+    scoring.sequence_logps(model, tok, prompts, responses, bs)
+    with model.disable_adapter():
+        scoring.sequence_logps(model, tok, prompts, responses, bs)
+
+
+def _dpo_pairs(model, tok, prompts, chosen, rejected, bs):
+    from rlhf_trust.train import scoring
+
+    scoring.pair_logps(model, tok, prompts, chosen, rejected, bs)
+    with model.disable_adapter():
+        scoring.pair_logps(model, tok, prompts, chosen, rejected, bs)
+
+
+def compare_heldout(params: str, out_path: str, pairs: int) -> None:
+    """Held-out scoring, today's vs the new path, alternating batch by batch on the same pairs:
+    DPO implicit rewards (policy + adapter-disabled reference; today: each side a full sequence in
+    input order; new: the prompt once per pair on its KV cache, length-sorted batches) and RM scores
+    (today: input order; new: length-sorted batches)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from rlhf_trust import config
+    from rlhf_trust.models import load_merged_causal_lm, load_tokenizer, seq_cls_from_causal
+    from rlhf_trust.train import common
+
+    torch.set_num_threads(1)
+    base = Path("outputs/models/base")
+    tok = load_tokenizer(base)
+    rows_out, ratios = [], {}
+    for stage in ("dpo", "rm"):
+        cfg = config.load(stage, params)
+        rows = common.load_split("hh_heldout", common.Layout(data_dir=Path("outputs/prepared")), pairs, stage)
+        rows = common.clip(tok, rows, cfg.max_prompt_length, cfg.max_length)
+        model = load_merged_causal_lm(base)
+        if stage == "rm":
+            model = seq_cls_from_causal(model, num_labels=1)
+            model.config.pad_token_id = tok.pad_token_id
+        else:
+            model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
+                                                     task_type="CAUSAL_LM"))
+        bs = cfg.eval_batch_size
+        times = {s: 0.0 for s in SETUPS}
+        if stage == "rm":  # today: batches in input order (one call per batch); new: the split length-sorted
+            times["today"] = sum(_timed(_rm_scores, model, tok, rows[i:i + bs], bs) for i in range(0, len(rows), bs))
+            times["new"] = _timed(_rm_scores, model, tok, rows, bs)
+        for i in range(0, len(rows), bs) if stage == "dpo" else ():
+            p, c, r = ([x[k] for x in rows[i:i + bs]] for k in ("prompt", "chosen", "rejected"))
+            times["today"] += _timed(_dpo_plain, model, tok, p, c, bs) + _timed(_dpo_plain, model, tok, p, r, bs)
+            times["new"] += _timed(_dpo_pairs, model, tok, p, c, r, bs)
+        for setup in SETUPS:
+            rows_out.append({"stage": f"{stage}_heldout", "setup": setup, "threads": 1, "pairs": len(rows),
+                             "seconds": round(times[setup], 2), "s_per_pair": round(times[setup] / len(rows), 3)})
+            print(json.dumps(rows_out[-1]), flush=True)
+        ratios[f"{stage}_heldout"] = round(times["today"] / times["new"], 2)
+    print("speed-up new / today:", ratios)
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(out_path).write_text(json.dumps({
+        "rows": rows_out, "speedup": ratios, "cpus": os.cpu_count(), "load_avg": os.getloadavg(),
+        "others": busiest(), "params": params}, indent=2) + "\n")
+
+
 def busiest(n: int = 4) -> list[str]:
     ps = subprocess.run(["ps", "-eo", "pcpu,rss,args", "--sort=-pcpu"], capture_output=True, text=True, check=False).stdout
     mine = str(os.getpid())
@@ -213,7 +291,12 @@ def main() -> None:
     p.add_argument("--child-out", help=argparse.SUPPRESS)
     p.add_argument("--compare", action="store_true", help="today's set-up vs the new one, pairs/s per stage")
     p.add_argument("--steps", type=int, default=3, help="--compare: batches per stage and set-up")
+    p.add_argument("--heldout", type=int, default=0, help="compare held-out scoring on this many pairs")
     a = p.parse_args()
+    if a.heldout:
+        compare_heldout(a.params, "benchmarks/results/heldout_speedup.json" if a.out == p.get_default("out")
+                        else a.out, a.heldout)
+        return
     if a.compare:
         stages = [s for s in a.stages if s in TRAIN_STAGES and s != "ppo"]
         compare(stages, a.params, a.out if a.out != p.get_default("out") else "benchmarks/results/train_speedup.json",

@@ -1,7 +1,7 @@
 """The cheaper training paths equal the plain ones on a fixed batch (loss and LoRA gradients within
 1e-4), on tiny-gpt-neox and on a tiny Gemma 3 built from its config (no downloads):
-- DPO: completion-only chunked LM head (train/fast_dpo.py) vs TRL's full-logits `_compute_loss`,
-  for the policy loss and for the reference log-probs;
+- DPO: completion-only chunked LM head with each prompt run once (train/fast_dpo.py) vs TRL's
+  full-logits `_compute_loss`, for the policy loss and for the reference log-probs;
 - SFT: TRL's padding-free completion-only chunked NLL (the stage's loss) vs the plain padded
   full-logits NLL;
 - RM: the sequence classifier has no LM head at all (one score per sequence)."""
@@ -76,6 +76,11 @@ def test_dpo_fast_path_equals_trl(arch, tmp_path):
         for n, p in m.named_parameters():
             if p.requires_grad and "lora_B" in n:
                 p.add_(0.05 * torch.randn_like(p))
+    from rlhf_trust.attribution.fused_head import split_head
+    from rlhf_trust.train.fast_dpo import _shared_prompt_logps
+
+    with torch.no_grad():  # the fast path runs each prompt once (both completions on its KV cache)
+        assert _shared_prompt_logps(*split_head(m), batch) is not None
     fast = trainer.compute_loss(m, batch)
     fast.backward()
     g_fast = _grads(m)
