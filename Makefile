@@ -40,15 +40,16 @@ repro: data                 ## the whole pipeline (dvc repro)
 # The whole DAG on a random tiny model (params/smoke.yaml) in a throw-away git worktree, so the
 # workspace's dvc.lock / metrics / eval / influence / reports stay as committed. The worktree gets
 # the working tree's uncommitted changes too; MLflow runs land in the main store (tracking.py
-# anchors the store at the main checkout, or $$MLFLOW_TRACKING_URI).
+# anchors the store at the main checkout, or $$MLFLOW_TRACKING_URI). One fork server imports torch,
+# transformers, MLflow and GX once for the 18 stage processes (src/rlhf_trust/preload.py).
 SMOKE_DIR ?= .smoke
-smoke: data                 ## 8-minute (shared cores) check that every stage runs and is tracked (numbers are not results)
+smoke: data                 ## few-minute check that every stage runs and is tracked (numbers are not results)
 	@git worktree remove --force $(SMOKE_DIR) 2>/dev/null || rm -rf $(SMOKE_DIR); git worktree prune
 	@git worktree add -q --detach $(SMOKE_DIR) HEAD
 	@git ls-files -z -m -o --exclude-standard | tar --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -xf - -C $(SMOKE_DIR)
 	@cp params/smoke.yaml $(SMOKE_DIR)/params.yaml && git -C $(SMOKE_DIR) update-index --skip-worktree params.yaml
 	@cp -r data $(SMOKE_DIR)/data
-	cd $(SMOKE_DIR) && RLHF_TRUST_PROFILE=smoke $(BIN)/dvc repro
+	cd $(SMOKE_DIR) && RLHF_TRUST_PROFILE=smoke $(BIN)/python -m rlhf_trust.preload -- $(BIN)/dvc repro
 	@echo "smoke: report in $(SMOKE_DIR)/reports/trust_summary.md (smoke run: numbers are not results)"
 
 report: setup               ## reports/trust_summary.{md,html} from whatever results exist (partial runs too)

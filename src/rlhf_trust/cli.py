@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from rlhf_trust.evals import VERTICALS  # the vertical registry (light: no vertical module loads)
@@ -65,6 +66,12 @@ def _extra_args(name: str, sp: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None and os.environ.get("RLHF_TRUST_PRELOAD"):  # under `python -m rlhf_trust.preload`
+        from rlhf_trust.preload import run_via_server
+
+        rc = run_via_server(os.environ["RLHF_TRUST_PRELOAD"], sys.argv)
+        if rc is not None:
+            return rc
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:

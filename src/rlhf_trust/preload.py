@@ -1,0 +1,210 @@
+"""A fork server for a run of many short stage processes (`make smoke`): cheaper process starts.
+
+Every `rlhf-trust <stage>` process imports MLflow, torch, transformers, peft, TRL or Great
+Expectations before it does any work: ~4-8 s of each tiny smoke stage (18 of them) on the shared
+2-core machine, more than most stages' own work. `python -m rlhf_trust.preload -- <command>` runs
+<command> (e.g. `dvc repro`) next to one server process that imports those libraries once; a stage
+started under it ($RLHF_TRUST_PRELOAD = the server's socket) hands its argv, cwd, environment and
+stdin/stdout/stderr to the server, which forks a child that runs the stage exactly as `rlhf-trust`
+would (same code, its own process, pid and MLflow run) and reports its exit status back. Signals the
+stage process gets (DVC's SIGTERM/SIGINT) are passed on to the child.
+
+Nothing else changes: without $RLHF_TRUST_PRELOAD, or when the server does not answer, the stage runs
+in its own process as always. Hand-written because no library forks a pre-imported Python for a
+command line (multiprocessing's forkserver runs functions, not a CLI with the caller's stdio).
+Only third-party libraries (and the few light modules of this package that set their environment)
+are preloaded, so each stage runs the code of the moment it starts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import sys
+
+ENV = "RLHF_TRUST_PRELOAD"
+# what the stages import, heaviest first (a failed import only means that stage pays for it itself)
+PRELOAD = ("mlflow", "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store",
+           "torch", "transformers", "peft", "trl", "datasets", "accelerate", "scipy.stats", "sklearn.svm",
+           "great_expectations")
+_LEN = struct.Struct("!I")
+
+
+def _send(sock: socket.socket, data: bytes) -> None:
+    sock.sendall(_LEN.pack(len(data)) + data)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("closed")
+        buf += chunk
+    return buf
+
+
+def _recv(sock: socket.socket) -> bytes:
+    return _recv_exact(sock, _LEN.unpack(_recv_exact(sock, _LEN.size))[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# client: `rlhf-trust <stage>` with $RLHF_TRUST_PRELOAD set (cli.main)
+# ---------------------------------------------------------------------------------------------
+def run_via_server(path: str, argv: list[str]) -> int | None:
+    """Run this command line in a child of the server at `path`; its exit status, or None when no
+    server answers (the caller then runs the command itself)."""
+    import json
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        return None
+    with sock:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        payload = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
+        socket.send_fds(sock, [_LEN.pack(len(payload)) + payload], [0, 1, 2])
+        try:
+            pid = int(_recv(sock))  # the server sends the child's pid once it has forked
+        except (ConnectionError, ValueError):
+            return None
+
+        def forward(signum, frame):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, forward)
+        try:
+            return int(_recv(sock))
+        except (ConnectionError, ValueError):
+            return 1  # the child died without a status (killed by a signal)
+
+
+# ---------------------------------------------------------------------------------------------
+# server
+# ---------------------------------------------------------------------------------------------
+def _child(conn: socket.socket, request: dict, fds: list[int]) -> None:
+    """In the forked child: become the stage process, run the CLI, send the status, exit."""
+    for i, fd in enumerate(fds[:3]):
+        os.dup2(fd, i)
+        os.close(fd)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    os.environ.pop(ENV, None)  # the child runs the command itself (and starts no server's clients)
+    sys.argv = list(request["argv"])
+    rc = 1
+    try:
+        from rlhf_trust import cli
+
+        rc = cli.main()
+    except SystemExit as e:
+        rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:  # noqa: BLE001 - a bug in the stage: its traceback, as a stage process shows it
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        try:
+            _send(conn, str(int(rc)).encode())
+        except OSError:
+            pass
+    os._exit(int(rc))  # not the server's exit path (its socket, its loop); the stage already ended its run
+
+
+def serve(path: str) -> None:
+    """Listen at `path`, import the heavy libraries, then fork one child per request."""
+    import importlib
+    import warnings
+
+    from rlhf_trust import quiet
+    from rlhf_trust.tracking import configure_env
+
+    configure_env()
+    quiet.install()
+    modules = os.environ.get("RLHF_TRUST_PRELOAD_MODULES")  # comma-separated override (tests: none)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in PRELOAD if modules is None else filter(None, modules.split(",")):
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001, S110 - optional: the stage imports it itself then
+                pass
+    try:  # SQLAlchemy maps MLflow's ~70 tables on first use: ~1-2 s of every stage's first store call
+        from sqlalchemy.orm import configure_mappers
+
+        configure_mappers()
+    except Exception:  # noqa: BLE001, S110 - optional, as above
+        pass
+    # Listen only now: the stages that start while the imports run (prepare, validate) run on
+    # their own, in parallel with them, instead of waiting for libraries they do not need.
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(16)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    while True:
+        conn, _ = srv.accept()
+        try:
+            msg, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
+            size = _LEN.unpack(msg[:_LEN.size])[0]
+            data = msg[_LEN.size:]
+            if len(data) < size:
+                data += _recv_exact(conn, size - len(data))
+            import json
+
+            request = json.loads(data)
+        except (OSError, ValueError, struct.error):
+            conn.close()
+            continue
+        pid = os.fork()
+        if pid == 0:
+            srv.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            _send(conn, str(os.getpid()).encode())
+            _child(conn, request, fds)
+        for fd in fds:
+            os.close(fd)
+        conn.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m rlhf_trust.preload -- <command...>`: run <command> with a preload server."""
+    import subprocess
+    import tempfile
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--"]:
+        args = args[1:]
+    if not args:
+        print("usage: python -m rlhf_trust.preload -- <command> [args...]", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="rlhf-trust-preload-") as tmp:
+        path = os.path.join(tmp, "sock")
+        server = subprocess.Popen([sys.executable, "-c", f"from rlhf_trust.preload import serve; serve({path!r})"])
+        try:  # until the server listens (after its imports), a stage finds no socket and runs itself
+            return subprocess.call(args, env={**os.environ, ENV: path})
+        finally:
+            server.terminate()
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
