@@ -50,6 +50,7 @@ class Results:
     missing: list[str]
     contrasts: dict[str, dict[str, dict]] = field(default_factory=dict)   # paired stats (contrasts.py)
     notes: list[str] = field(default_factory=list)                        # contrasts skipped and why
+    contrasts_digest: str = ""                                            # their input (contrasts.jobs_digest)
 
 
 def _read(path: Path) -> Any:
@@ -81,7 +82,10 @@ def _cell(m: dict, headline: str) -> Cell:
 
 
 def collect(eval_dir: Path = paths.EVAL, influence_dir: Path = paths.INFLUENCE,
-            metrics_dir: Path = paths.METRICS, verticals: tuple[str, ...] | None = None) -> Results:
+            metrics_dir: Path = paths.METRICS, verticals: tuple[str, ...] | None = None,
+            previous: Path | None = None) -> Results:
+    """`previous`: an earlier trust_summary.json whose contrasts are reused when their input is
+    unchanged (contrasts.compute)."""
     from rlhf_trust.report import contrasts
 
     out, missing = [], []
@@ -109,8 +113,9 @@ def collect(eval_dir: Path = paths.EVAL, influence_dir: Path = paths.INFLUENCE,
         m = runinfo.read(metrics_dir / f"{s}.json")
         if isinstance(m, dict):
             stages[s] = m
-    cons, notes = contrasts.compute(out, eval_dir)
-    return Results(out, stages, provenance(stages, out), missing, cons, notes)
+    digest: dict[str, str] = {}
+    cons, notes = contrasts.compute(out, eval_dir, previous, digest)
+    return Results(out, stages, provenance(stages, out), missing, cons, notes, digest.get("digest", ""))
 
 
 def provenance(stages: dict[str, dict], verticals: list[Vertical]) -> dict[str, Any]:

@@ -58,9 +58,29 @@ def abs_mean_headline(vertical: str) -> bool:
     return vertical in evals.VERTICALS and bool(getattr(evals.get(vertical), "HEADLINE_IS_ABS_MEAN", False))
 
 
-def compute(verticals: list[Any], eval_dir: Path) -> tuple[dict[str, dict[str, dict]], list[str]]:
+def jobs_digest(jobs: Mapping[Any, tuple[Mapping[str, float], Mapping[str, float], bool]], notes: list[str]) -> str:
+    """sha256 of what the contrasts are computed from: every job's paired units and direction, the
+    notes so far, and the statistics code (paired.py, this file) that computes them."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256()
+    for f in (Path(paired.__file__), Path(__file__)):
+        h.update(f.read_bytes())
+    h.update(json.dumps([[list(k), sorted(a.items()), sorted(b.items()), higher]
+                         for k, (a, b, higher) in sorted(jobs.items())] + [notes]).encode())
+    return h.hexdigest()
+
+
+def compute(verticals: list[Any], eval_dir: Path, previous: Path | None = None,
+            digest_out: dict[str, str] | None = None) -> tuple[dict[str, dict[str, dict]], list[str]]:
     """contrasts[vertical][contrast] = {delta, ci95, p_value, p_holm, significant, n_pairs, mde80, ...}
-    and the notes on what was skipped. `verticals`: objects with .name and .higher_is_better."""
+    and the notes on what was skipped. `verticals`: objects with .name and .higher_is_better.
+
+    `previous`: an earlier trust_summary.json; when its `contrasts_digest` equals this input's
+    (`jobs_digest`), its contrasts are returned as they are: the bootstrap and permutation tests
+    (and importing scipy.stats, ~1 s) are most of a re-run report's own work. `digest_out["digest"]`
+    gets the digest."""
     notes: list[str] = []
     jobs = {}
     for v in verticals:
@@ -75,6 +95,18 @@ def compute(verticals: list[Any], eval_dir: Path) -> tuple[dict[str, dict[str, d
                 sign = -1.0 if sum(ua.values()) < 0 else 1.0
                 ua, ub = ({u: sign * x for u, x in d.items()} for d in (ua, ub))
             jobs[(v.name, name)] = (ua, ub, v.higher_is_better)
+    digest = jobs_digest(jobs, notes)
+    if digest_out is not None:
+        digest_out["digest"] = digest
+    if previous is not None and Path(previous).is_file():
+        import json
+
+        try:
+            old = json.loads(Path(previous).read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # unreadable: computed afresh
+            old = None
+        if isinstance(old, dict) and old.get("contrasts_digest") == digest and isinstance(old.get("contrasts"), dict):
+            return old["contrasts"], list(old.get("contrast_notes") or [])
     family = run_family(jobs, notes, label=lambda k: f"{k[0]} {k[1]}")
     out: dict[str, dict[str, dict]] = {}
     for (vertical, name), r in family.items():

@@ -135,7 +135,7 @@ def as_json(res: Results) -> dict[str, Any]:
                           {"value": c.value, "ci95": [c.low, c.high], "n": c.n, "mlflow_run_id": c.run_id})
                       for s in STAGES},
         } for v in res.verticals},
-        "contrasts": res.contrasts, "contrast_notes": res.notes,
+        "contrasts": res.contrasts, "contrast_notes": res.notes, "contrasts_digest": res.contrasts_digest,
         "provenance": res.provenance, "missing": res.missing,
     }
 
@@ -154,8 +154,8 @@ def plot_csv(v: Vertical) -> str:
 def write_report(out_dir: Path, top_k: int = 3, res: Results | None = None) -> Results:
     from rlhf_trust.report import figures, html
 
-    res = res or collect()
     out_dir = Path(out_dir)
+    res = res or collect(previous=out_dir / "trust_summary.json")
     fig_dir = out_dir / "figures"
     figs = {}
     for v in res.verticals:
