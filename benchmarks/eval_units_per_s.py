@@ -8,11 +8,17 @@ take turns on the same items so the machine's changing load hits them alike:
           with prefix KV reuse
   new-nr  the same as new without prefix reuse (the reuse's own share)
 A unit is a bootstrap unit of the headline (units.csv row). Also reports, per vertical, the
-agreement of the log-likelihood and generation verdicts on the same units (ethics, bias).
+agreement of the log-likelihood and generation verdicts on the same units (ethics, bias, fairness).
+Before timing, one warm-up call of each kind (generate, loglikelihood) pays the one-time costs
+(first kernels, the scorer's import), so the first configuration timed is not penalised.
+Ratios use CPU seconds (the process runs one thread, so CPU seconds are what the work costs on an
+idle core; wall time on a shared machine mostly measures the other processes); wall ratios are
+reported beside them. The mix: one unit of every vertical (sum of per-unit costs).
 
-    .venv/bin/python benchmarks/eval_units_per_s.py [--quick] [--out benchmarks/results/eval_units_per_s.json]
+    nice -n 10 .venv/bin/python benchmarks/eval_units_per_s.py --quick [--out benchmarks/results/eval_units_per_s_quick.json]
 
-The last line prints the main ratio: total units/s new over old.
+`--quick` (a few units per vertical) takes ~2-3 minutes on an idle core. The last line prints the
+main ratio: units/s of the new default path over the old path.
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # items per vertical (the vertical's `limit`): quick <= 3 minutes on 2 busy cores
-QUICK = {"toxicity": 2, "bias": 6, "ethics": 10, "truthfulness": 4, "privacy": 1}
-FULL = {"toxicity": 6, "bias": 24, "ethics": 40, "truthfulness": 16, "privacy": 3}
+QUICK = {"toxicity": 1, "bias": 4, "ethics": 8, "truthfulness": 2, "privacy": 1, "fairness": 2}
+FULL = {"toxicity": 6, "bias": 24, "ethics": 40, "truthfulness": 16, "privacy": 3, "fairness": 12}
+GEN_ONLY_OLD = ("ethics", "bias", "fairness")  # verticals whose default protocol is log-likelihood
 
 
 def load_backend(spec: str, threads: int, prefix_reuse: bool, batch_size: int):
@@ -52,7 +59,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
-    ap.add_argument("--verticals", default="toxicity,bias,ethics,truthfulness,privacy")
+    ap.add_argument("--verticals", default="toxicity,bias,ethics,truthfulness,privacy,fairness")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
@@ -61,11 +68,16 @@ def main() -> None:
     ecfg = config.load("eval", args.params)
     limits = QUICK if args.quick else FULL
     backend = load_backend(args.model, args.threads, True, ecfg.batch_size)
+    backend.generate(["Warm-up."], max_new_tokens=2, temperature=0.0, num_return_sequences=1, seed=0)
+    backend.loglikelihood([("Warm-up", " run")])
+    from rlhf_trust.evals import scorers
+
+    scorers.get_scorer("profanity-check").score(["Warm-up."])  # its model loads outside the timing
     t_start = time.perf_counter()
     results: dict[str, dict] = {}
     for v in args.verticals.split(","):
         entry = {**ecfg.verticals.get(v, {}), "limit": limits[v]}
-        old = {**entry, "protocol": "generation"} if v in ("ethics", "bias") else entry
+        old = {**entry, "protocol": "generation"} if v in GEN_ONLY_OLD else entry
         cfgs = {"old": (old, False), "new": (entry, True), "new-nr": (entry, False)}
         if entry == old:  # same protocol: new-nr is the old path
             cfgs.pop("new-nr")
@@ -85,35 +97,59 @@ def main() -> None:
         if "new-nr" not in r:
             r["new-nr"] = r["old"]
         same = dict(r["old"]["_units"])
-        if v in ("ethics", "bias"):  # verdict agreement of the two protocols on the same units
+        if v in GEN_ONLY_OLD:  # verdict agreement of the two protocols on the same units
             new_units = dict(r["new"]["_units"])
             common = [u for u in new_units if u in same]
             r["protocol_agreement"] = {"units": len(common), "same_verdict": round(
                 sum((new_units[u] >= 0.5) == (same[u] >= 0.5) for u in common) / max(1, len(common)), 3)}
         for x in ("old", "new", "new-nr"):
             r[x].pop("_units", None)
-        r["speedup_new_vs_old"] = round(r["new"]["units_per_s"] / r["old"]["units_per_s"], 2)
-        r["speedup_prefix_reuse"] = round(r["new"]["units_per_s"] / r["new-nr"]["units_per_s"], 2)
+        r["speedup_new_vs_old"] = round(r["old"]["cpu_s_per_unit"] / r["new"]["cpu_s_per_unit"], 2)
+        r["speedup_prefix_reuse"] = round(r["new-nr"]["cpu_s_per_unit"] / r["new"]["cpu_s_per_unit"], 2)
+        r["speedup_new_vs_old_wall"] = round(r["new"]["units_per_s"] / r["old"]["units_per_s"], 2)
         results[v] = r
         print(v, json.dumps({k: r[k] for k in r if k not in ("new-nr",)}), flush=True)
 
-    def total(k):
-        return sum(r[k]["seconds"] for r in results.values())
-
-    # equal units per vertical on both paths (same items): ratio of total seconds per unit mix
-    old_s = sum(r["old"]["s_per_unit"] for r in results.values())
-    new_s = sum(r["new"]["s_per_unit"] for r in results.values())
-    nr_s = sum(r["new-nr"]["s_per_unit"] for r in results.values())
     summary = {"model": args.model, "threads": args.threads, "quick": args.quick, "limits": limits,
                "wall_s": round(time.perf_counter() - t_start, 1),
-               "seconds": {"old": total("old"), "new": total("new")},
-               "units_per_s_ratio_new_vs_old": round(old_s / new_s, 2),
-               "units_per_s_ratio_prefix_reuse": round(nr_s / new_s, 2), "verticals": results}
+               **ratios(results, {v: len_default(ecfg.verticals.get(v, {}), limits[v], r["new"]["units"])
+                                  for v, r in results.items()}),
+               "verticals": results}
     if args.out:
         Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"prefix reuse on/off: {summary['units_per_s_ratio_prefix_reuse']}x units/s")
-    print(f"new default path vs old per-item generation path: {summary['units_per_s_ratio_new_vs_old']}x units/s")
+    report(summary)
 
+
+def len_default(entry: dict, limit: int, units: int) -> float:
+    """A vertical's units per model in the default run, from its units at `limit` items."""
+    return units * (entry.get("limit") or limit) / limit
+
+
+def ratios(results: dict, weights: dict) -> dict:
+    """CPU-second ratios old / new and no-reuse / reuse for two unit mixes: one unit of every
+    vertical, and the default run's mix (each vertical weighted by its units per model there)."""
+    def cost(cfg, w, key="cpu_s_per_unit"):
+        return sum(w[v] * r[cfg][key] for v, r in results.items())
+
+    one = dict.fromkeys(results, 1.0)
+    return {"seconds": {c: round(sum(r[c]["seconds"] for r in results.values()), 1) for c in ("old", "new")},
+            "default_run_units_per_model": {v: round(w, 1) for v, w in weights.items()},
+            "units_per_s_ratio_new_vs_old": round(cost("old", one) / cost("new", one), 2),
+            "units_per_s_ratio_prefix_reuse": round(cost("new-nr", one) / cost("new", one), 2),
+            "units_per_s_ratio_new_vs_old_wall": round(cost("old", one, "s_per_unit") / cost("new", one, "s_per_unit"), 2),
+            "default_mix_ratio_new_vs_old": round(cost("old", weights) / cost("new", weights), 2),
+            "default_mix_ratio_prefix_reuse": round(cost("new-nr", weights) / cost("new", weights), 2)}
+
+
+def report(summary: dict) -> None:
+    for v, r in summary["verticals"].items():
+        print(f"{v}: new vs old {r['speedup_new_vs_old']}x, prefix reuse on/off {r['speedup_prefix_reuse']}x")
+    print(f"one unit of every vertical: new vs old {summary['units_per_s_ratio_new_vs_old']}x "
+          f"(wall {summary['units_per_s_ratio_new_vs_old_wall']}x), prefix reuse on/off "
+          f"{summary['units_per_s_ratio_prefix_reuse']}x; timed wall {summary['wall_s']} s")
+    print(f"default run's unit mix: prefix reuse on/off {summary['default_mix_ratio_prefix_reuse']}x units/s")
+    print(f"new default path vs old per-item generation path (default run's unit mix): "
+          f"{summary['default_mix_ratio_new_vs_old']}x units/s")
 
 if __name__ == "__main__":
     main()
