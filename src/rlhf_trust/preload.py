@@ -27,8 +27,9 @@ import sys
 ENV = "RLHF_TRUST_PRELOAD"
 # what the stages import, heaviest first (a failed import only means that stage pays for it itself)
 PRELOAD = ("mlflow", "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store",
-           "torch", "transformers", "peft", "trl", "datasets", "accelerate", "scipy.stats", "sklearn.svm",
-           "great_expectations")
+           "pandas", "great_expectations", "torch", "transformers", "peft", "trl", "datasets", "accelerate",
+           "scipy.stats", "sklearn.svm")
+FIRST = 5  # imported before the server listens: what validate and curate need (MLflow, its store, GX)
 _LEN = struct.Struct("!I")
 
 
@@ -127,10 +128,28 @@ def _child(conn: socket.socket, request: dict, fds: list[int]) -> None:
     os._exit(int(rc))  # not the server's exit path (its socket, its loop); the stage already ended its run
 
 
-def serve(path: str) -> None:
-    """Listen at `path`, import the heavy libraries, then fork one child per request."""
+def _import(name: str) -> None:
+    """Import a module (or call `module.function`: SQLAlchemy maps MLflow's ~70 tables on first use,
+    ~1-2 s of every stage's first store call); a failure only means the stage pays for it itself."""
     import importlib
     import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            if name.endswith("configure_mappers"):
+                module, _, func = name.rpartition(".")
+                getattr(importlib.import_module(module), func)()
+            else:
+                importlib.import_module(name)
+        except Exception:  # noqa: BLE001, S110 - optional: the stage imports it itself then
+            pass
+
+
+def serve(path: str) -> None:
+    """Import the first stages' libraries, listen at `path`, then fork one child per request and
+    import the other libraries while no request waits."""
+    import select
 
     from rlhf_trust import quiet
     from rlhf_trust.tracking import configure_env
@@ -138,26 +157,22 @@ def serve(path: str) -> None:
     configure_env()
     quiet.install()
     modules = os.environ.get("RLHF_TRUST_PRELOAD_MODULES")  # comma-separated override (tests: none)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for name in PRELOAD if modules is None else filter(None, modules.split(",")):
-            try:
-                importlib.import_module(name)
-            except Exception:  # noqa: BLE001, S110 - optional: the stage imports it itself then
-                pass
-    try:  # SQLAlchemy maps MLflow's ~70 tables on first use: ~1-2 s of every stage's first store call
-        from sqlalchemy.orm import configure_mappers
-
-        configure_mappers()
-    except Exception:  # noqa: BLE001, S110 - optional, as above
-        pass
-    # Listen only now: the stages that start while the imports run (prepare, validate) run on
-    # their own, in parallel with them, instead of waiting for libraries they do not need.
+    names = list(PRELOAD if modules is None else filter(None, modules.split(",")))
+    first, rest = names[:FIRST], names[FIRST:]
+    for name in first:
+        _import(name)
+    if modules is None:
+        _import("sqlalchemy.orm.configure_mappers")
+    # Listen once the first stages' libraries are in: prepare starts before, and runs on its own
+    # in parallel with them; the rest are imported between requests (a stage waits at most one import).
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(path)
     srv.listen(16)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     while True:
+        if rest and not select.select([srv], [], [], 0)[0]:
+            _import(rest.pop(0))
+            continue
         conn, _ = srv.accept()
         try:
             msg, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
