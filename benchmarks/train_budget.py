@@ -67,8 +67,10 @@ def child(stage: str, params: str, out: str) -> None:
 
 # --compare: today's set-up vs the new one on the same model, pairs and lengths, in ONE process and
 # interleaved step by step (the machine is shared: only side-by-side ratios mean something).
-# today = 1 thread, TRL's own losses (DPOTrainer: LM head over every position, policy and reference);
-# new = `threads: auto` + the completion-only chunked head for DPO (train/fast_dpo.py) + padding-free SFT.
+# today = 1 thread, TRL's own losses (DPOTrainer: LM head over every position, policy and reference;
+# RewardTrainer: prompt + each response as two sequences); new = `threads: auto` + the completion-only
+# chunked head with each prompt run once for DPO (train/fast_dpo.py), each prompt run once for the RM
+# (train/fast_rm.py), padding-free SFT.
 SETUPS = ("today", "new")
 
 
@@ -90,13 +92,15 @@ def _trainer(stage: str, cfg, model, tok, rows, out_dir: str, padding_free: bool
                           peft_config=None if padding_free else peft)
     data = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
     if stage == "rm":
-        from trl import RewardConfig, RewardTrainer
+        from trl import RewardConfig
+
+        from rlhf_trust.train.fast_rm import trainer_class as rm_trainer
 
         model = seq_cls_from_causal(model, num_labels=1)
         model.config.pad_token_id = tok.pad_token_id
         args = RewardConfig(output_dir=out_dir, per_device_train_batch_size=cfg.batch_size,
                             max_length=cfg.max_length, report_to=[], use_cpu=True, seed=0)
-        return RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft)
+        return rm_trainer()(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft)
     from trl import DPOConfig
 
     from rlhf_trust.train.fast_dpo import trainer_class
@@ -144,6 +148,10 @@ def compare(stages: list[str], params: str, out_path: str, steps: int) -> None:
                         from trl import DPOTrainer
 
                         loss = DPOTrainer._compute_loss(trainer, model, batch, False)
+                    elif stage == "rm" and setup == "today":
+                        from trl import RewardTrainer
+
+                        loss = RewardTrainer.compute_loss(trainer, model, dict(batch))
                     else:
                         loss = trainer.compute_loss(model, batch)
                     loss.backward()

@@ -120,6 +120,43 @@ def test_sft_padding_free_chunked_loss_equals_plain_nll(arch, tmp_path):
 
 
 @pytest.mark.parametrize("arch", ["gpt_neox", "gemma3"])
+def test_rm_shared_prompt_equals_trl(arch, tmp_path):
+    """Reward model: each pair's common prefix run once (train/fast_rm.py) = TRL's two full sequences."""
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model
+    from trl import RewardConfig, RewardTrainer
+
+    from rlhf_trust.models import seq_cls_from_causal
+    from rlhf_trust.train.fast_rm import shared_prefix_rewards, trainer_class
+
+    model, tok = _tiny(arch)
+    rm = seq_cls_from_causal(model, num_labels=1)
+    rm.config.pad_token_id = tok.pad_token_id
+    torch.manual_seed(1)
+    rm = get_peft_model(rm, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="SEQ_CLS",
+                                       init_lora_weights=False))
+    rows = common.clip(tok, hh_pairs(4, max_chars=200), 40, 80)
+    args = RewardConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_length=80, report_to=[],
+                        use_cpu=True, seed=0)
+    trainer = trainer_class()(model=rm, args=args, processing_class=tok,
+                              train_dataset=Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")}
+                                                               for r in rows]))
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    m = trainer.model
+    m.train()
+    with torch.no_grad():
+        assert shared_prefix_rewards(m, batch) is not None  # the shared path runs
+    fast = trainer.compute_loss(m, dict(batch))
+    fast.backward()
+    g_fast = _grads(m)
+    m.zero_grad()
+    plain = RewardTrainer.compute_loss(trainer, m, dict(batch))
+    plain.backward()
+    assert abs(float(fast) - float(plain)) < 1e-4
+    _close(g_fast, _grads(m))
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "gemma3"])
 def test_heldout_pair_logps_with_shared_prompt_equal_plain(arch):
     """Held-out DPO scoring runs each prompt once (both responses on its KV cache, length-sorted
     batches): equal to scoring every sequence alone, unpadded."""

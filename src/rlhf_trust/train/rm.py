@@ -1,5 +1,6 @@
-"""`rlhf-trust rm`: Bradley-Terry reward model on HH pairs (TRL RewardTrainer, num_labels=1),
-initialised from the SFT model (or `rm.init_from`); reports held-out pairwise accuracy."""
+"""`rlhf-trust rm`: Bradley-Terry reward model on HH pairs (TRL RewardTrainer, num_labels=1, each
+pair's prompt run once: train/fast_rm.py), initialised from the SFT model (or `rm.init_from`);
+reports held-out pairwise accuracy."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ STAGE = "rm"
 
 def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None) -> dict:
     from datasets import Dataset
-    from trl import RewardConfig, RewardTrainer
+    from trl import RewardConfig
 
     from rlhf_trust.models import load_merged_causal_lm, seq_cls_from_causal
+    from rlhf_trust.train.fast_rm import trainer_class
 
     layout = layout or common.Layout()
     inp = common.stage_inputs(STAGE, cfg, layout, parent=cfg.init_from)
@@ -25,7 +27,7 @@ def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None)
     args = common.trl_args(RewardConfig, cfg, ckpt_dir, STAGE, max_length=cfg.max_length)
     resume = common.checkpoint_to_resume(
         ckpt_dir, common.fingerprint(cfg, {"data": md5, "parent": common.model_md5(parent)}), cfg.resume)
-    trainer = RewardTrainer(model=model, args=args, train_dataset=train, processing_class=tok,
+    trainer = trainer_class()(model=model, args=args, train_dataset=train, processing_class=tok,
                             peft_config=common.lora_config(cfg, "SEQ_CLS"), callbacks=[common.nan_guard(STAGE)] + list(callbacks or []))
     common.train(trainer, resume)
     metrics = {**common.train_metrics(trainer), **common.count_params(trainer.model),
