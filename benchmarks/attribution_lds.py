@@ -9,13 +9,15 @@ For one stage (sft or dpo) on the default model (gemma-3-270m, offline wheel) at
    system prompt), the full model's greedy continuation ("new") vs the start model's ("old"); the
    first --n-test pairs whose continuations differ; test loss = lm_contrast (sft) / dpo (dpo);
 3. scores of every method (exact, datainf, identity, gradsim from per-example gradients of the full
-   model; repsim from its final hidden states), per test sample: (n, T);
+   model; repsim from its final hidden states; ekfac by kronfluence), per test sample: (n, T);
 4. LDS: M random 50% subsets, each retrained from the same LoRA init with the same recipe; per test
    sample the Spearman between the subset-sum of scores and the retrained test loss; mean over test
    samples with a bootstrap CI (rlhf_trust.attribution.lds);
 5. top-k removal: retrain without each method's k most harmful pairs (largest mean score) and without
    k random pairs (--draws draws); measured change of the mean test loss vs the first-order
-   prediction -sum_{removed} score / n (influence methods only; similarities have no loss units).
+   prediction -sum_{removed} score / n (influence methods only; similarities have no loss units), and
+   the measured change of the toxicity vertical's headline (expected_max_toxicity) by the project's
+   eval code (evals.toxicity.run, the default eval settings at --headline-limit prompts per subset).
 
 Each retrain is cached under --cache by the hash of its subset and recipe (resume after a crash).
 Usage: .venv/bin/python benchmarks/attribution_lds.py --stage sft --cache /tmp/lds   (then --stage dpo)
@@ -34,7 +36,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("RLHF_TRUST_DATA", ROOT / ".." / "shared" / "data"))
 RESULTS = ROOT / "benchmarks" / "results"
-METHODS = ("exact", "datainf", "identity", "gradsim", "repsim")
+METHODS = ("exact", "datainf", "identity", "gradsim", "repsim", "ekfac")
+INFLUENCE = ("exact", "datainf", "identity", "ekfac")  # loss units: a first-order prediction of removal
+# kronfluence fits its factors in 3 passes over the train pairs (~3x our gradient pass: > the 10-min
+# influence budget of the default run, docs/influence.md), so it is measured but not a default candidate
+DEFAULT_CANDIDATES = ("exact", "datainf", "gradsim", "repsim")
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -124,18 +130,43 @@ class Bench:
         with torch.no_grad():
             return [float(x) for x in self._losses(self.test_kind, tests)]
 
-    def retrain(self, idx: list[int], tests) -> list[float]:
+    def retrain(self, idx: list[int], tests, headline: bool = False):
+        """Test losses of the model retrained on rows idx (and, with `headline`, (losses, headline)),
+        each cached by the hash of the subset and recipe; None for what --cached-only cannot give."""
         key = hashlib.sha256(json.dumps([sorted(idx), vars(self.a).get("recipe")]).encode()).hexdigest()[:16]
         path = self.cache / f"retrain_{key}.json"
-        if path.is_file():
-            return json.loads(path.read_text())["losses"]
-        if self.a.cached_only:
-            return None
+        head_path = self.cache / f"headline_{key}.json"
+        if not path.is_file() or (headline and not head_path.is_file()):
+            if self.a.cached_only:
+                return (None, None) if headline else None
+            t0 = time.perf_counter()
+            self.train(idx)
+            if not path.is_file():
+                out = self.test_losses(tests)
+                path.write_text(json.dumps({"idx": sorted(idx), "losses": out, "seconds": time.perf_counter() - t0}))
+            if headline:
+                head_path.write_text(json.dumps(self.headline()))
+        out = json.loads(path.read_text())["losses"]
+        return (out, json.loads(head_path.read_text())) if headline else out
+
+    def headline(self) -> dict:
+        """The toxicity vertical's headline on the current model by the project's eval code
+        (evals.toxicity.run, HFBackend), the default run's eval settings at --headline-limit prompts
+        per subset (toxic, nontoxic) x both system prompts; sampling seeded alike for every model."""
+        from rlhf_trust.data import records
+        from rlhf_trust.evals import toxicity
+        from rlhf_trust.evals.backends import HFBackend
+
         t0 = time.perf_counter()
-        self.train(idx)
-        out = self.test_losses(tests)
-        path.write_text(json.dumps({"idx": sorted(idx), "losses": out, "seconds": time.perf_counter() - t0}))
-        return out
+        self.tok.padding_side = "left"
+        try:
+            s = toxicity.Settings(limit=self.a.headline_limit, samples=1, temperature=0.5, max_new_tokens=12)
+            m, _ = toxicity.run(HFBackend(self.model, self.tok, batch_size=8, progress=False),
+                                records.load_toxicity(DATA), s, seed=self.a.seed, n_boot=200, model="bench")
+        finally:
+            self.tok.padding_side = "right"
+        return {toxicity.HEADLINE: m[toxicity.HEADLINE], "toxicity_probability": m["toxicity_probability"],
+                "n_units": 4 * self.a.headline_limit, "seconds": time.perf_counter() - t0}
 
     def generate(self, model, prompts):
         import torch
@@ -176,7 +207,11 @@ class Bench:
         path = self.cache / "scores.npz"
         if path.is_file():
             z = np.load(path)
-            return {k: z[k] for k in z.files}
+            out = {k: z[k] for k in z.files}
+            if "ekfac" not in out:  # added after the first run: the cached full model, the other scores kept
+                out["ekfac"] = self.ekfac(tests)
+                np.savez(path, **out)
+            return out
         times = {}
         t0 = time.perf_counter()
         pe = grads.PerExampleGrads(self.model, self.names, merge_frozen=False)
@@ -201,8 +236,22 @@ class Bench:
         out["repsim"] = methods.rep_scores(r_train, r_test).numpy()
         times["repsim_s"] = time.perf_counter() - t
         (self.cache / "score_times.json").write_text(json.dumps(times))
+        out["ekfac"] = self.ekfac(tests)
         np.savez(path, **out)
         return out
+
+    def ekfac(self, tests):
+        """kronfluence's EK-FAC on the full model's LoRA tensors (its own 3 passes; seconds recorded)."""
+        from rlhf_trust.attribution import ekfac
+
+        t = time.perf_counter()
+        s = ekfac.ekfac_scores(self.model, self.tok, self.train_kind, self.test_kind, self.rows, tests, self.names,
+                               self.a.max_length, ref_model=self.ref, beta=0.1, batch_size=self.a.batch_size,
+                               workdir=self.cache).numpy()
+        times = json.loads((self.cache / "score_times.json").read_text())
+        times["ekfac_s"] = time.perf_counter() - t
+        (self.cache / "score_times.json").write_text(json.dumps(times))
+        return s
 
     def _per_example(self, kind, rows):
         from rlhf_trust.attribution import losses
@@ -255,17 +304,30 @@ def run(a) -> None:
         result["methods"][m] = {**lds.summary(rho), "m": a.m, "rho": [None if not np.isfinite(r) else float(r)
                                                                      for r in rho]}
     base = float(np.mean(base_losses))
+    head_path = b.cache / "full_headline.json"  # the model trained on every pair (loaded again: the
+    if a.headline_limit and not a.skip_removal and not head_path.is_file() and not a.cached_only:
+        params = dict(b.model.named_parameters())  # LDS retrains above may have replaced it)
+        with torch.no_grad():
+            for k, v in torch.load(full_path).items():
+                params[k].copy_(v)
+        head_path.write_text(json.dumps(b.headline()))
+    base_head = json.loads(head_path.read_text()) if head_path.is_file() else None
     rng = np.random.default_rng(a.seed + 1)
     plans = [(m, np.argsort(-scores[m].mean(1), kind="stable")[: a.k]) for m in METHODS if m != "identity"]
     plans += [(f"random{d}", rng.choice(n, size=a.k, replace=False)) for d in range(a.draws)]
     for name, drop in tqdm([] if a.skip_removal else plans, desc=f"removal retrains ({a.stage})", unit="model"):
         keep = [i for i in everyone if i not in {int(x) for x in drop}]
-        got = b.retrain(keep, tests)
+        got, head = b.retrain(keep, tests, headline=base_head is not None) if base_head else (b.retrain(keep, tests),
+                                                                                              None)
         if got is None:
             continue
         got = float(np.mean(got))
         entry = {"removed": [b.rows[int(i)]["id"] for i in drop], "measured_delta": got - base}
-        if name in ("exact", "datainf", "identity"):
+        if head is not None:  # the vertical's headline metric, measured (no method predicts it)
+            hk = "expected_max_toxicity"
+            entry.update({f"{hk}_delta": head[hk] - base_head[hk], f"{hk}_full": base_head[hk],
+                          f"{hk}_removed": head[hk]})
+        if name in INFLUENCE:
             entry["predicted_delta"] = float(-scores[name].mean(1)[drop].sum() / n)
         result["removal"][name] = entry
     times = json.loads((b.cache / "score_times.json").read_text())
@@ -297,15 +359,16 @@ def collect(a) -> None:
         out["config"][stage] = {**r["config"], "n_train": r["n_train"]}
     if not out["stages"]:
         raise SystemExit(f"no stage results under {a.cache}")
-    cand = [m for m in ("exact", "datainf", "gradsim", "repsim")]
-    mean = {m: sum(s[m]["lds"] for s in out["stages"].values()) / len(out["stages"]) for m in cand}
+    cand = [m for m in DEFAULT_CANDIDATES if all(m in s for s in out["stages"].values())]
+    mean = {m: sum(s[m]["lds"] for s in out["stages"].values()) / len(out["stages"])
+            for m in METHODS if all(m in s for s in out["stages"].values())}
     out["default_method"] = max(cand, key=lambda m: mean[m])
     fileio.write_json(RESULTS / "attribution_lds.json", out)
     fig, ax = plt.subplots(figsize=(6, 3.4))
     stages = list(out["stages"])
     width = 0.8 / len(stages)
     for s_i, stage in enumerate(stages):
-        vals = [out["stages"][stage][m] for m in METHODS]
+        vals = [out["stages"][stage].get(m, {"lds": 0.0, "ci95": [0.0, 0.0]}) for m in METHODS]
         x = [i + s_i * width for i in range(len(METHODS))]
         ax.bar(x, [v["lds"] for v in vals], width, label=stage,
                yerr=[[v["lds"] - v["ci95"][0] for v in vals], [v["ci95"][1] - v["lds"] for v in vals]], capsize=3)
@@ -321,12 +384,13 @@ def collect(a) -> None:
     print("| --- |" + " --- |" * len(stages))
     for m in METHODS:
         cells = [f"{v['lds']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}] ({v['m']}, {v['n_test']})"
-                 for v in (out["stages"][s][m] for s in stages)]
+                 for v in (out["stages"][s][m] for s in stages if m in out["stages"][s])]
         print(f"| {m} | " + " | ".join(cells) + " |")
     for stage, rem in out["removal"].items():
         for name, e in rem.items():
             pred = f"{e['predicted_delta']:+.4f}" if "predicted_delta" in e else "-"
-            print(f"| {stage} | {name} | {e['measured_delta']:+.4f} | {pred} |")
+            head = f"{e['expected_max_toxicity_delta']:+.4f}" if "expected_max_toxicity_delta" in e else "-"
+            print(f"| {stage} | {name} | {e['measured_delta']:+.4f} | {pred} | {head} |")
 
 
 def main() -> None:
@@ -346,6 +410,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--headline-limit", type=int, default=10,
+                    help="toxicity prompts per subset for the removal's headline metric (4x units; 0 = off)")
     ap.add_argument("--skip-removal", action="store_true", help="LDS only (e.g. out of time: rerun from the cache)")
     ap.add_argument("--cached-only", action="store_true",
                     help="retrain nothing: results from the retrains cached so far (honest m)")
