@@ -16,6 +16,8 @@ WARNINGS = (
     (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),
     # TRL configs still echo the deprecated `gradient_checkpointing` argument (we pass activation_checkpointing)
     (FutureWarning, r"`gradient_checkpointing(_kwargs)?` is deprecated"),
+    # transformers 5.24's generate() on GPT-NeoX passes the old cache keyword to forward() itself
+    (FutureWarning, r"`past_key_values` is deprecated and will be removed in version 5\.40"),
 )
 # logger name -> message regexes for transformers' `logger.warning_once` calls
 LOG_MESSAGES = {
