@@ -74,12 +74,12 @@ def _shared_prompt_logps(decoder: Any, head: Any, softcap: Any, inputs: dict) ->
         c_ids[j, :m], c_mask[j, :m] = ids[r, n:n + m], 1
     out = decoder(input_ids=p_ids, attention_mask=p_mask, position_ids=(p_mask.cumsum(1) - 1).clamp(min=0),
                   use_cache=True)
-    cache = out.past_key_values
+    cache = out.cache
     cache.batch_repeat_interleave(2)
     p_mask2 = p_mask.repeat_interleave(2, dim=0)
     c_pos = p_mask2.sum(1, keepdim=True) + torch.arange(cwidth, device=ids.device).unsqueeze(0)
     hidden = decoder(input_ids=c_ids, attention_mask=torch.cat([p_mask2, c_mask], 1), position_ids=c_pos,
-                     past_key_values=cache, use_cache=True).last_hidden_state
+                     cache=cache, use_cache=True).last_hidden_state
     # completion token 0 is predicted by the prompt's last position, token t by completion position t - 1
     pred = torch.cat([out.last_hidden_state[:, -1:].repeat_interleave(2, dim=0), hidden[:, :-1]], 1)
     keep = c_mask.bool()

@@ -52,12 +52,12 @@ def shared_prefix_rewards(model: Any, inputs: dict) -> Any:
         s_ids[j, :tails[j]], s_mask[j, :tails[j]] = ids[r, pre[r % b]:int(lens[r])], 1
     out = decoder(input_ids=p_ids, attention_mask=p_mask, position_ids=(p_mask.cumsum(1) - 1).clamp(min=0),
                   use_cache=True)
-    cache = out.past_key_values
+    cache = out.cache
     cache.batch_repeat_interleave(2)
     p_mask2 = p_mask.repeat_interleave(2, dim=0)
     pos = p_mask2.sum(1, keepdim=True) + torch.arange(s_ids.shape[1], device=ids.device).unsqueeze(0)
     hidden = decoder(input_ids=s_ids, attention_mask=torch.cat([p_mask2, s_mask], 1), position_ids=pos,
-                     past_key_values=cache, use_cache=True).last_hidden_state
+                     cache=cache, use_cache=True).last_hidden_state
     last = hidden[torch.arange(2 * b, device=ids.device), torch.tensor(tails, device=ids.device) - 1]
     rewards = score(last).squeeze(-1)
     order = torch.tensor(rows, device=ids.device).argsort()  # back to [chosen; rejected]

@@ -117,9 +117,9 @@ def pair_logps(model: Any, tok: Any, prompts: list[str], first: list[str], secon
             for k, (seqs, ns) in enumerate(((seq1, n1), (seq2, n2))):
                 r_ids, r_mask = _pad([seqs[i][len(seqs[i]) - ns[i]:] for i in idx], tok.pad_token_id)
                 r_pos = p_mask.sum(1, keepdim=True) + torch.arange(r_ids.shape[1]).unsqueeze(0)
-                cache = copy.deepcopy(po.past_key_values) if k == 0 else po.past_key_values
+                cache = copy.deepcopy(po.cache) if k == 0 else po.cache
                 logits = model(input_ids=r_ids.to(device), attention_mask=torch.cat([p_mask, r_mask], 1).to(device),
-                               position_ids=r_pos.to(device), past_key_values=cache, use_cache=True).logits.float()
+                               position_ids=r_pos.to(device), cache=cache, use_cache=True).logits.float()
                 logits = torch.cat([first_logits.unsqueeze(1), logits[:, :-1]], 1)
                 lp = selective_log_softmax(logits, r_ids.to(device))
                 del logits
