@@ -67,11 +67,11 @@ compare: setup              ## B - A per vertical and model: paired CI, Holm p, 
 # A second full pipeline run (~50 min) in the workspace: curate reads the default run's influence scores
 # (DVC outputs, not in git) and reports/trust_summary.json there. Afterwards the workspace holds the
 # curated run (also saved as the experiment); `dvc exp apply` / git restore + dvc checkout go back.
-CURATE_VERTICAL ?= toxicity
+CURATE_VERTICAL ?= privacy
 CURATE_STAGE ?= dpo
-CURATE_K ?= 8
+CURATE_K ?= 12
 # = dpo.max_train_pairs: only pairs the stage trains on are candidates
-CURATE_WITHIN ?= 32
+CURATE_WITHIN ?= 80
 curate-demo: data           ## curated run vs the default one: dvc exp curated-<vertical>, then reports/compare.md
 	$(BIN)/dvc exp run -n curated-$(CURATE_VERTICAL) -S curate.enabled=true \
 	  -S 'curate.stages=[$(CURATE_STAGE)]' -S 'curate.verticals=[$(CURATE_VERTICAL)]' \
