@@ -76,3 +76,14 @@ def test_a_dataset_change_leaves_the_other_datasets_verdicts_unchanged(shared_da
     assert {k: v for k, v in before.items() if k != "fairness"} == {k: v for k, v in after.items() if k != "fairness"}
     assert set(before["hh"]["raw_files"]) == {"hh_rlhf/harmless-base-test.jsonl.gz", "hh_rlhf/LICENSE"}
     assert len(before["fairness"]["raw_files"]) == 8
+
+
+def test_bytecode_next_to_stage_sources_is_not_a_code_change():
+    """Importing the package writes __pycache__ into src/ (unless PYTHONDONTWRITEBYTECODE is set);
+    DVC hashes those directories as stage deps, so without .dvcignore every import re-ran the DAG."""
+    from dvc.repo import Repo
+
+    ignore = Repo(str(ROOT)).dvcignore
+    assert ignore.is_ignored_file("src/rlhf_trust/evals/__pycache__/stage.cpython-311.pyc")
+    assert ignore.is_ignored_file("src/rlhf_trust/report/summary.pyc")
+    assert not ignore.is_ignored_file("src/rlhf_trust/evals/stage.py")
