@@ -62,7 +62,9 @@ class TrainCommon:
     resume: bool = True                      # continue from outputs/checkpoints/<stage> if it matches
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     threads: int | Literal["auto"] = "auto"  # auto = the cores not busy elsewhere; 0 = torch default
-    precision: Literal["float32", "bfloat16", "float16"] = "float32"  # mixed precision on GPUs
+    # mixed precision: fp32 master weights, bf16 autocast (CPU: AMX; GPU: TRL's bf16); train/common.autocast
+    precision: Literal["float32", "bfloat16", "float16"] = "float32"
+    heldout_precision: Literal["float32", "bfloat16"] = "float32"  # the held-out metric passes
     gradient_checkpointing: bool = False
     optimizer: str = "adamw_torch"           # a transformers `optim` name (the study's DPO: rmsprop)
     lr_scheduler: str = "linear"             # a transformers scheduler name (PPO always runs constant)

@@ -201,6 +201,39 @@ def _trl_config(config_cls: type, cfg: Any, out_dir: Path, stage: str, extra: di
     })
 
 
+def autocast(cfg: Any, enabled: bool = True):
+    """bf16 autocast on the CPU when `<stage>.precision` is bfloat16 (else a no-op context).
+
+    This Xeon runs bf16 matmuls through AMX (oneDNN): ~6x fp32's GFLOP/s, gemma passes ~2x. The
+    weights (and LoRA's trainable ones, the optimiser state) stay fp32: only the matmuls inside the
+    context run in bf16. On a GPU, TRL's own `bf16=True` (accelerate's autocast) does this."""
+    import contextlib
+
+    import torch
+
+    if not (enabled and cfg.precision == "bfloat16" and use_cpu(cfg)):
+        return contextlib.nullcontext()
+    return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+def heldout_autocast(cfg: Any):
+    """The held-out passes' precision (`<stage>.heldout_precision`; float32 keeps the statistic exact)."""
+    return autocast(cfg, enabled=cfg.heldout_precision == "bfloat16")
+
+
+def mixed_precision(trainer: Any, cfg: Any) -> Any:
+    """Run the trainer's whole `compute_loss` under `autocast(cfg)` on the CPU.
+
+    `bf16=True` makes accelerate wrap only `model.forward` in autocast; the losses that run the LM
+    head themselves (TRL's chunked SFT NLL, fast_dpo's chunked head, fast_rm's prefix + KV-cache
+    continuations) call the network's parts outside that wrapper and would stay fp32. Trainer
+    enters `autocast_smart_context_manager()` around every `compute_loss` (training and TRL's
+    reference log-probs); backward and the optimiser step stay outside it, as torch recommends."""
+    if cfg.precision == "bfloat16" and use_cpu(cfg):
+        trainer.autocast_smart_context_manager = lambda cache_enabled=True: autocast(cfg)
+    return trainer
+
+
 def nan_guard(stage: str):
     """A TrainerCallback that stops the run with one line when the loss stops being finite."""
     from transformers import TrainerCallback

@@ -34,11 +34,12 @@ def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None)
         ckpt_dir, common.fingerprint(cfg, {"data": md5, "parent": common.model_md5(parent)}), cfg.resume)
     trainer = trainer_class()(model=model, ref_model=ref, args=args, train_dataset=train, processing_class=tok,
                          peft_config=peft, callbacks=[common.nan_guard(STAGE)] + list(callbacks or []))
-    common.train(trainer, resume)
+    common.train(common.mixed_precision(trainer, cfg), resume)
     metrics = {**common.train_metrics(trainer), **common.count_params(trainer.model),
                "train_pairs": len(rows), "train_tokens": common.train_tokens(tok, rows, ("chosen", "rejected"), cfg),
                "resumed_from_step": common.checkpoint_step(resume), "beta": cfg.beta}
-    metrics.update(heldout_metrics(trainer.model, ref, tok, heldout, cfg.beta, cfg.eval_batch_size))
+    with common.heldout_autocast(cfg):
+        metrics.update(heldout_metrics(trainer.model, ref, tok, heldout, cfg.beta, cfg.eval_batch_size))
     common.save_model_dir(trainer.model, tok, layout.model(STAGE), stage=STAGE, task="causal_lm",
                           parent=parent, data_md5=md5, cfg=cfg)
     common.discard_checkpoints(ckpt_dir)

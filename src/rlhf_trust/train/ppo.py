@@ -85,7 +85,10 @@ def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None)
     if state:
         restore(trainer, state)
     common.quiet_progress(trainer)
-    trainer.train()
+    # TRL's PPO loop generates with the unwrapped policy and scores outside the prepared forward,
+    # so the whole loop runs under autocast (bf16 matmuls, fp32 weights; no-op for float32)
+    with common.autocast(cfg):
+        trainer.train()
 
     policy = trainer.accelerator.unwrap_model(trainer.model).policy
     history = (state["log_history"] if state else []) + list(trainer.state.log_history)
@@ -93,7 +96,8 @@ def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None)
                "updates": updates, "episodes": updates * per_update, "train_prompts": len(prompts),
                "train_tokens": sum(len(tok(prompts[i])["input_ids"]) + cfg.response_length for i in order),
                "resumed_from_update": done}
-    metrics.update(heldout_metrics(policy, reward, tok, inp.heldout, cfg, inp.parent))
+    with common.heldout_autocast(cfg):
+        metrics.update(heldout_metrics(policy, reward, tok, inp.heldout, cfg, inp.parent))
     common.save_model_dir(policy, load_tokenizer(inp.parent), layout.model(STAGE), stage=STAGE,
                           task="causal_lm", parent=inp.parent, data_md5=inp.data_md5, cfg=cfg,
                           extra={"reward_model_dir": str(rm_dir.resolve())})

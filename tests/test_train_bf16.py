@@ -1,0 +1,140 @@
+"""bf16 mixed precision (`<stage>.precision: bfloat16`, train/common.autocast): on a fixed batch the
+loss and LoRA gradients of each stage's training step under the trainer's autocast are close to the
+fp32 ones on tiny-gpt-neox, and the bf16 path really ran (the loss differs from fp32's).
+
+Tolerance (loose, bf16 keeps 8 mantissa bits, ~3 significant digits per matmul): loss within 2 %
+relative, each gradient tensor within 10 % of fp32's norm (relative L2 error) and the whole
+gradient at cosine similarity > 0.995. The fp32 equality tests (test_train_fast_paths.py) are
+unchanged: `precision: float32` is a no-op context."""
+
+import copy
+from types import SimpleNamespace
+
+import pytest
+import torch
+from train_support import hh_pairs
+
+from rlhf_trust.train import common
+
+torch.set_num_threads(1)
+BF16 = SimpleNamespace(precision="bfloat16", heldout_precision="bfloat16", device="cpu")
+FP32 = SimpleNamespace(precision="float32", heldout_precision="float32", device="cpu")
+
+
+def _tiny():
+    from rlhf_trust.models.tiny import build
+
+    return build([r["prompt"] + r["chosen"] for r in hh_pairs(60)], hidden_size=64, layers=2, heads=4,
+                 vocab_size=384)
+
+
+def _lora(model, task="CAUSAL_LM"):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(1)  # init_lora_weights=False: B != 0, gradients reach A and B
+    return get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type=task,
+                                            init_lora_weights=False))
+
+
+def _step(trainer, batch, cfg):
+    """Loss and gradients of one training step as Trainer runs it (compute_loss in its context)."""
+    m = trainer.model
+    common.mixed_precision(trainer, cfg)
+    m.train()
+    m.zero_grad()
+    with trainer.compute_loss_context_manager():
+        loss = trainer.compute_loss(m, dict(batch))
+    loss.backward()
+    grads = {n: p.grad.detach().float().clone() for n, p in m.named_parameters()
+             if p.requires_grad and p.grad is not None}
+    assert all(p.dtype == torch.float32 for p in m.parameters())  # fp32 master weights
+    return float(loss.detach()), grads
+
+
+def _assert_close_bf16(fp32, bf16):
+    (l32, g32), (l16, g16) = fp32, bf16
+    assert l16 != l32, "bf16 autocast did not engage (identical loss)"
+    assert abs(l16 - l32) <= 0.02 * abs(l32) + 1e-3
+    assert g32.keys() == g16.keys() and g32
+    for k, v in g32.items():
+        assert float((g16[k] - v).norm()) <= 0.10 * float(v.norm()) + 1e-6, k
+    a = torch.cat([v.flatten() for v in g32.values()])
+    b = torch.cat([g16[k].flatten() for k in g32])
+    assert float(torch.nn.functional.cosine_similarity(a, b, dim=0)) > 0.995
+
+
+def _rows(tok):
+    return common.clip(tok, hh_pairs(4, max_chars=200), 40, 80)
+
+
+def test_sft_bf16_close_to_fp32(tmp_path):
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    model, tok = _tiny()
+    data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["chosen"]} for r in _rows(tok)])
+    peft = _lora(model)
+    out = []
+    for cfg in (FP32, BF16):
+        args = SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_length=None,
+                         padding_free=True, completion_only_loss=True, report_to=[], use_cpu=True, seed=0)
+        trainer = SFTTrainer(model=copy.deepcopy(peft), args=args, train_dataset=data, processing_class=tok)
+        batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+        out.append(_step(trainer, batch, cfg))
+    _assert_close_bf16(*out)
+
+
+def test_rm_bf16_close_to_fp32(tmp_path):
+    from datasets import Dataset
+    from trl import RewardConfig
+
+    from rlhf_trust.models import seq_cls_from_causal
+    from rlhf_trust.train.fast_rm import trainer_class
+
+    model, tok = _tiny()
+    rm = seq_cls_from_causal(model, num_labels=1)
+    rm.config.pad_token_id = tok.pad_token_id
+    rm = _lora(rm, "SEQ_CLS")
+    data = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in _rows(tok)])
+    out = []
+    for cfg in (FP32, BF16):
+        args = RewardConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_length=80,
+                            report_to=[], use_cpu=True, seed=0)
+        trainer = trainer_class()(model=copy.deepcopy(rm), args=args, processing_class=tok, train_dataset=data)
+        batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+        out.append(_step(trainer, batch, cfg))
+    _assert_close_bf16(*out)
+
+
+def test_dpo_bf16_close_to_fp32(tmp_path):
+    from datasets import Dataset
+    from trl import DPOConfig
+
+    from rlhf_trust.train.fast_dpo import trainer_class
+
+    model, tok = _tiny()
+    data = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in _rows(tok)])
+    policy = _lora(model)
+    out = []
+    for cfg in (FP32, BF16):
+        args = DPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_length=80, report_to=[],
+                         use_cpu=True, beta=0.1, seed=0)
+        trainer = trainer_class()(model=copy.deepcopy(policy), ref_model=None, args=args, processing_class=tok,
+                                  train_dataset=data)
+        batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+        torch.manual_seed(2)  # move the policy away from TRL's copy of the initial adapter (the reference)
+        with torch.no_grad():
+            for n, p in trainer.model.named_parameters():
+                if p.requires_grad and "lora_B" in n:
+                    p.add_(0.05 * torch.randn_like(p))
+        out.append(_step(trainer, batch, cfg))
+    _assert_close_bf16(*out)
+
+
+@pytest.mark.parametrize(("cfg", "dtype"), [(BF16, torch.bfloat16), (FP32, torch.float32)])
+def test_autocast_follows_precision(cfg, dtype):
+    a = torch.randn(4, 8)
+    with common.autocast(cfg):
+        assert (a @ a.T).dtype == dtype
+    with common.heldout_autocast(SimpleNamespace(**{**vars(cfg), "heldout_precision": "float32"})):
+        assert (a @ a.T).dtype == torch.float32
