@@ -88,6 +88,8 @@ class EvalConfig:
     out_dir: str = "eval"                    # eval/<vertical>/<model>/{metrics.json,samples.jsonl}
     batch_size: int = 8
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    # the dtype every eval model computes in (part of the cache key); auto = the stage's own (float32)
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     threads: int | Literal["auto"] = "auto"  # auto = every core this process may use; 0 = torch default
     seed: int = 0
     cache: str = "outputs/cache/generations.sqlite"   # "" = no cache

@@ -60,18 +60,27 @@ def resolve_threads(threads: int | str) -> int:
     return int(threads)
 
 
-def model_fingerprint(model_dir: Path) -> str:
-    """The cache identity of a stage's model without loading it: its content md5 + the dtype
-    `load_causal_lm` gives it (an adapter takes its root's dtype)."""
+def eval_dtype(model_dir: Path, dtype: str = "auto") -> str:
+    """The dtype an eval computes in: `eval.dtype`, or with `auto` the one `load_causal_lm` gives
+    the stage (an adapter takes its root's dtype)."""
+    if dtype != "auto":
+        return dtype
     from rlhf_trust.models import load_stage_info, parent_path
 
-    info = load_stage_info(model_dir)
-    md5 = info.get("md5") or fileio.md5_dir(model_dir)
-    d, root = model_dir, info
+    d, root = model_dir, load_stage_info(model_dir)
     while root.get("kind") == "adapter":
         d = parent_path(d, root)
         root = load_stage_info(d)
-    return f"{md5}:torch.{root.get('dtype') or 'float32'}"
+    return root.get("dtype") or "float32"
+
+
+def model_fingerprint(model_dir: Path, dtype: str = "auto") -> str:
+    """The cache identity of a stage's model without loading it: its content md5 + the dtype the
+    eval runs it in, so float32 and bfloat16 generations / log-likelihoods never mix in the cache."""
+    from rlhf_trust.models import load_stage_info
+
+    md5 = load_stage_info(model_dir).get("md5") or fileio.md5_dir(model_dir)
+    return f"{md5}:torch.{eval_dtype(model_dir, dtype)}"
 
 
 def hf_backend(model_dir: Path, cfg: Any):
@@ -85,7 +94,10 @@ def hf_backend(model_dir: Path, cfg: Any):
     if threads:
         torch.set_num_threads(threads)
     model, tok = load_causal_lm(model_dir, device=cfg.device)
-    return HFBackend(model, tok, batch_size=cfg.batch_size, fingerprint=model_fingerprint(model_dir),
+    # cast after loading: LoRA adapters merge in the stage's own dtype (float32), then the merged
+    # weights are rounded once (bfloat16 matmuls run on AMX / AVX512-BF16, docs/evaluation.md)
+    model = model.to(getattr(torch, eval_dtype(model_dir, cfg.dtype)))
+    return HFBackend(model, tok, batch_size=cfg.batch_size, fingerprint=model_fingerprint(model_dir, cfg.dtype),
                      name=model_dir.name)
 
 
@@ -94,7 +106,7 @@ def lazy_backend(model_dir: Path, cfg: Any):
     from rlhf_trust.evals.backends import LazyBackend
 
     return LazyBackend(lambda: hf_backend(model_dir, cfg), name=model_dir.name,
-                       fingerprint=model_fingerprint(model_dir), batch_size=cfg.batch_size)
+                       fingerprint=model_fingerprint(model_dir, cfg.dtype), batch_size=cfg.batch_size)
 
 
 def evaluate_cell(cfg: Any, vertical: str, model: str, backend: Any, limit: int | None = None,
