@@ -4,7 +4,8 @@
   full-logits `_compute_loss`, for the policy loss and for the reference log-probs;
 - SFT: TRL's padding-free completion-only chunked NLL (the stage's loss) vs the plain padded
   full-logits NLL;
-- RM: the sequence classifier has no LM head at all (one score per sequence)."""
+- RM: the sequence classifier has no LM head at all (one score per sequence);
+- the prompt-once helper those paths share (train/prefix_once.py) vs each sequence run alone."""
 
 import copy
 
@@ -173,6 +174,41 @@ def test_heldout_pair_logps_with_shared_prompt_equal_plain(arch):
         alone = [scoring.sequence_logps(model, tok, [r["prompt"]], [r[side]], 1) for r in rows]
         torch.testing.assert_close(lp, torch.cat([a[0] for a in alone]), atol=1e-4, rtol=1e-5)
         assert n.tolist() == [int(a[1]) for a in alone] and min(n.tolist()) > 0
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "gemma3"])
+def test_prefix_once_equals_each_full_sequence_alone(arch):
+    """The shared helper (train/prefix_once.py): prefixes of unequal lengths, three continuations
+    each, unequal lengths: hidden states and summed continuation log-probs equal each prefix +
+    continuation run alone and unpadded; bf16 weights stay bf16 (log-probs come back float32)."""
+    from rlhf_trust.attribution.fused_head import split_head
+    from rlhf_trust.train.prefix_once import continuation_logps, prefix_once
+
+    model, tok = _tiny(arch)
+    model.eval()
+    decoder, head, softcap = split_head(model)
+    texts = [r["prompt"] + r["chosen"] for r in hh_pairs(6, max_chars=200)]
+    seqs = [tok(t)["input_ids"][:30] for t in texts]
+    prefixes = [seqs[0][:5], seqs[1][:12]]
+    conts = [seqs[2][:7], seqs[3][:1], seqs[4][:11], seqs[5][:3], seqs[2][:9], seqs[3][:4]]
+    with torch.no_grad():
+        c = prefix_once(decoder, prefixes, conts, repeat=3)
+        lp = continuation_logps(decoder, head, softcap, prefixes, conts, repeat=3)
+        for j, cont in enumerate(conts):
+            full = torch.tensor([prefixes[j // 3] + cont])
+            n = len(prefixes[j // 3])
+            torch.testing.assert_close(c.hidden[j, :len(cont)], decoder(input_ids=full).last_hidden_state[0, n:],
+                                       atol=1e-4, rtol=1e-4)
+            logits = model(input_ids=full).logits[0, n - 1:-1].float()
+            alone = logits.log_softmax(-1).gather(1, torch.tensor(cont)[:, None]).sum()
+            torch.testing.assert_close(lp[j], alone, atol=1e-4, rtol=1e-5)
+        assert c.mask.sum(1).tolist() == [len(t) for t in conts] and lp.dtype == torch.float32
+        with pytest.raises(ValueError):
+            prefix_once(decoder, prefixes, conts[:5], repeat=3)
+        model.to(torch.bfloat16)
+        c16 = prefix_once(decoder, prefixes, conts, repeat=3)
+        lp16 = continuation_logps(decoder, head, softcap, prefixes, conts, repeat=3)
+    assert c16.hidden.dtype == torch.bfloat16 and lp16.dtype == torch.float32 and torch.isfinite(lp16).all()
 
 
 @pytest.mark.parametrize("arch", ["gpt_neox", "gemma3"])

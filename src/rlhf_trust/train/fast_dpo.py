@@ -39,15 +39,15 @@ def completion_logps(model: Any, inputs: dict) -> Any:
 
 
 def _shared_prompt_logps(decoder: Any, head: Any, softcap: Any, inputs: dict) -> Any:
-    """`completion_logps` with each pair's prompt run through the decoder once: the chosen and the
-    rejected completion both continue from its KV cache (gradients flow into the prompt's keys and
-    values from both). HH prompts are about two thirds of a pair's tokens, so a batch passes
-    ~140 instead of ~200 tokens per pair through the decoder. None when the batch is not TRL's
-    [chosen rows; rejected rows] layout with identical prompts (then the caller runs the plain path).
+    """`completion_logps` with each pair's prompt run through the decoder once (train/prefix_once.py):
+    the chosen and the rejected completion both continue from its KV cache. HH prompts are about two
+    thirds of a pair's tokens, so a batch passes ~140 instead of ~200 tokens per pair through the
+    decoder. None when the batch is not TRL's [chosen rows; rejected rows] layout with identical
+    prompts (then the caller runs the plain path).
     """
     import torch
 
-    from rlhf_trust.attribution.fused_head import token_logps
+    from rlhf_trust.train.prefix_once import continuation_logps
 
     ids, mask, comp = inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"].bool()
     b = ids.shape[0] // 2
@@ -55,37 +55,16 @@ def _shared_prompt_logps(decoder: Any, head: Any, softcap: Any, inputs: dict) ->
     n_comp = comp.sum(1)
     if ids.shape[0] != 2 * b or not torch.equal(n_prompt[:b], n_prompt[b:]) or int(n_comp.min()) < 1:
         return None
-    rows = [i // 2 + (i % 2) * b for i in range(2 * b)]  # interleaved: chosen 0, rejected 0, chosen 1, ...
     for i in range(b):
         n = int(n_prompt[i])
-        if not (torch.equal(ids[i, :n], ids[b + i, :n]) and bool(comp[i, n:n + int(n_comp[i])].all())
+        if not (n >= 1 and torch.equal(ids[i, :n], ids[b + i, :n]) and bool(comp[i, n:n + int(n_comp[i])].all())
                 and bool(comp[b + i, n:n + int(n_comp[b + i])].all())):
             return None
-    width, cwidth = int(n_prompt.max()), int(n_comp.max())
-    p_ids = ids.new_zeros((b, width))
-    p_mask = mask.new_zeros((b, width))
-    c_ids = ids.new_zeros((2 * b, cwidth))
-    c_mask = mask.new_zeros((2 * b, cwidth))
-    for i in range(b):  # prompts left-padded, completions right-padded
-        n = int(n_prompt[i])
-        p_ids[i, width - n:], p_mask[i, width - n:] = ids[i, :n], 1
-    for j, r in enumerate(rows):
-        n, m = int(n_prompt[r]), int(n_comp[r])
-        c_ids[j, :m], c_mask[j, :m] = ids[r, n:n + m], 1
-    out = decoder(input_ids=p_ids, attention_mask=p_mask, position_ids=(p_mask.cumsum(1) - 1).clamp(min=0),
-                  use_cache=True)
-    cache = out.cache
-    cache.batch_repeat_interleave(2)
-    p_mask2 = p_mask.repeat_interleave(2, dim=0)
-    c_pos = p_mask2.sum(1, keepdim=True) + torch.arange(cwidth, device=ids.device).unsqueeze(0)
-    hidden = decoder(input_ids=c_ids, attention_mask=torch.cat([p_mask2, c_mask], 1), position_ids=c_pos,
-                     cache=cache, use_cache=True).last_hidden_state
-    # completion token 0 is predicted by the prompt's last position, token t by completion position t - 1
-    pred = torch.cat([out.last_hidden_state[:, -1:].repeat_interleave(2, dim=0), hidden[:, :-1]], 1)
-    keep = c_mask.bool()
-    owner = torch.tensor(rows, device=ids.device)[:, None].expand_as(keep)[keep]
-    lp = token_logps(pred[keep], head.weight, head.bias, c_ids[keep], softcap)
-    return torch.zeros(ids.shape[0], dtype=lp.dtype, device=lp.device).index_add(0, owner, lp)
+    rows = [i // 2 + (i % 2) * b for i in range(2 * b)]  # interleaved: chosen 0, rejected 0, chosen 1, ...
+    spans = [(int(n_prompt[r]), int(n_prompt[r] + n_comp[r])) for r in rows]
+    lp = continuation_logps(decoder, head, softcap, [ids[i, :int(n_prompt[i])] for i in range(b)],
+                            [ids[r, s:e] for r, (s, e) in zip(rows, spans)])
+    return lp[torch.tensor(rows, device=lp.device).argsort()]  # back to [chosen; rejected]
 
 
 def trainer_class():

@@ -4,10 +4,10 @@ Why hand-written: TRL 1.12's reward collator stacks prompt + chosen and prompt +
 full sequences, so the prompt (about two thirds of an HH pair's tokens here) goes through the
 transformer twice, forward and backward; TRL has no option to share it. Here the common token
 prefix of the two sequences runs once and both continuations run on its KV cache (gradients flow
-into the prefix from both); the reward is the score head on each sequence's last token, as the
-sequence classifier pools it. Loss and metrics are TRL's own on the same rewards (tests: loss and
-gradients equal TRL's path within 1e-4). Batches it does not fit (margins, one token sequences)
-run TRL's `compute_loss` unchanged.
+into the prefix from both; train/prefix_once.py); the reward is the score head on each sequence's
+last token, as the sequence classifier pools it. Loss and metrics are TRL's own on the same
+rewards (tests: loss and gradients equal TRL's path within 1e-4). Batches it does not fit
+(margins, one token sequences) run TRL's `compute_loss` unchanged.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ def shared_prefix_rewards(model: Any, inputs: dict) -> Any:
     import torch
 
     from rlhf_trust.attribution.fused_head import decoder_of
+    from rlhf_trust.train.prefix_once import prefix_once
 
     parts = decoder_of(model)
     score = getattr(parts[0], "score", None) if parts else None
@@ -41,24 +42,10 @@ def shared_prefix_rewards(model: Any, inputs: dict) -> Any:
                int(lens[b + i]) - 1) for i in range(b)]
     if min(pre) < 1:
         return None
-    width = max(pre)
-    p_ids, p_mask = ids.new_zeros((b, width)), mask.new_zeros((b, width))
-    for i, n in enumerate(pre):  # prefixes left-padded
-        p_ids[i, width - n:], p_mask[i, width - n:] = ids[i, :n], 1
     rows = [i // 2 + (i % 2) * b for i in range(2 * b)]  # interleaved: chosen 0, rejected 0, chosen 1, ...
-    tails = [int(lens[r]) - pre[r % b] for r in rows]
-    s_ids, s_mask = ids.new_zeros((2 * b, max(tails))), mask.new_zeros((2 * b, max(tails)))
-    for j, r in enumerate(rows):  # continuations right-padded
-        s_ids[j, :tails[j]], s_mask[j, :tails[j]] = ids[r, pre[r % b]:int(lens[r])], 1
-    out = decoder(input_ids=p_ids, attention_mask=p_mask, position_ids=(p_mask.cumsum(1) - 1).clamp(min=0),
-                  use_cache=True)
-    cache = out.cache
-    cache.batch_repeat_interleave(2)
-    p_mask2 = p_mask.repeat_interleave(2, dim=0)
-    pos = p_mask2.sum(1, keepdim=True) + torch.arange(s_ids.shape[1], device=ids.device).unsqueeze(0)
-    hidden = decoder(input_ids=s_ids, attention_mask=torch.cat([p_mask2, s_mask], 1), position_ids=pos,
-                     cache=cache, use_cache=True).last_hidden_state
-    last = hidden[torch.arange(2 * b, device=ids.device), torch.tensor(tails, device=ids.device) - 1]
+    c = prefix_once(decoder, [ids[i, :n] for i, n in enumerate(pre)],
+                    [ids[r, pre[r % b]:int(lens[r])] for r in rows])
+    last = c.hidden[torch.arange(2 * b, device=ids.device), c.mask.sum(1) - 1]  # each sequence's last token
     rewards = score(last).squeeze(-1)
     order = torch.tensor(rows, device=ids.device).argsort()  # back to [chosen; rejected]
     return rewards[order]

@@ -81,24 +81,27 @@ def sequence_logps(model: Any, tok: Any, prompts: list[str], responses: list[str
 
 def pair_logps(model: Any, tok: Any, prompts: list[str], first: list[str], second: list[str], batch_size: int = 4):
     """`sequence_logps` of two responses per prompt ((lp_first, n_first), (lp_second, n_second)),
-    with each prompt run through the model once: both responses continue from its KV cache.
+    with each prompt run through the model once: both responses continue from its KV cache
+    (train/prefix_once.py), the LM head runs on response tokens only.
 
     Why hand-written: TRL scores chosen and rejected as two full sequences, so the shared prompt
     (about two thirds of an HH sequence here) went through the network twice. Pairs whose prompt
-    tokens are not a common prefix of both tokenised sequences (a token merged across the boundary)
-    are scored the plain way. Equal to `sequence_logps` within float tolerance (tests).
+    tokens are not a common prefix of both tokenised sequences (a token merged across the boundary),
+    and every pair of a model without a plain decoder + LM head split, are scored the plain way.
+    Equal to `sequence_logps` within float tolerance (tests).
     """
-    import copy
-
     import torch
-    from trl.trainer.utils import selective_log_softmax
 
-    device = next(model.parameters()).device
+    from rlhf_trust.attribution.fused_head import split_head
+    from rlhf_trust.train.prefix_once import continuation_logps
+
     seq1, n1 = _tokenize(tok, prompts, first)
     seq2, n2 = _tokenize(tok, prompts, second)
     out = [torch.zeros(len(prompts)), torch.zeros(len(prompts))]
     counts = [torch.tensor(n1, dtype=torch.long), torch.tensor(n2, dtype=torch.long)]
-    shared = [i for i in range(len(prompts)) if seq1[i][:len(seq1[i]) - n1[i]] == seq2[i][:len(seq2[i]) - n2[i]]]
+    parts = split_head(model)
+    shared = [i for i in range(len(prompts)) if parts is not None and len(seq1[i]) > n1[i]
+              and seq1[i][:len(seq1[i]) - n1[i]] == seq2[i][:len(seq2[i]) - n2[i]]]
     plain = sorted(set(range(len(prompts))) - set(shared))
     for k, resp in enumerate((first, second) if plain else ()):
         out[k][plain] = sequence_logps(model, tok, [prompts[i] for i in plain], [resp[i] for i in plain],
@@ -108,22 +111,10 @@ def pair_logps(model: Any, tok: Any, prompts: list[str], first: list[str], secon
     lengths = [len(seq1[i]) + len(seq2[i]) for i in shared]
     for pos in _by_length(lengths, batch_size, "pair log-probs"):
         idx = [shared[j] for j in pos]
-        p_ids, p_mask = _pad([seq1[i][:len(seq1[i]) - n1[i]] for i in idx], tok.pad_token_id, left=True)
-        p_pos = (p_mask.cumsum(1) - 1).clamp(min=0)
+        responses = [s[len(s) - n:] for i in idx for s, n in ((seq1[i], n1[i]), (seq2[i], n2[i]))]
         with torch.no_grad():
-            po = model(input_ids=p_ids.to(device), attention_mask=p_mask.to(device), position_ids=p_pos.to(device),
-                       use_cache=True, logits_to_keep=1)
-            first_logits = po.logits[:, -1].float()  # predicts each response's first token
-            for k, (seqs, ns) in enumerate(((seq1, n1), (seq2, n2))):
-                r_ids, r_mask = _pad([seqs[i][len(seqs[i]) - ns[i]:] for i in idx], tok.pad_token_id)
-                r_pos = p_mask.sum(1, keepdim=True) + torch.arange(r_ids.shape[1]).unsqueeze(0)
-                cache = copy.deepcopy(po.cache) if k == 0 else po.cache
-                logits = model(input_ids=r_ids.to(device), attention_mask=torch.cat([p_mask, r_mask], 1).to(device),
-                               position_ids=r_pos.to(device), cache=cache, use_cache=True).logits.float()
-                logits = torch.cat([first_logits.unsqueeze(1), logits[:, :-1]], 1)
-                lp = selective_log_softmax(logits, r_ids.to(device))
-                del logits
-                out[k][idx] = (lp * r_mask.to(device)).sum(1).cpu().float()
+            lp = continuation_logps(*parts, [seq1[i][:len(seq1[i]) - n1[i]] for i in idx], responses).cpu().float()
+        out[0][idx], out[1][idx] = lp[0::2], lp[1::2]  # rows interleaved: first 0, second 0, first 1, ...
     model.train(was_training)
     return (out[0], counts[0]), (out[1], counts[1])
 
