@@ -193,7 +193,10 @@ def _trl_config(config_cls: type, cfg: Any, out_dir: Path, stage: str, extra: di
         "per_device_train_batch_size": cfg.batch_size, "per_device_eval_batch_size": cfg.eval_batch_size,
         "gradient_accumulation_steps": cfg.grad_accum, "logging_steps": cfg.logging_steps,
         "logging_first_step": True, "save_strategy": "steps", "save_steps": cfg.save_steps, "save_total_limit": 1,
-        "report_to": ["mlflow"], "use_cpu": use_cpu(cfg), "bf16": cfg.precision == "bfloat16",
+        "report_to": ["mlflow"], "use_cpu": use_cpu(cfg),
+        # CPU bf16 is `mixed_precision`'s autocast around compute_loss: TRL's bf16=True would also make
+        # accelerate wrap model.forward in autocast for good, held-out passes included
+        "bf16": cfg.precision == "bfloat16" and not use_cpu(cfg),
         "fp16": cfg.precision == "float16", "activation_checkpointing": cfg.gradient_checkpointing,
         "dataloader_num_workers": 0, "disable_tqdm": False, "optim": cfg.optimizer,
         "lr_scheduler_type": cfg.lr_scheduler, "warmup_steps": cfg.warmup_steps, "weight_decay": cfg.weight_decay,
@@ -224,7 +227,8 @@ def heldout_autocast(cfg: Any):
 def mixed_precision(trainer: Any, cfg: Any) -> Any:
     """Run the trainer's whole `compute_loss` under `autocast(cfg)` on the CPU.
 
-    `bf16=True` makes accelerate wrap only `model.forward` in autocast; the losses that run the LM
+    TRL's `bf16=True` (not passed on the CPU: `_trl_config`) makes accelerate wrap only
+    `model.forward` in autocast, for good; the losses that run the LM
     head themselves (TRL's chunked SFT NLL, fast_dpo's chunked head, fast_rm's prefix + KV-cache
     continuations) call the network's parts outside that wrapper and would stay fp32. Trainer
     enters `autocast_smart_context_manager()` around every `compute_loss` (training and TRL's

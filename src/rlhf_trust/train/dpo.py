@@ -12,29 +12,35 @@ from rlhf_trust.train import common, scoring
 STAGE = "dpo"
 
 
-def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None) -> dict:
+def build(cfg, inp: common.Inputs, ckpt_dir, callbacks: list | None = None):
+    """The policy (SFT + LoRA), its reference (None with LoRA: the adapter-disabled network) and
+    their trainer, in `cfg.precision` (the stage's and benchmarks/train_learning_curve.py's)."""
     from datasets import Dataset
     from trl import DPOConfig
 
     from rlhf_trust.models import load_merged_causal_lm
     from rlhf_trust.train.fast_dpo import trainer_class
 
+    train = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in inp.train])
+    model = load_merged_causal_lm(inp.parent)
+    peft = common.lora_config(cfg, "CAUSAL_LM")
+    ref = None if peft else load_merged_causal_lm(inp.parent)  # full fine-tuning: an explicit frozen SFT copy
+    args = common.trl_args(DPOConfig, cfg, ckpt_dir, STAGE, max_length=cfg.max_length, beta=cfg.beta,
+                           loss_type=[cfg.loss_type])
+    trainer = trainer_class()(model=model, ref_model=ref, args=args, train_dataset=train, processing_class=inp.tok,
+                              peft_config=peft, callbacks=[common.nan_guard(STAGE)] + list(callbacks or []))
+    return common.mixed_precision(trainer, cfg), ref
+
+
+def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None) -> dict:
     layout = layout or common.Layout()
     inp = common.stage_inputs(STAGE, cfg, layout)
     parent, tok, rows, heldout, md5 = inp.parent, inp.tok, inp.train, inp.heldout, inp.data_md5
-    train = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
-
-    model = load_merged_causal_lm(parent)
-    peft = common.lora_config(cfg, "CAUSAL_LM")
-    ref = None if peft else load_merged_causal_lm(parent)  # full fine-tuning: an explicit frozen SFT copy
     ckpt_dir = layout.checkpoints(STAGE)
-    args = common.trl_args(DPOConfig, cfg, ckpt_dir, STAGE, max_length=cfg.max_length, beta=cfg.beta,
-                           loss_type=[cfg.loss_type])
     resume = common.checkpoint_to_resume(
         ckpt_dir, common.fingerprint(cfg, {"data": md5, "parent": common.model_md5(parent)}), cfg.resume)
-    trainer = trainer_class()(model=model, ref_model=ref, args=args, train_dataset=train, processing_class=tok,
-                         peft_config=peft, callbacks=[common.nan_guard(STAGE)] + list(callbacks or []))
-    common.train(common.mixed_precision(trainer, cfg), resume)
+    trainer, ref = build(cfg, inp, ckpt_dir, callbacks)
+    common.train(trainer, resume)
     metrics = {**common.train_metrics(trainer), **common.count_params(trainer.model),
                "train_pairs": len(rows), "train_tokens": common.train_tokens(tok, rows, ("chosen", "rejected"), cfg),
                "resumed_from_step": common.checkpoint_step(resume), "beta": cfg.beta}

@@ -9,27 +9,34 @@ from rlhf_trust.train import common, scoring
 STAGE = "rm"
 
 
-def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None) -> dict:
+def build(cfg, inp: common.Inputs, ckpt_dir, callbacks: list | None = None):
+    """The reward model (SFT network + a new score head, LoRA) and its trainer, in `cfg.precision`
+    (the stage's and benchmarks/train_learning_curve.py's)."""
     from datasets import Dataset
     from trl import RewardConfig
 
     from rlhf_trust.models import load_merged_causal_lm, seq_cls_from_causal
     from rlhf_trust.train.fast_rm import trainer_class
 
+    train = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in inp.train])
+    model = seq_cls_from_causal(load_merged_causal_lm(inp.parent), num_labels=1)
+    model.config.pad_token_id = inp.tok.pad_token_id
+    args = common.trl_args(RewardConfig, cfg, ckpt_dir, STAGE, max_length=cfg.max_length)
+    trainer = trainer_class()(model=model, args=args, train_dataset=train, processing_class=inp.tok,
+                              peft_config=common.lora_config(cfg, "SEQ_CLS"),
+                              callbacks=[common.nan_guard(STAGE)] + list(callbacks or []))
+    return common.mixed_precision(trainer, cfg)
+
+
+def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None) -> dict:
     layout = layout or common.Layout()
     inp = common.stage_inputs(STAGE, cfg, layout, parent=cfg.init_from)
     parent, tok, rows, heldout, md5 = inp.parent, inp.tok, inp.train, inp.heldout, inp.data_md5
-    train = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
-
-    model = seq_cls_from_causal(load_merged_causal_lm(parent), num_labels=1)
-    model.config.pad_token_id = tok.pad_token_id
     ckpt_dir = layout.checkpoints(STAGE)
-    args = common.trl_args(RewardConfig, cfg, ckpt_dir, STAGE, max_length=cfg.max_length)
     resume = common.checkpoint_to_resume(
         ckpt_dir, common.fingerprint(cfg, {"data": md5, "parent": common.model_md5(parent)}), cfg.resume)
-    trainer = trainer_class()(model=model, args=args, train_dataset=train, processing_class=tok,
-                            peft_config=common.lora_config(cfg, "SEQ_CLS"), callbacks=[common.nan_guard(STAGE)] + list(callbacks or []))
-    common.train(common.mixed_precision(trainer, cfg), resume)
+    trainer = build(cfg, inp, ckpt_dir, callbacks)
+    common.train(trainer, resume)
     metrics = {**common.train_metrics(trainer), **common.count_params(trainer.model),
                "train_pairs": len(rows), "train_tokens": common.train_tokens(tok, rows, ("chosen", "rejected"), cfg),
                "resumed_from_step": common.checkpoint_step(resume)}
