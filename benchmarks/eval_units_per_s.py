@@ -2,10 +2,11 @@
 
 One process, one loaded model (gemma-3-270m by default), no cache; per vertical, the configurations
 take turns on the same items so the machine's changing load hits them alike:
-  old     today's per-item path before issue 10: the generation protocol for every vertical,
-          no prefix reuse (the engine as it was: length-sorted left-padded batches)
-  new     the default path: params.yaml's protocol per vertical (log-likelihood for ethics / bias)
-          with prefix KV reuse
+  old     the wave-1 per-item path before issue 10: the generation protocol for every vertical,
+          float32, no prefix reuse, batch 16 (the engine as it was: length-sorted left-padded batches)
+  new     exactly the default path: params.yaml's protocol per vertical (log-likelihood for ethics,
+          bias, fairness), prefix KV reuse, `eval.dtype` (bfloat16: the float32 model cast once, as
+          the eval stage does) and `eval.batch_size`
   new-nr  the same as new without prefix reuse (the reuse's own share)
 A unit is a bootstrap unit of the headline (units.csv row). Also reports, per vertical, the
 agreement of the log-likelihood and generation verdicts on the same units (ethics, bias, fairness).
@@ -31,16 +32,22 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # items per vertical (the vertical's `limit`): quick <= 3 minutes on 2 busy cores
-QUICK = {"toxicity": 1, "bias": 4, "ethics": 8, "truthfulness": 2, "privacy": 1, "fairness": 2}
+QUICK = {"toxicity": 1, "bias": 4, "ethics": 8, "truthfulness": 6, "privacy": 1, "fairness": 2}
 FULL = {"toxicity": 6, "bias": 24, "ethics": 40, "truthfulness": 16, "privacy": 3, "fairness": 12}
 GEN_ONLY_OLD = ("ethics", "bias", "fairness")  # verticals whose default protocol is log-likelihood
+OLD_BATCH = 16  # wave 1's eval.batch_size
 
 
-def load_backend(spec: str, threads: int, prefix_reuse: bool, batch_size: int):
+def load_backends(spec: str, threads: int, ecfg) -> tuple:
+    """(old, new) backends: the float32 model at batch 16 without reuse, and the default path's
+    model (cast to `eval.dtype` after loading, like evals/stage.py) at `eval.batch_size`."""
+    import copy
+
     import torch
 
     from rlhf_trust import config
     from rlhf_trust.evals.backends import HFBackend
+    from rlhf_trust.evals.stage import eval_dtype
     from rlhf_trust.models import build_base, load_causal_lm
 
     torch.set_num_threads(threads)
@@ -48,8 +55,13 @@ def load_backend(spec: str, threads: int, prefix_reuse: bool, batch_size: int):
     cfg.spec = spec
     d = build_base(Path(tempfile.mkdtemp(prefix="bench-base-")) / "base", cfg)
     model, tok = load_causal_lm(d)
-    return HFBackend(model, tok, batch_size=batch_size, fingerprint=spec, name=spec, progress=False,
-                     prefix_reuse=prefix_reuse)
+    dtype = eval_dtype(d, ecfg.dtype)
+    new_model = copy.deepcopy(model).to(getattr(torch, dtype)) if dtype != "float32" else model
+    old = HFBackend(model, tok, batch_size=OLD_BATCH, fingerprint=spec, name=spec, progress=False,
+                    prefix_reuse=False)
+    new = HFBackend(new_model, tok, batch_size=ecfg.batch_size, fingerprint=f"{spec}:{dtype}", name=spec,
+                    progress=False, prefix_reuse=True)
+    return old, new, dtype
 
 
 def main() -> None:
@@ -67,9 +79,10 @@ def main() -> None:
 
     ecfg = config.load("eval", args.params)
     limits = QUICK if args.quick else FULL
-    backend = load_backend(args.model, args.threads, True, ecfg.batch_size)
-    backend.generate(["Warm-up."], max_new_tokens=2, temperature=0.0, num_return_sequences=1, seed=0)
-    backend.loglikelihood([("Warm-up", " run")])
+    old_b, new_b, dtype = load_backends(args.model, args.threads, ecfg)
+    for b in (old_b, new_b):
+        b.generate(["Warm-up."], max_new_tokens=2, temperature=0.0, num_return_sequences=1, seed=0)
+        b.loglikelihood([("Warm-up", " run")])
     from rlhf_trust.evals import scorers
 
     scorers.get_scorer("profanity-check").score(["Warm-up."])  # its model loads outside the timing
@@ -78,11 +91,9 @@ def main() -> None:
     for v in args.verticals.split(","):
         entry = {**ecfg.verticals.get(v, {}), "limit": limits[v]}
         old = {**entry, "protocol": "generation"} if v in GEN_ONLY_OLD else entry
-        cfgs = {"old": (old, False), "new": (entry, True), "new-nr": (entry, False)}
-        if entry == old:  # same protocol: new-nr is the old path
-            cfgs.pop("new-nr")
+        cfgs = {"old": (old, old_b, False), "new": (entry, new_b, True), "new-nr": (entry, new_b, False)}
         r: dict[str, dict] = {}
-        for name, (e, reuse) in cfgs.items():
+        for name, (e, backend, reuse) in cfgs.items():
             backend.prefix_reuse = reuse
             t0, c0 = time.perf_counter(), time.process_time()
             res = evals.run(v, backend, data_dir=args.data_dir, seed=ecfg.seed, settings_entry=e, n_boot=200)
@@ -94,8 +105,6 @@ def main() -> None:
                        "units_per_s": round(len(res.units) / dt, 3), "s_per_unit": round(dt / len(res.units), 3),
                        "headline": res.metrics[res.metrics["headline"]],
                        "parse_failure_rate": res.metrics.get("parse_failure_rate"), "_units": res.units}
-        if "new-nr" not in r:
-            r["new-nr"] = r["old"]
         same = dict(r["old"]["_units"])
         if v in GEN_ONLY_OLD:  # verdict agreement of the two protocols on the same units
             new_units = dict(r["new"]["_units"])
@@ -111,6 +120,8 @@ def main() -> None:
         print(v, json.dumps({k: r[k] for k in r if k not in ("new-nr",)}), flush=True)
 
     summary = {"model": args.model, "threads": args.threads, "quick": args.quick, "limits": limits,
+               "old": {"dtype": "float32", "batch_size": OLD_BATCH, "prefix_reuse": False, "protocol": "generation"},
+               "new": {"dtype": dtype, "batch_size": ecfg.batch_size, "prefix_reuse": True, "protocol": "params.yaml"},
                "wall_s": round(time.perf_counter() - t_start, 1),
                **ratios(results, {v: len_default(ecfg.verticals.get(v, {}), limits[v], r["new"]["units"])
                                   for v, r in results.items()}),
