@@ -70,8 +70,9 @@ def child(stage: str, params: str, out: str) -> None:
 # today = 1 thread, TRL's own losses (DPOTrainer: LM head over every position, policy and reference;
 # RewardTrainer: prompt + each response as two sequences); new = `threads: auto` + the completion-only
 # chunked head with each prompt run once for DPO (train/fast_dpo.py), each prompt run once for the RM
-# (train/fast_rm.py), padding-free SFT.
-SETUPS = ("today", "new")
+# (train/fast_rm.py), padding-free SFT; new_bf16 = new + bf16 autocast around the loss, as
+# `precision: bfloat16` runs it (train/common.mixed_precision; fp32 weights, AMX bf16 matmuls).
+SETUPS = ("today", "new", "new_bf16")
 
 
 def _trainer(stage: str, cfg, model, tok, rows, out_dir: str, padding_free: bool = False):
@@ -111,8 +112,10 @@ def _trainer(stage: str, cfg, model, tok, rows, out_dir: str, padding_free: bool
                            peft_config=peft)
 
 
-def compare(stages: list[str], params: str, out_path: str, steps: int) -> None:
+def compare(stages: list[str], params: str, out_path: str, steps: int, threads_new: str = "1") -> None:
     """Per stage: `steps` training steps (forward + backward of one batch) per set-up, alternating."""
+    from types import SimpleNamespace
+
     import torch
 
     from rlhf_trust import config
@@ -137,42 +140,55 @@ def compare(stages: list[str], params: str, out_path: str, steps: int) -> None:
                 new_tr = _trainer(stage, cfg, model, tok, rows, tmp, padding_free=True)
                 new_batches = [new_tr._prepare_inputs(b) for b in new_tr.get_train_dataloader()][:steps]
             times: dict[str, list[float]] = {s: [] for s in SETUPS}
+            losses: dict[str, list[float]] = {s: [] for s in SETUPS}
             threads = {}
             for plain_batch, new_batch in zip(batches, new_batches, strict=True):
                 for setup in SETUPS:
                     batch = plain_batch if setup == "today" else new_batch
-                    threads[setup] = 1 if setup == "today" else auto_threads()
+                    threads[setup] = 1 if setup == "today" else (
+                        auto_threads() if threads_new == "auto" else int(threads_new))
                     torch.set_num_threads(threads[setup])
+                    precision = "bfloat16" if setup == "new_bf16" else "float32"
                     t0 = time.perf_counter()
-                    if stage == "dpo" and setup == "today":
-                        from trl import DPOTrainer
-
-                        loss = DPOTrainer._compute_loss(trainer, model, batch, False)
-                    elif stage == "rm" and setup == "today":
-                        from trl import RewardTrainer
-
-                        loss = RewardTrainer.compute_loss(trainer, model, dict(batch))
-                    else:
-                        loss = trainer.compute_loss(model, batch)
+                    with common.autocast(SimpleNamespace(precision=precision, device="cpu")):
+                        loss = _loss(stage, setup, trainer, model, batch)
                     loss.backward()
                     times[setup].append(time.perf_counter() - t0)
+                    losses[setup].append(float(loss.detach()))
                     model.zero_grad(set_to_none=True)
         pairs = cfg.batch_size * len(batches)
         for setup in SETUPS:
             rows_out.append({"stage": stage, "setup": setup, "threads": threads[setup], "pairs": pairs,
                              "seconds": round(sum(times[setup]), 2),
-                             "pairs_per_s": round(pairs / sum(times[setup]), 4)})
+                             "pairs_per_s": round(pairs / sum(times[setup]), 4),
+                             "losses": [round(v, 5) for v in losses[setup]]})
             print(json.dumps(rows_out[-1]), flush=True)
-        ratios[stage] = round(sum(times["today"]) / sum(times["new"]), 2)
+        ratios[stage] = {s: round(sum(times["today"]) / sum(times[s]), 2) for s in SETUPS[1:]}
         del trainer, model
     print("speed-up new / today:", ratios)
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     Path(out_path).write_text(json.dumps({
         "rows": rows_out, "speedup": ratios, "cpus": os.cpu_count(), "load_avg": os.getloadavg(),
         "others": busiest(), "params": params,
-        "note": "one process, today/new alternating per batch; a step = forward + backward of one training batch "
-                "(optimizer step excluded: LoRA, the same in both); today = 1 thread + TRL's own losses, new = "
-                "threads auto + completion-only chunked LM head for DPO + padding-free SFT batches"}, indent=2) + "\n")
+        "threads_new": threads_new,
+        "note": "one process, today/new/new_bf16 alternating per batch; a step = forward + backward of one "
+                "training batch (optimizer step excluded: LoRA, the same in all); today = 1 thread + TRL's own "
+                "losses (wave 1), new = completion-only chunked LM head + prompt once for DPO, prompt once for "
+                "the RM, padding-free SFT batches (fp32), new_bf16 = new under bf16 autocast; speedup = "
+                "today's seconds / the set-up's"}, indent=2) + "\n")
+
+
+def _loss(stage: str, setup: str, trainer, model, batch):
+    """One batch's loss as the set-up computes it (today: TRL's own losses)."""
+    if stage == "dpo" and setup == "today":
+        from trl import DPOTrainer
+
+        return DPOTrainer._compute_loss(trainer, model, batch, False)
+    if stage == "rm" and setup == "today":
+        from trl import RewardTrainer
+
+        return RewardTrainer.compute_loss(trainer, model, dict(batch))
+    return trainer.compute_loss(model, batch)
 
 
 def _timed(fn, *args) -> float:
@@ -299,6 +315,7 @@ def main() -> None:
     p.add_argument("--child-out", help=argparse.SUPPRESS)
     p.add_argument("--compare", action="store_true", help="today's set-up vs the new one, pairs/s per stage")
     p.add_argument("--steps", type=int, default=3, help="--compare: batches per stage and set-up")
+    p.add_argument("--threads-new", default="1", help="--compare: threads of the new set-ups (1 or auto)")
     p.add_argument("--heldout", type=int, default=0, help="compare held-out scoring on this many pairs")
     a = p.parse_args()
     if a.heldout:
@@ -308,7 +325,7 @@ def main() -> None:
     if a.compare:
         stages = [s for s in a.stages if s in TRAIN_STAGES and s != "ppo"]
         compare(stages, a.params, a.out if a.out != p.get_default("out") else "benchmarks/results/train_speedup.json",
-                a.steps)
+                a.steps, a.threads_new)
         return
     if a.child:
         child(a.child, a.params, a.child_out)

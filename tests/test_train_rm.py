@@ -39,6 +39,18 @@ def test_rm_trains_from_sft_and_reloads(sft_layout, tmp_path):
     assert any("score" in n for n in trained)
 
 
+def test_rm_bf16_training_keeps_fp32_heldout(sft_layout, tmp_path):
+    """precision: bfloat16 trains under autocast, but the held-out pass (heldout_precision float32)
+    is exact fp32: the stage's metrics equal a fresh fp32 scoring of the saved model."""
+    layout = copy_layout(sft_layout, tmp_path)
+    m = rm.run(train_cfg("rm", precision="bfloat16"), layout)
+    assert math.isfinite(m["train_loss_last"])
+    model, tok = load_reward_model(layout.model("rm"))
+    again = rm.heldout_metrics(model, tok, _clipped(layout, tok), 8)
+    assert again["heldout_accuracy"] == m["heldout_accuracy"]
+    assert again["heldout_margin"] == pytest.approx(m["heldout_margin"], abs=1e-6)
+
+
 def _clipped(layout, tok):
     from rlhf_trust.data import records
     from rlhf_trust.train import common
