@@ -123,17 +123,24 @@ def main() -> None:
                "old": {"dtype": "float32", "batch_size": OLD_BATCH, "prefix_reuse": False, "protocol": "generation"},
                "new": {"dtype": dtype, "batch_size": ecfg.batch_size, "prefix_reuse": True, "protocol": "params.yaml"},
                "wall_s": round(time.perf_counter() - t_start, 1),
-               **ratios(results, {v: len_default(ecfg.verticals.get(v, {}), limits[v], r["new"]["units"])
-                                  for v, r in results.items()}),
+               **ratios(results, {v: default_units(v, ecfg, args.data_dir) for v in results}),
                "verticals": results}
     if args.out:
         Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
     report(summary)
 
 
-def len_default(entry: dict, limit: int, units: int) -> float:
-    """A vertical's units per model in the default run, from its units at `limit` items."""
-    return units * (entry.get("limit") or limit) / limit
+def default_units(vertical: str, ecfg, data_dir: str) -> int:
+    """A vertical's units per model in the default run: its params entry run through a constant
+    stand-in model (no weights; a second or two), counting units.csv rows."""
+    from rlhf_trust import evals
+    from rlhf_trust.evals.backends import CallableBackend
+
+    stub = CallableBackend(lambda prompt, i: "No.", loglik=lambda ctx, cont: -float(len(cont)))
+    stub.progress = False
+    res = evals.run(vertical, stub, data_dir=data_dir, seed=ecfg.seed, settings_entry=ecfg.verticals.get(vertical),
+                    n_boot=100)
+    return len(res.units)
 
 
 def ratios(results: dict, weights: dict) -> dict:
