@@ -11,9 +11,11 @@ change in the machine's load hits them alike; reported per vertical:
   speed       CPU seconds per unit, float32 / bfloat16
 `--batch` instead times bfloat16 generation at batch sizes 16 / 32 / 64 on the same items
 (toxicity and truthfulness: the decode-heavy verticals), each configuration back to back.
+`--fullsize` times bfloat16 alone on the default entries at their full size (the sizing check).
 
     nice -n 10 .venv/bin/python benchmarks/eval_dtype.py --out benchmarks/results/eval_dtype.json
     nice -n 10 .venv/bin/python benchmarks/eval_dtype.py --batch --out benchmarks/results/eval_batch_bf16.json
+    nice -n 10 .venv/bin/python benchmarks/eval_dtype.py --fullsize --out benchmarks/results/eval_fullsize_bf16.json
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ def compare(a: dict, b: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", action="store_true", help="time bfloat16 at batch sizes 16 / 32 / 64")
+    ap.add_argument("--fullsize", action="store_true", help="bfloat16 only, the default entries' own limits")
     ap.add_argument("--model", default="gemma-3-270m")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
@@ -98,7 +101,14 @@ def main() -> None:
         b.loglikelihood([("Warm-up", " run")])
         return b
 
-    if args.batch:
+    if args.fullsize:
+        b16 = backend(bf16, ecfg.batch_size)
+        for v in names:
+            r = timed(v, b16, ecfg.verticals.get(v, {}), args.data_dir, ecfg.seed)
+            out[v] = {k: x for k, x in r.items() if not k.startswith("_")}
+            out["limits"][v] = ecfg.verticals.get(v, {}).get("limit")
+            print(v, json.dumps(out[v]), flush=True)
+    elif args.batch:
         backends = {bs: backend(bf16, bs) for bs in (16, 32, 64)}
         for i, v in enumerate(names):
             entry = {**ecfg.verticals.get(v, {}), "limit": limits[v]}
