@@ -91,25 +91,32 @@ def run(stage: str, params: str, points: list[int], precision: str, lr: float | 
     return done
 
 
-def plot(result: dict, png: Path) -> None:
+def plot(results: list[dict], png: Path) -> None:
+    """One line per run (the first is --out, then --also), 95% CI bars, chance at 0.5."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pts = sorted(result["points"], key=lambda p: p["pairs_seen"])
-    x = [p["pairs_seen"] for p in pts]
-    y = [p["heldout_accuracy"] for p in pts]
-    lo = [p["heldout_accuracy"] - p["heldout_accuracy_ci95"]["low"] for p in pts]
-    hi = [p["heldout_accuracy_ci95"]["high"] - p["heldout_accuracy"] for p in pts]
-    s = result["setup"]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=4, label=f"{s['stage']} ({s['precision']}, lr {s['learning_rate']:g})")
+    ticks: set[int] = set()
+    n = "?"
+    for i, result in enumerate(results):
+        pts = sorted(result["points"], key=lambda p: p["pairs_seen"])
+        x = [p["pairs_seen"] * (1.03 ** i) for p in pts]  # side by side, not on top of each other
+        y = [p["heldout_accuracy"] for p in pts]
+        lo = [p["heldout_accuracy"] - p["heldout_accuracy_ci95"]["low"] for p in pts]
+        hi = [p["heldout_accuracy_ci95"]["high"] - p["heldout_accuracy"] for p in pts]
+        s = result["setup"]
+        ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=4,
+                    label=f"{s['stage']} ({s['precision']}, lr {s['learning_rate']:g}, {s['train_pairs']}-pair run)")
+        ticks |= {p["pairs_seen"] for p in pts}
+        n = pts[0]["heldout_n"] if pts else n
     ax.axhline(0.5, color="grey", ls="--", lw=1, label="chance")
     ax.set_xscale("log", base=2)
-    ax.set_xticks(x, [str(v) for v in x])
+    ax.set_xticks(sorted(ticks), [str(v) for v in sorted(ticks)])
     ax.set_xlabel("training pairs seen")
-    ax.set_ylabel(f"held-out accuracy (n {pts[0]['heldout_n'] if pts else '?'}, 95% bootstrap CI)")
+    ax.set_ylabel(f"held-out accuracy (n {n}, 95% bootstrap CI)")
     ax.set_title("gemma-3-270m, one run evaluated at checkpoints")
     ax.legend()
     fig.tight_layout()
@@ -126,6 +133,7 @@ def main() -> None:
     p.add_argument("--workdir", default="outputs/learning_curve", help="checkpoints (resume)")
     p.add_argument("--out", default=None, help="JSON (default benchmarks/results/train_learning_curve_<stage>.json)")
     p.add_argument("--plot", action="store_true", help="only draw the PNG from --out")
+    p.add_argument("--also", nargs="*", default=[], help="more result JSONs drawn beside --out's")
     a = p.parse_args()
     out = Path(a.out or HERE / "results" / f"train_learning_curve_{a.stage}.json")
     if not a.plot:
@@ -135,7 +143,7 @@ def main() -> None:
         run(a.stage, a.params, sorted(a.points), a.precision, a.lr, out, Path(a.workdir))
     from rlhf_trust import fileio
 
-    plot(fileio.read_json(out), out.with_suffix(".png"))
+    plot([fileio.read_json(out)] + [fileio.read_json(f) for f in a.also], out.with_suffix(".png"))
 
 
 if __name__ == "__main__":
