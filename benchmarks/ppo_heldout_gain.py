@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -55,7 +56,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/ppo_heldout_gain.json"))
     a = ap.parse_args()
-    res = run(a.models, a.params, a.prompts, a.threads)
+    from rlhf_trust.errors import UserError
+
+    if not (a.models / "ppo" / "stage.json").exists():
+        print(f"error: {a.models / 'ppo'} holds no finished ppo stage: run it in a finished run's workspace",
+              file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        res = run(a.models, a.params, a.prompts, a.threads)
+    except UserError as e:  # missing split or model, bad params: one line, the stage's exit code
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
     from rlhf_trust import fileio
 
     with fileio.atomic_path(a.out) as tmp:
