@@ -46,3 +46,39 @@ def test_pairwise_ci_fields_on_known_answer():
     assert scoring.pairwise(torch.ones(5), torch.zeros(5))["heldout_accuracy_ci95"] == {"low": 1.0, "high": 1.0}
     gain = scoring.mean_ci95([0.5, 1.5, 1.0, 2.0, 0.0, 1.0])  # a gain's CI brackets its mean
     assert gain["low"] < 1.0 < gain["high"]
+
+
+def _casts(fn) -> int:
+    """How many dtype conversions (aten::_to_copy) `fn` ran."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(e.count for e in prof.key_averages() if e.key == "aten::_to_copy")
+
+
+def test_heldout_bf16_casts_frozen_weights_once_with_the_same_scores(tmp_path):
+    """heldout_precision bfloat16 runs bf16 even for a stage trained in float32 (DPO, PPO);
+    cast_once gives bit-identical scores with fewer casts (each frozen weight once, not per
+    batch) and leaves every requires_grad flag as it was."""
+    from types import SimpleNamespace
+
+    torch.set_num_threads(1)
+    build_tiny_base(tmp_path / "b", tiny_texts())
+    model, tok = load_merged_causal_lm(tmp_path / "b").requires_grad_(False), load_tokenizer(tmp_path / "b")
+    model.gpt_neox.final_layer_norm.weight.requires_grad_(True)  # a trainable one stays trainable
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    rows = hh_pairs(6, max_chars=120)
+    args = (model, tok, [r["prompt"] for r in rows], [r["chosen"] for r in rows], 2)  # 3 batches
+    cfg = SimpleNamespace(precision="float32", heldout_precision="bfloat16", device="cpu")
+    fp32 = scoring.sequence_logps(*args)[0]
+    with common.heldout_autocast(cfg):
+        recast = scoring.sequence_logps(*args)[0]
+        n_recast = _casts(lambda: scoring.sequence_logps(*args))
+    with common.heldout_autocast(cfg), scoring.cast_once(model):
+        once = scoring.sequence_logps(*args)[0]
+        n_once = _casts(lambda: scoring.sequence_logps(*args))  # every weight already cast: activations only
+    assert not torch.equal(recast, fp32) and torch.allclose(recast, fp32, rtol=0.05, atol=0.5)  # bf16 ran
+    assert torch.equal(once, recast)
+    assert n_once < n_recast
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags

@@ -34,6 +34,7 @@ def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None)
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
     from rlhf_trust.models import load_merged_causal_lm, load_merged_seq_cls, load_tokenizer
+    from rlhf_trust.train.scoring import cast_once
 
     layout = layout or common.Layout()
     inp = common.stage_inputs(STAGE, cfg, layout)
@@ -96,7 +97,7 @@ def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None)
                "updates": updates, "episodes": updates * per_update, "train_prompts": len(prompts),
                "train_tokens": sum(len(tok(prompts[i])["input_ids"]) + cfg.response_length for i in order),
                "resumed_from_update": done}
-    with common.heldout_autocast(cfg):
+    with common.heldout_autocast(cfg), cast_once(policy, reward):  # each frozen weight cast to bf16 once
         metrics.update(heldout_metrics(policy, reward, tok, inp.heldout, cfg, inp.parent))
     common.save_model_dir(policy, load_tokenizer(inp.parent), layout.model(STAGE), stage=STAGE,
                           task="causal_lm", parent=inp.parent, data_md5=inp.data_md5, cfg=cfg,

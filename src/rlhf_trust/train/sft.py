@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rlhf_trust.train import common
+from rlhf_trust.train import common, scoring
 
 STAGE = "sft"
 
@@ -36,7 +36,7 @@ def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None)
     if not trainer.state.log_history or metrics["train_steps"] == 0:
         raise common.UserError(f"{STAGE}: no training step ran (empty data after clipping?)")
     if inp.heldout:
-        with common.heldout_autocast(cfg):
+        with common.heldout_autocast(cfg), scoring.cast_once(trainer.model):
             metrics.update(heldout_metrics(trainer.model, tok, inp.heldout, cfg.eval_batch_size))
     common.save_model_dir(trainer.model, tok, layout.model(STAGE), stage=STAGE, task="causal_lm",
                           parent=parent, data_md5=md5, cfg=cfg)
@@ -46,8 +46,6 @@ def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None)
 
 def heldout_metrics(model, tok, rows: list[dict], batch_size: int) -> dict:
     """Mean completion NLL (per token) of the chosen responses of the held-out split."""
-    from rlhf_trust.train import scoring
-
     lp, n = scoring.sequence_logps(model, tok, [r["prompt"] for r in rows], [r["chosen"] for r in rows],
                                    batch_size)
     return {"heldout_chosen_nll_per_token": float(-lp.sum() / n.sum())}
