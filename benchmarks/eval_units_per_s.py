@@ -3,10 +3,11 @@
 One process, one loaded model (gemma-3-270m by default), no cache; per vertical, the configurations
 take turns on the same items so the machine's changing load hits them alike:
   old     the wave-1 per-item path before issue 10: the generation protocol for every vertical,
-          float32, no prefix reuse, batch 16 (the engine as it was: length-sorted left-padded batches)
+          float32, no prefix reuse, batch 16, transformers' multinomial sampler (the engine as it was:
+          length-sorted left-padded batches)
   new     exactly the default path: params.yaml's protocol per vertical (log-likelihood for ethics,
           bias, fairness), prefix KV reuse, `eval.dtype` (bfloat16: the float32 model cast once, as
-          the eval stage does) and `eval.batch_size`
+          the eval stage does), `eval.batch_size` and the inverse-CDF sampler (evals/sampling.py)
   new-nr  the same as new without prefix reuse (the reuse's own share)
 A unit is a bootstrap unit of the headline (units.csv row). Also reports, per vertical, the
 agreement of the log-likelihood and generation verdicts on the same units (ethics, bias, fairness).
@@ -58,7 +59,7 @@ def load_backends(spec: str, threads: int, ecfg) -> tuple:
     dtype = eval_dtype(d, ecfg.dtype)
     new_model = copy.deepcopy(model).to(getattr(torch, dtype)) if dtype != "float32" else model
     old = HFBackend(model, tok, batch_size=OLD_BATCH, fingerprint=spec, name=spec, progress=False,
-                    prefix_reuse=False)
+                    prefix_reuse=False, sampler="multinomial")  # wave 1 sampled with transformers' multinomial
     new = HFBackend(new_model, tok, batch_size=ecfg.batch_size, fingerprint=f"{spec}:{dtype}", name=spec,
                     progress=False, prefix_reuse=True)
     return old, new, dtype
@@ -120,8 +121,10 @@ def main() -> None:
         print(v, json.dumps({k: r[k] for k in r if k not in ("new-nr",)}), flush=True)
 
     summary = {"model": args.model, "threads": args.threads, "quick": args.quick, "limits": limits,
-               "old": {"dtype": "float32", "batch_size": OLD_BATCH, "prefix_reuse": False, "protocol": "generation"},
-               "new": {"dtype": dtype, "batch_size": ecfg.batch_size, "prefix_reuse": True, "protocol": "params.yaml"},
+               "old": {"dtype": "float32", "batch_size": OLD_BATCH, "prefix_reuse": False, "protocol": "generation",
+                       "sampler": "multinomial"},
+               "new": {"dtype": dtype, "batch_size": ecfg.batch_size, "prefix_reuse": True, "protocol": "params.yaml",
+                       "sampler": new_b.sampler},
                "wall_s": round(time.perf_counter() - t_start, 1),
                **ratios(results, {v: default_units(v, ecfg, args.data_dir) for v in results}),
                "verticals": results}

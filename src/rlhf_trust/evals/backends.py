@@ -30,6 +30,7 @@ class BaseBackend:
 
     name = "backend"
     fingerprint = ""
+    sampler: str | None = None  # how a model backend samples (evals/sampling.py); None = not a model
 
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float = 0.0,
                  num_return_sequences: int = 1, seed: int = 0) -> list[list[str]]:
@@ -90,8 +91,10 @@ class LazyBackend(BaseBackend):
     """A backend built by `load()` on its first model call. Behind the cache, a cell whose every
     unit is cached never imports torch nor loads weights (a no-op eval stays a few seconds)."""
 
-    def __init__(self, load: Callable[[], Any], *, name: str, fingerprint: str, batch_size: int = 8):
+    def __init__(self, load: Callable[[], Any], *, name: str, fingerprint: str, batch_size: int = 8,
+                 sampler: str = "inverse_cdf"):
         self._load = load
+        self.sampler = sampler  # known before loading: it is part of a sampled unit's cache key
         self._inner: Any = None
         self.name = name
         self.fingerprint = fingerprint
@@ -107,6 +110,7 @@ class LazyBackend(BaseBackend):
         if self._inner is None:
             self._inner = self._load()
             self._inner.progress = self.progress
+            self._inner.sampler = self.sampler
         return self._inner
 
     def generate_units(self, units, *, max_new_tokens, temperature, seed):
@@ -129,7 +133,13 @@ class HFBackend(BaseBackend):
     """Batched Hugging Face generation / scoring for a causal LM (the `load_causal_lm` pair)."""
 
     def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 8, fingerprint: str = "",
-                 name: str = "hf", progress: bool = True, prefix_reuse: bool = True):
+                 name: str = "hf", progress: bool = True, prefix_reuse: bool = True,
+                 sampler: str = "inverse_cdf"):
+        from rlhf_trust.evals.sampling import SAMPLERS
+
+        if sampler not in SAMPLERS:
+            raise ValueError(f"HFBackend: sampler must be one of {SAMPLERS}, got {sampler!r}")
+        self.sampler = sampler  # temperature > 0: evals/sampling.py's exact inverse-CDF draw, or HF's multinomial
         self.prefix_reuse = prefix_reuse  # KV cache of a prompt prefix shared by a batch (evals/prefix.py)
         self._prefixes: dict[tuple[int, ...], Any] = {}
         # sliding-window layers (gemma-3: 512) count padding slots, so padding between a reused prefix
@@ -228,10 +238,16 @@ class HFBackend(BaseBackend):
         sample = temperature > 0
         kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": self.pad_id,
                                   "eos_token_id": self.eos_ids or None, "do_sample": sample}
-        if sample:  # plain temperature sampling, as in the study (no top-k / top-p truncation)
+        if sample and self.sampler == "multinomial":  # plain temperature sampling, as in the study (no top-k / top-p)
             kwargs.update(temperature=float(temperature), top_k=0, top_p=1.0)
-        else:
-            kwargs.update(temperature=None, top_k=None, top_p=None)
+        else:  # greedy, or the same plain temperature sampling drawn by inverse CDF under greedy's argmax
+            kwargs.update(temperature=None, top_k=None, top_p=None, do_sample=False)
+            if sample:
+                from transformers import LogitsProcessorList
+
+                from rlhf_trust.evals.sampling import InverseCDFSampler
+
+                kwargs["logits_processor"] = LogitsProcessorList([InverseCDFSampler(temperature)])
         for batch, p in self._plan(enc, [len(e) - 1 for e in enc], "generate", max_new_tokens):
             x = self._inputs([enc[k] for k in batch], p)
             if p:  # generate runs only the uncached tail of input_ids

@@ -131,7 +131,10 @@ class CachedBackend(BaseBackend):
 
     def generate_units(self, units: Sequence[Unit], *, max_new_tokens: int, temperature: float,
                        seed: int) -> list[str]:
-        settings = {"max_new_tokens": int(max_new_tokens), "temperature": float(temperature)}
+        settings: dict[str, Any] = {"max_new_tokens": int(max_new_tokens), "temperature": float(temperature)}
+        sampler = getattr(self.inner, "sampler", None)
+        if temperature > 0 and sampler not in (None, "multinomial"):
+            settings["sampler"] = sampler  # another random stream: never mix its samples with HF multinomial's
         key_seed = seed if temperature > 0 else 0
         units = list(units)
         keys = [make_key(self.fingerprint, "gen", p, settings, key_seed, i) for p, i in units]
