@@ -12,6 +12,7 @@ recorded during each stage, since other work slows the stages down. Results: --o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -70,9 +71,11 @@ def child(stage: str, params: str, out: str) -> None:
 # today = 1 thread, TRL's own losses (DPOTrainer: LM head over every position, policy and reference;
 # RewardTrainer: prompt + each response as two sequences); new = `threads: auto` + the completion-only
 # chunked head with each prompt run once for DPO (train/fast_dpo.py), each prompt run once for the RM
-# (train/fast_rm.py), padding-free SFT; new_bf16 = new + bf16 autocast around the loss, as
-# `precision: bfloat16` runs it (train/common.mixed_precision; fp32 weights, AMX bf16 matmuls).
-SETUPS = ("today", "new", "new_bf16")
+# (train/fast_rm.py), padding-free SFT with TRL's chunked NLL on the fused head (train/fast_sft.py);
+# autocast_bf16 = new + bf16 autocast around the loss with fp32 weights (the previous bf16 set-up:
+# autocast recasts every frozen weight per call); new_bf16 = that + the frozen Linear weights held as
+# bf16 copies (train/frozen_bf16.py), as `precision: bfloat16` now trains (common.mixed_precision).
+SETUPS = ("today", "new", "autocast_bf16", "new_bf16")
 
 
 def _trainer(stage: str, cfg, model, tok, rows, out_dir: str, padding_free: bool = False):
@@ -89,8 +92,11 @@ def _trainer(stage: str, cfg, model, tok, rows, out_dir: str, padding_free: bool
         args = SFTConfig(output_dir=out_dir, per_device_train_batch_size=cfg.batch_size,
                          max_length=None if padding_free else cfg.max_length, padding_free=padding_free,
                          completion_only_loss=True, report_to=[], use_cpu=True, seed=0)
-        return SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
-                          peft_config=None if padding_free else peft)
+        if padding_free:  # the stage's trainer (fused-head chunked NLL)
+            from rlhf_trust.train.fast_sft import trainer_class as sft_trainer
+
+            return sft_trainer()(model=model, args=args, train_dataset=data, processing_class=tok)
+        return SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft)
     data = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
     if stage == "rm":
         from trl import RewardConfig
@@ -122,6 +128,7 @@ def compare(stages: list[str], params: str, out_path: str, steps: int, threads_n
     from rlhf_trust.models import load_merged_causal_lm, load_tokenizer
     from rlhf_trust.train import common
     from rlhf_trust.train.common import auto_threads
+    from rlhf_trust.train.frozen_bf16 import frozen_bf16
 
     rows_out, ratios = [], {}
     base = Path("outputs/models/base")
@@ -135,7 +142,7 @@ def compare(stages: list[str], params: str, out_path: str, steps: int, threads_n
             model = trainer.model
             model.train()
             batches = [trainer._prepare_inputs(b) for b in trainer.get_train_dataloader()][:steps]
-            new_batches = batches
+            new_batches, new_tr = batches, trainer
             if stage == "sft":  # new: the padding-free collator, same model and pairs
                 new_tr = _trainer(stage, cfg, model, tok, rows, tmp, padding_free=True)
                 new_batches = [new_tr._prepare_inputs(b) for b in new_tr.get_train_dataloader()][:steps]
@@ -148,12 +155,14 @@ def compare(stages: list[str], params: str, out_path: str, steps: int, threads_n
                     threads[setup] = 1 if setup == "today" else (
                         auto_threads() if threads_new == "auto" else int(threads_new))
                     torch.set_num_threads(threads[setup])
-                    precision = "bfloat16" if setup == "new_bf16" else "float32"
-                    t0 = time.perf_counter()
-                    with common.autocast(SimpleNamespace(precision=precision, device="cpu")):
-                        loss = _loss(stage, setup, trainer, model, batch)
-                    loss.backward()
-                    times[setup].append(time.perf_counter() - t0)
+                    precision = "bfloat16" if setup.endswith("bf16") else "float32"
+                    # the swap is made once per training run: outside the timed step
+                    with frozen_bf16(model) if setup == "new_bf16" else contextlib.nullcontext():
+                        t0 = time.perf_counter()
+                        with common.autocast(SimpleNamespace(precision=precision, device="cpu")):
+                            loss = _loss(stage, setup, new_tr if setup != "today" else trainer, model, batch)
+                        loss.backward()
+                        times[setup].append(time.perf_counter() - t0)
                     losses[setup].append(float(loss.detach()))
                     model.zero_grad(set_to_none=True)
         pairs = cfg.batch_size * len(batches)
@@ -174,8 +183,9 @@ def compare(stages: list[str], params: str, out_path: str, steps: int, threads_n
         "note": "one process, today/new/new_bf16 alternating per batch; a step = forward + backward of one "
                 "training batch (optimizer step excluded: LoRA, the same in all); today = 1 thread + TRL's own "
                 "losses (wave 1), new = completion-only chunked LM head + prompt once for DPO, prompt once for "
-                "the RM, padding-free SFT batches (fp32), new_bf16 = new under bf16 autocast; speedup = "
-                "today's seconds / the set-up's"}, indent=2) + "\n")
+                "the RM, padding-free SFT batches on the fused-head chunked NLL (fp32), autocast_bf16 = new "
+                "under bf16 autocast with fp32 weights (the previous bf16), new_bf16 = autocast_bf16 + frozen "
+                "Linear weights held as bf16 copies (the stages' bf16 now); speedup = today's seconds / the set-up's"}, indent=2) + "\n")
 
 
 def _loss(stage: str, setup: str, trainer, model, batch):

@@ -69,7 +69,9 @@ def _rows(tok):
 
 def test_sft_bf16_close_to_fp32(tmp_path):
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
+
+    from rlhf_trust.train.fast_sft import trainer_class
 
     model, tok = _tiny()
     data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["chosen"]} for r in _rows(tok)])
@@ -78,7 +80,7 @@ def test_sft_bf16_close_to_fp32(tmp_path):
     for cfg in (FP32, BF16):
         args = SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_length=None,
                          padding_free=True, completion_only_loss=True, report_to=[], use_cpu=True, seed=0)
-        trainer = SFTTrainer(model=copy.deepcopy(peft), args=args, train_dataset=data, processing_class=tok)
+        trainer = trainer_class()(model=copy.deepcopy(peft), args=args, train_dataset=data, processing_class=tok)
         batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
         out.append(_step(trainer, batch, cfg))
     _assert_close_bf16(*out)
@@ -138,3 +140,80 @@ def test_autocast_follows_precision(cfg, dtype):
         assert (a @ a.T).dtype == dtype
     with common.heldout_autocast(SimpleNamespace(**{**vars(cfg), "heldout_precision": "float32"})):
         assert (a @ a.T).dtype == torch.float32
+
+
+def _gemma3_lora():
+    """A tiny Gemma 3 (tied head, softcap) with LoRA on every linear layer: the frozen weights are
+    the LoRA base layers and the tied LM head, as in the stages."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    _, tok = _tiny()
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=1, head_dim=8, sliding_window=16,
+                           final_logit_softcapping=30.0, pad_token_id=tok.pad_token_id,
+                           eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, tie_word_embeddings=True)
+    cfg._attn_implementation = "sdpa"
+    return _lora(Gemma3ForCausalLM(cfg)), tok
+
+
+def test_frozen_bf16_is_bit_identical_under_autocast_and_restores_weights():
+    """Frozen Linear weights held as bf16 copies (train/frozen_bf16.py) give exactly autocast's loss and
+    gradients (autocast casts them to bf16 anyway), and exit puts back the very fp32 tensors (tie too)."""
+    from rlhf_trust.attribution.fused_head import split_head, token_logps
+    from rlhf_trust.train.frozen_bf16 import frozen_bf16
+
+    model, tok = _gemma3_lora()
+    base = model.get_base_model()
+    before = {n: (p, p.detach().clone()) for n, p in model.named_parameters()}
+    ids = torch.tensor([tok("Human: hi there\n\nAssistant: hello, how are you")["input_ids"]])
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        decoder, head, cap = split_head(model)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(input_ids=ids, labels=ids)  # the model's own head + loss
+            h = decoder(input_ids=ids).last_hidden_state
+            lp = token_logps(h[0, :-1], head.weight, head.bias, ids[0, 1:], cap)  # the fused head
+            loss = out.loss - lp.mean()
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain = step()
+    with frozen_bf16(model) as n:
+        assert n == 2 * 7 + 1  # LoRA base layers (7 per layer) and the LM head
+        assert base.lm_head.weight.dtype == torch.bfloat16
+        assert base.model.embed_tokens.weight.dtype == torch.float32  # untied only for the duration
+        swapped = step()
+    assert torch.equal(plain[0], swapped[0])
+    assert plain[1].keys() == swapped[1].keys() and plain[1]
+    for k, v in plain[1].items():
+        assert torch.equal(v, swapped[1][k]), k
+    for n, p in model.named_parameters():
+        assert p is before[n][0] and torch.equal(p, before[n][1]), n
+    assert base.lm_head.weight is base.model.embed_tokens.weight
+
+
+def test_bf16_stage_training_restores_fp32_weights(tmp_path):
+    """`mixed_precision` trains with the bf16 copies and hands back the fp32 frozen weights unchanged
+    (one real SFT optimizer step through the stage's trainer, train/fast_sft.py)."""
+    from datasets import Dataset
+    from trl import SFTConfig
+
+    from rlhf_trust.train.fast_sft import trainer_class
+
+    model, tok = _gemma3_lora()
+    data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["chosen"]} for r in _rows(tok)])
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    lora = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    args = SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_length=None, padding_free=True,
+                     completion_only_loss=True, report_to=[], use_cpu=True, seed=0, max_steps=1, save_strategy="no")
+    trainer = common.mixed_precision(trainer_class()(model=model, args=args, train_dataset=data,
+                                                     processing_class=tok), BF16)
+    trainer.train()
+    for n, p in trainer.model.named_parameters():
+        if n in frozen:
+            assert p.dtype == torch.float32 and torch.equal(p, frozen[n]), n
+    assert any(not torch.equal(p, lora[n]) for n, p in trainer.model.named_parameters() if n in lora)
+    base = trainer.model.get_base_model()
+    assert base.lm_head.weight is base.model.embed_tokens.weight

@@ -2,8 +2,8 @@
 1e-4), on tiny-gpt-neox and on a tiny Gemma 3 built from its config (no downloads):
 - DPO: completion-only chunked LM head with each prompt run once (train/fast_dpo.py) vs TRL's
   full-logits `_compute_loss`, for the policy loss and for the reference log-probs;
-- SFT: TRL's padding-free completion-only chunked NLL (the stage's loss) vs the plain padded
-  full-logits NLL;
+- SFT: TRL's padding-free completion-only chunked NLL on the fused head (train/fast_sft.py, the
+  stage's loss) and TRL's own chunked NLL vs the plain padded full-logits NLL, and TRL's metrics;
 - RM: the sequence classifier has no LM head at all (one score per sequence);
 - the prompt-once helper those paths share (train/prefix_once.py) vs each sequence run alone."""
 
@@ -96,28 +96,43 @@ def test_dpo_fast_path_equals_trl(arch, tmp_path):
 
 
 @pytest.mark.parametrize("arch", ["gpt_neox", "gemma3"])
-def test_sft_padding_free_chunked_loss_equals_plain_nll(arch, tmp_path):
+def test_sft_padding_free_chunked_loss_equals_plain_nll(arch, tmp_path, monkeypatch):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
+
+    from rlhf_trust.train import fast_sft
 
     model, tok = _tiny(arch)
     rows = common.clip(tok, hh_pairs(4, max_chars=200), 40, 80)
     data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["chosen"]} for r in rows])
+    calls = []
+    fused = fast_sft.fused_chunked_ce
+    monkeypatch.setattr(fast_sft, "fused_chunked_ce", lambda *a, **k: calls.append(1) or fused(*a, **k))
     peft = _lora(model)
-    out = {}
-    for loss_type, free in (("chunked_nll", True), ("nll", False)):  # the stage's path vs the plain one
-        args = SFTConfig(output_dir=str(tmp_path / loss_type), per_device_train_batch_size=4,
+    out, metrics = {}, {}
+    # the stage's path (TRL's chunked NLL on the fused head) vs TRL's own chunked NLL vs the plain full-logits NLL
+    for name, cls, loss_type, free in (("fused", fast_sft.trainer_class(), "chunked_nll", True),
+                                       ("chunked_nll", SFTTrainer, "chunked_nll", True),
+                                       ("nll", SFTTrainer, "nll", False)):
+        args = SFTConfig(output_dir=str(tmp_path / name), per_device_train_batch_size=4,
                          max_length=None if free else 80, padding_free=free, report_to=[], use_cpu=True,
                          completion_only_loss=True, loss_type=loss_type, seed=0)
-        trainer = SFTTrainer(model=copy.deepcopy(peft), args=args, train_dataset=data, processing_class=tok)
+        trainer = cls(model=copy.deepcopy(peft), args=args, train_dataset=data, processing_class=tok)
         batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
         assert ("attention_mask" not in batch) == free  # padding-free: one flat sequence + position ids
         trainer.model.train()
         loss = trainer.compute_loss(trainer.model, batch)
         loss.backward()
-        out[loss_type] = (float(loss), _grads(trainer.model))
-    assert abs(out["chunked_nll"][0] - out["nll"][0]) < 1e-4
-    _close(out["chunked_nll"][1], out["nll"][1])
+        out[name] = (float(loss), _grads(trainer.model))
+        metrics[name] = {k: v[-1] for k, v in trainer._metrics["train"].items()}
+        assert len(calls) == 1  # the fused head ran for the stage's trainer (the first) only
+    for name in ("fused", "chunked_nll"):
+        assert abs(out[name][0] - out["nll"][0]) < 1e-4
+        _close(out[name][1], out["nll"][1])
+    # TRL's metrics come from the fused pass too (entropy within 1e-4 relative; accuracy is a token count)
+    assert metrics["fused"]["mean_token_accuracy"] == metrics["chunked_nll"]["mean_token_accuracy"]
+    assert metrics["fused"]["entropy"] == pytest.approx(metrics["chunked_nll"]["entropy"], rel=1e-4)
+    assert metrics["fused"]["num_tokens"] == metrics["chunked_nll"]["num_tokens"]
 
 
 @pytest.mark.parametrize("arch", ["gpt_neox", "gemma3"])

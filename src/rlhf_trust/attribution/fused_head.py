@@ -17,9 +17,13 @@ from typing import Any
 CHUNK_ELEMENTS = 1 << 25  # logits per chunk (128 MB in float32)
 
 
-def token_logps(hidden, weight, bias, targets, softcap: float | None = None):
+def token_logps(hidden, weight, bias, targets, softcap: float | None = None, stats: dict | None = None):
     """(K,) log-probabilities of `targets` (K,) under softmax(cap(hidden @ weight.T + bias)),
-    differentiable with respect to `hidden` (K, H); weight and bias are treated as frozen."""
+    differentiable with respect to `hidden` (K, H); weight and bias are treated as frozen.
+
+    `stats` (a dict), when given, receives TRL's SFT metrics from the same pass at the cost of one
+    more chunk buffer and a batched dot: "correct" (targets at the maximum logit; a tie counts as correct) and
+    "entropy_sum" (summed softmax entropy, nats), both float32 scalars."""
     import torch
 
     class _Fn(torch.autograd.Function):
@@ -28,6 +32,9 @@ def token_logps(hidden, weight, bias, targets, softcap: float | None = None):
             need = h.requires_grad
             out = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
             grad = torch.empty_like(h) if need else None
+            if stats is not None:
+                stats["correct"] = torch.zeros((), dtype=torch.float32, device=h.device)
+                stats["entropy_sum"] = torch.zeros((), dtype=torch.float32, device=h.device)
             step = max(1, CHUNK_ELEMENTS // weight.shape[0])
             for s in range(0, h.shape[0], step):
                 z = torch.nn.functional.linear(h[s:s + step], weight, bias).float()
@@ -38,7 +45,17 @@ def token_logps(hidden, weight, bias, targets, softcap: float | None = None):
                 y = targets[s:s + step, None]
                 zmax = z.amax(dim=-1, keepdim=True)
                 zy = z.gather(1, y)
-                total = z.sub_(zmax).exp_().sum(dim=-1, keepdim=True)  # in place: z <- exp(z - max)
+                if stats is None:
+                    total = z.sub_(zmax).exp_().sum(dim=-1, keepdim=True)  # in place: z <- exp(z - max)
+                else:  # H = log(sum e) - sum(e (z - max)) / sum e with e = exp(z - max), a batched dot
+                    zs = z.sub_(zmax)
+                    z = torch.exp(zs)
+                    total = z.sum(dim=-1, keepdim=True)
+                    with torch.no_grad():
+                        dot = torch.bmm(z.unsqueeze(1), zs.unsqueeze(2))[:, :, 0]
+                        stats["correct"] += (zy >= zmax).sum()
+                        stats["entropy_sum"] += (total.log() - dot / total).sum()
+                    del zs
                 out[s:s + step] = (zy - zmax - total.log())[:, 0]
                 if need:  # d log p / d z = onehot(y) - softmax(z), through the cap, then through the head
                     d = z.div_(total.neg_())

@@ -239,9 +239,14 @@ def mixed_precision(trainer: Any, cfg: Any) -> Any:
     head themselves (TRL's chunked SFT NLL, fast_dpo's chunked head, fast_rm's prefix + KV-cache
     continuations) call the network's parts outside that wrapper and would stay fp32. Trainer
     enters `autocast_smart_context_manager()` around every `compute_loss` (training and TRL's
-    reference log-probs); backward and the optimiser step stay outside it, as torch recommends."""
+    reference log-probs); backward and the optimiser step stay outside it, as torch recommends.
+    While `train()` runs, the frozen Linear weights are held as bf16 copies (train/frozen_bf16.py:
+    the same products without autocast's per-call recast); the fp32 weights are back afterwards."""
     if cfg.precision == "bfloat16" and use_cpu(cfg):
+        from rlhf_trust.train.frozen_bf16 import train_with_frozen_bf16
+
         trainer.autocast_smart_context_manager = lambda cache_enabled=True: autocast(cfg)
+        train_with_frozen_bf16(trainer)
     return trainer
 
 

@@ -9,9 +9,10 @@ STAGE = "sft"
 
 def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None) -> dict:
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     from rlhf_trust.models import load_merged_causal_lm
+    from rlhf_trust.train.fast_sft import trainer_class
 
     layout = layout or common.Layout()
     inp = common.stage_inputs(STAGE, cfg, layout, heldout=layout.split("hh_heldout").is_file())
@@ -27,7 +28,8 @@ def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None)
                            completion_only_loss=True, packing=False, dataset_num_proc=None)
     resume = common.checkpoint_to_resume(
         ckpt_dir, common.fingerprint(cfg, {"data": md5, "parent": common.model_md5(parent)}), cfg.resume)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tok,
+    # TRL's chunked completion-only NLL, its loss function swapped for the fused head (train/fast_sft.py)
+    trainer = trainer_class()(model=model, args=args, train_dataset=train, processing_class=tok,
                          peft_config=common.lora_config(cfg, "CAUSAL_LM"), callbacks=[common.nan_guard(STAGE)] + list(callbacks or []))
     common.train(common.mixed_precision(trainer, cfg), resume)
     metrics = {**common.train_metrics(trainer), **common.count_params(trainer.model),
