@@ -94,6 +94,7 @@ def main() -> None:
         old = {**entry, "protocol": "generation"} if v in GEN_ONLY_OLD else entry
         cfgs = {"old": (old, old_b, False), "new": (entry, new_b, True), "new-nr": (entry, new_b, False)}
         r: dict[str, dict] = {}
+        new_b.batch_size = int(entry.get("batch_size", ecfg.batch_size))  # the vertical's own, as the stage
         for name, (e, backend, reuse) in cfgs.items():
             backend.prefix_reuse = reuse
             t0, c0 = time.perf_counter(), time.process_time()
@@ -123,7 +124,8 @@ def main() -> None:
     summary = {"model": args.model, "threads": args.threads, "quick": args.quick, "limits": limits,
                "old": {"dtype": "float32", "batch_size": OLD_BATCH, "prefix_reuse": False, "protocol": "generation",
                        "sampler": "multinomial"},
-               "new": {"dtype": dtype, "batch_size": ecfg.batch_size, "prefix_reuse": True, "protocol": "params.yaml",
+               "new": {"dtype": dtype, "batch_size": {v: ecfg.verticals.get(v, {}).get("batch_size", ecfg.batch_size)
+                                                      for v in results}, "prefix_reuse": True, "protocol": "params.yaml",
                        "sampler": new_b.sampler},
                "wall_s": round(time.perf_counter() - t_start, 1),
                **ratios(results, {v: default_units(v, ecfg, args.data_dir) for v in results}),

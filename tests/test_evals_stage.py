@@ -130,3 +130,19 @@ def test_missing_data_file_is_one_line(tmp_path, monkeypatch, capsys):
     assert run_cli("--vertical", "truthfulness", "--model", "base") == 2
     err = capsys.readouterr().err.strip()
     assert "truthfulqa/truth_mc.json" in err and "\n" not in err
+
+
+def test_a_vertical_may_set_its_own_batch_size():
+    """`batch_size` in a vertical's entry is the engine's, not the protocol's: the stage batches that
+    vertical with it, and a bad value is one ConfigError line naming the key."""
+    from types import SimpleNamespace
+
+    from rlhf_trust import evals
+    from rlhf_trust.errors import ConfigError
+    from rlhf_trust.evals import stage
+
+    cfg = SimpleNamespace(batch_size=16, verticals={"toxicity": {"limit": 2, "batch_size": 64}, "privacy": {}})
+    assert stage.batch_size(cfg, "toxicity") == 64 and stage.batch_size(cfg, "privacy") == 16
+    assert evals.settings("toxicity", {"limit": 2, "batch_size": 64}).limit == 2
+    with pytest.raises(ConfigError, match=r"eval.verticals.toxicity.batch_size"):
+        evals.settings("toxicity", {"batch_size": 0})

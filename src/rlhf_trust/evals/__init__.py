@@ -68,10 +68,15 @@ def get(vertical: str) -> ModuleType:
 
 def settings(vertical: str, entry: dict[str, Any] | None = None) -> Any:
     """The vertical's validated Settings from its params entry (unknown keys / bad values -> one line)."""
-    from rlhf_trust.schema import build
+    from rlhf_trust.schema import build, require
 
     key = f"eval.verticals.{vertical}"
-    s = build(get(vertical).Settings, entry or {}, key)
+    entry = dict(entry or {})
+    # an engine setting, not the protocol's: the vertical's own generation batch size (stage.py)
+    bs = entry.pop("batch_size", None)
+    require(bs is None or (isinstance(bs, int) and not isinstance(bs, bool) and bs >= 1), f"{key}.batch_size",
+            f"must be an integer >= 1, got {bs!r}")
+    s = build(get(vertical).Settings, entry, key)
     s.check(key)
     return s
 

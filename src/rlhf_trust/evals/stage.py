@@ -83,7 +83,13 @@ def model_fingerprint(model_dir: Path, dtype: str = "auto") -> str:
     return f"{md5}:torch.{eval_dtype(model_dir, dtype)}"
 
 
-def hf_backend(model_dir: Path, cfg: Any):
+def batch_size(cfg: Any, vertical: str) -> int:
+    """The vertical's `batch_size` if its entry sets one (the decode step's cost barely grows with
+    the rows: docs/evaluation.md), else `eval.batch_size`."""
+    return int((cfg.verticals.get(vertical) or {}).get("batch_size", cfg.batch_size))
+
+
+def hf_backend(model_dir: Path, cfg: Any, batch: int | None = None):
     """The batched HF backend for a stage's model dir (loads the weights now)."""
     import torch
 
@@ -97,16 +103,17 @@ def hf_backend(model_dir: Path, cfg: Any):
     # cast after loading: LoRA adapters merge in the stage's own dtype (float32), then the merged
     # weights are rounded once (bfloat16 matmuls run on AMX / AVX512-BF16, docs/evaluation.md)
     model = model.to(getattr(torch, eval_dtype(model_dir, cfg.dtype)))
-    return HFBackend(model, tok, batch_size=cfg.batch_size, fingerprint=model_fingerprint(model_dir, cfg.dtype),
+    return HFBackend(model, tok, batch_size=batch or cfg.batch_size, fingerprint=model_fingerprint(model_dir, cfg.dtype),
                      name=model_dir.name)
 
 
-def lazy_backend(model_dir: Path, cfg: Any):
+def lazy_backend(model_dir: Path, cfg: Any, batch: int | None = None):
     """The HF backend, loaded on its first model call (a fully cached cell never loads it)."""
     from rlhf_trust.evals.backends import LazyBackend
 
-    return LazyBackend(lambda: hf_backend(model_dir, cfg), name=model_dir.name,
-                       fingerprint=model_fingerprint(model_dir, cfg.dtype), batch_size=cfg.batch_size)
+    batch = batch or cfg.batch_size
+    return LazyBackend(lambda: hf_backend(model_dir, cfg, batch), name=model_dir.name,
+                       fingerprint=model_fingerprint(model_dir, cfg.dtype), batch_size=batch)
 
 
 def evaluate_cell(cfg: Any, vertical: str, model: str, backend: Any, limit: int | None = None,
@@ -166,6 +173,6 @@ def cli(args) -> int:
             raise UserError(f"model directory not found: {d} (run `rlhf-trust {m}` first)")
     data_file = data_dir / f"{evals.get(vertical).DATASET}.jsonl"
     for m, d in dirs.items():  # each cell ends with its summary line
-        evaluate_cell(cfg, vertical, m, lazy_backend(d, cfg), args.limit,
+        evaluate_cell(cfg, vertical, m, lazy_backend(d, cfg, batch_size(cfg, vertical)), args.limit,
                       inputs=[p for p in (data_file, d) if p.exists()])
     return 0
