@@ -60,3 +60,15 @@ def test_ppo_bad_inputs(rm_layout, tmp_path):
     with pytest.raises(UserError, match="upstream model 'rm' not found"):
         ppo.run(train_cfg("ppo", **FAST), type(layout)(data_dir=layout.data_dir, models_dir=tmp_path / "x"))
     assert not (tmp_path / "x" / "ppo").exists()
+
+
+def test_ppo_bf16_trains_with_frozen_bf16_weights(rm_layout, tmp_path):
+    """`ppo.precision: bfloat16`: the loop runs under autocast with the frozen weights (policy base, the
+    reward model) as bf16 copies (train/frozen_bf16.py); it trains, and the held-out pass after it sees
+    the fp32 weights again (it would fail on bf16 weights in fp32)."""
+    layout = copy_layout(rm_layout, tmp_path)
+    m = ppo.run(train_cfg("ppo", precision="bfloat16", heldout_precision="float32", **FAST), layout)
+    assert m["updates"] == 4
+    for k in ("reward_mean", "kl_mean", "heldout_reward_policy", "heldout_reward_sft"):
+        assert math.isfinite(m[k]), k
+    assert merged_differs(layout.model("ppo"), layout.model("sft"))

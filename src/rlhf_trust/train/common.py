@@ -231,6 +231,17 @@ def heldout_autocast(cfg: Any):
     return contextlib.nullcontext()
 
 
+def frozen_weights(cfg: Any, *models: Any):
+    """`frozen_bf16(*models)` (train/frozen_bf16.py) where `autocast(cfg)` is bf16, else a no-op."""
+    import contextlib
+
+    from rlhf_trust.train.frozen_bf16 import frozen_bf16
+
+    if cfg.precision == "bfloat16" and use_cpu(cfg):
+        return frozen_bf16(*models)
+    return contextlib.nullcontext()
+
+
 def mixed_precision(trainer: Any, cfg: Any) -> Any:
     """Run the trainer's whole `compute_loss` under `autocast(cfg)` on the CPU.
 

@@ -12,8 +12,8 @@ lookup keeps the fp32 table). On exit the exact fp32 Parameter objects are put b
 so held-out passes and saved models see the weights they had before.
 
 Not for code that runs the model outside autocast while swapped (an fp32 input to a bf16 weight
-raises): the stages enter it around TRL's `train()` only, whose every loss runs under autocast
-(common.mixed_precision).
+raises): SFT, RM and DPO enter it around TRL's `train()`, whose every loss runs under autocast
+(common.mixed_precision); PPO around its loop, which runs whole under autocast.
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ from typing import Any
 
 
 @contextlib.contextmanager
-def frozen_bf16(model: Any):
-    """Swap each frozen fp32 `nn.Linear` weight of `model` for a bf16 copy; restore on exit."""
+def frozen_bf16(*models: Any):
+    """Swap each frozen fp32 `nn.Linear` weight of `models` for a bf16 copy; restore on exit."""
     import torch
 
     swapped = []
+    mods = {id(m): (n, m) for model in models if model is not None for n, m in model.named_modules()}
     with torch.no_grad():
-        for name, mod in model.named_modules():
+        for name, mod in mods.values():
             w = mod._parameters.get("weight") if type(mod) is torch.nn.Linear else None
             if w is None or w.requires_grad or w.dtype != torch.float32 or ".lora_" in f".{name}":
                 continue

@@ -87,8 +87,9 @@ def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None)
         restore(trainer, state)
     common.quiet_progress(trainer)
     # TRL's PPO loop generates with the unwrapped policy and scores outside the prepared forward,
-    # so the whole loop runs under autocast (bf16 matmuls, fp32 weights; no-op for float32)
-    with common.autocast(cfg):
+    # so the whole loop runs under autocast (bf16 matmuls, fp32 weights; no-op for float32), the
+    # frozen Linear weights as bf16 copies for the duration (train/frozen_bf16.py)
+    with common.autocast(cfg), common.frozen_weights(cfg, trainer.model, reward):
         trainer.train()
 
     policy = trainer.accelerator.unwrap_model(trainer.model).policy
