@@ -72,3 +72,12 @@ def test_dpo_bad_inputs(sft_layout, tmp_path):
     with pytest.raises(UserError, match="upstream model 'sft' not found"):
         dpo.run(train_cfg("dpo"), layout)
     assert not layout.model("dpo").exists()
+
+
+def test_dpo_bf16_trains_and_hands_back_fp32_weights(sft_layout, tmp_path):
+    """`dpo.precision: bfloat16` (the default): TRL's train() runs with the frozen weights as bf16
+    copies (train/frozen_bf16.py) and the fp32 held-out pass after it works (it would fail on bf16)."""
+    layout = copy_layout(sft_layout, tmp_path)
+    m = dpo.run(train_cfg("dpo", precision="bfloat16", heldout_precision="float32"), layout)
+    assert math.isfinite(m["train_loss_last"]) and 0.0 <= m["heldout_accuracy"] <= 1.0
+    assert merged_differs(layout.model("dpo"), layout.model("sft"))
