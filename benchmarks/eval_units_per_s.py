@@ -73,13 +73,15 @@ def main() -> None:
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--verticals", default="toxicity,bias,ethics,truthfulness,privacy,fairness")
+    ap.add_argument("--limits", default="", help="override items per vertical, e.g. toxicity=16,privacy=10")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
     from rlhf_trust import config, evals
 
     ecfg = config.load("eval", args.params)
-    limits = QUICK if args.quick else FULL
+    limits = {**(QUICK if args.quick else FULL),
+              **{k: int(n) for k, n in (kv.split("=") for kv in args.limits.split(",") if kv)}}
     old_b, new_b, dtype = load_backends(args.model, args.threads, ecfg)
     for b in (old_b, new_b):
         b.generate(["Warm-up."], max_new_tokens=2, temperature=0.0, num_return_sequences=1, seed=0)
