@@ -5,7 +5,7 @@ from train_support import check_resume, copy_layout, merged_differs, train_cfg, 
 
 from rlhf_trust.errors import ConfigError, UserError
 from rlhf_trust.models import load_causal_lm, load_stage_info
-from rlhf_trust.train import ppo
+from rlhf_trust.train import dpo, ppo
 
 pytestmark = pytest.mark.slow
 
@@ -72,3 +72,35 @@ def test_ppo_bf16_trains_with_frozen_bf16_weights(rm_layout, tmp_path):
     for k in ("reward_mean", "kl_mean", "heldout_reward_policy", "heldout_reward_sft"):
         assert math.isfinite(m[k]), k
     assert merged_differs(layout.model("ppo"), layout.model("sft"))
+
+
+# The default run's held-out precision (heldout_precision: bfloat16, each frozen weight cast once by
+# scoring.cast_once) through the stages themselves, for stages trained in float32: DPO (LoRA policy,
+# reference = adapter disabled) and PPO (LoRA policy, SFT = adapter disabled, greedy generation, reward
+# model). Finite statistics with their n, and only LoRA trainable again when the pass is over.
+def _only_lora_trainable(monkeypatch, module):
+    """Record, at save time, which parameters of the stage's model require a gradient."""
+    seen = {}
+    save = module.common.save_model_dir
+
+    def spy(model, *a, **kw):
+        seen.update({n: p.requires_grad for n, p in model.named_parameters()})
+        return save(model, *a, **kw)
+
+    monkeypatch.setattr(module.common, "save_model_dir", spy)
+    return seen
+
+
+def test_dpo_and_ppo_heldout_in_bf16(rm_layout, tmp_path, monkeypatch):
+    layout = copy_layout(rm_layout, tmp_path)
+    seen = _only_lora_trainable(monkeypatch, dpo)
+    m = dpo.run(train_cfg("dpo", precision="float32", heldout_precision="bfloat16"), layout)
+    assert m["heldout_n"] > 0 and 0 <= m["heldout_accuracy"] <= 1 and math.isfinite(m["heldout_margin"])
+    assert seen and all(("lora_" in n) == g for n, g in seen.items())
+    seen.clear()
+    m = ppo.run(train_cfg("ppo", precision="float32", heldout_precision="bfloat16", total_episodes=8,
+                          response_length=8, heldout_prompts=4), layout)
+    assert m["heldout_n"] == 4
+    for k in ("heldout_reward_policy", "heldout_reward_sft", "heldout_reward_gain"):
+        assert math.isfinite(m[k]), k
+    assert seen and all(("lora_" in n) == g for n, g in seen.items())
