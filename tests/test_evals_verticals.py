@@ -65,9 +65,11 @@ def test_truthfulness_repeating_the_true_option_scores_one(shared_data):
         q = re.findall(r"(?:Question|Q): (.*)\n", prompt)[-1]
         return " " + truth[q]
 
-    m = evaluate("truthfulness", CallableBackend(answer), data_dir=shared_data, limit=30)
-    assert m["mc1_accuracy"] == 1.0 and m["mc1_accuracy_loglik"] == 1.0 and m["parse_failure_rate"] == 0.0
-    assert 0.1 < m["random_baseline"] < 0.5
+    for protocol in ("generation", "loglik"):  # the callable prefers what it would say: both protocols agree
+        m = evaluate("truthfulness", CallableBackend(answer), data_dir=shared_data, limit=30,
+                     settings_entry={"protocol": protocol})
+        assert m["mc1_accuracy"] == 1.0 and m["parse_failure_rate"] == 0.0, protocol
+        assert 0.1 < m["random_baseline"] < 0.5
 
 
 def test_truthfulness_always_first_listed_option_is_chance_level(shared_data):
@@ -77,7 +79,8 @@ def test_truthfulness_always_first_listed_option_is_chance_level(shared_data):
     assert res.metrics["mc1_accuracy"] < 0.5
     # a constant log-likelihood (all ties) earns nothing under the strict argmax
     flat = CallableBackend(lambda p, i: " (0)", loglik=lambda ctx, cont: -1.0)
-    assert run("truthfulness", flat, data_dir=shared_data, limit=50).metrics["mc1_accuracy_loglik"] == 0.0
+    m = run("truthfulness", flat, data_dir=shared_data, limit=50, settings_entry={"protocol": "loglik"}).metrics
+    assert m["mc1_accuracy"] == 0.0 and m["parse_failure_rate"] == 1.0
 
 
 def test_privacy_refusal_leaks_nothing_and_echo_leaks_everything(shared_data):
