@@ -9,8 +9,9 @@ take turns on the same items so the machine's changing load hits them alike:
           bias, fairness), prefix KV reuse, `eval.dtype` (bfloat16: the float32 model cast once, as
           the eval stage does), `eval.batch_size` and the inverse-CDF sampler (evals/sampling.py)
   new-nr  the same as new without prefix reuse (the reuse's own share)
-A unit is a bootstrap unit of the headline (units.csv row). Also reports, per vertical, the
-agreement of the log-likelihood and generation verdicts on the same units (ethics, bias, fairness).
+A unit is a bootstrap unit of the headline (units.csv row). Also reports, per vertical whose
+params.yaml protocol is log-likelihood (ethics, bias, fairness; truthfulness when set to loglik),
+the agreement of the log-likelihood and generation verdicts on the same items.
 Before timing, one warm-up call of each kind (generate, loglikelihood) pays the one-time costs
 (first kernels, the scorer's import), so the first configuration timed is not penalised.
 Ratios use CPU seconds (the process runs one thread, so CPU seconds are what the work costs on an
@@ -35,7 +36,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # items per vertical (the vertical's `limit`): quick <= 3 minutes on 2 busy cores
 QUICK = {"toxicity": 1, "bias": 4, "ethics": 8, "truthfulness": 6, "privacy": 1, "fairness": 2}
 FULL = {"toxicity": 6, "bias": 24, "ethics": 40, "truthfulness": 16, "privacy": 3, "fairness": 12}
-GEN_ONLY_OLD = ("ethics", "bias", "fairness")  # verticals whose default protocol is log-likelihood
 OLD_BATCH = 16  # wave 1's eval.batch_size
 
 
@@ -93,7 +93,8 @@ def main() -> None:
     results: dict[str, dict] = {}
     for v in args.verticals.split(","):
         entry = {**ecfg.verticals.get(v, {}), "limit": limits[v]}
-        old = {**entry, "protocol": "generation"} if v in GEN_ONLY_OLD else entry
+        loglik = getattr(evals.settings(v, entry), "protocol", "generation") == "loglik"
+        old = {**entry, "protocol": "generation"} if loglik else entry
         cfgs = {"old": (old, old_b, False), "new": (entry, new_b, True), "new-nr": (entry, new_b, False)}
         r: dict[str, dict] = {}
         new_b.batch_size = int(entry.get("batch_size", ecfg.batch_size))  # the vertical's own, as the stage
@@ -109,9 +110,9 @@ def main() -> None:
                        "units_per_s": round(len(res.units) / dt, 3), "s_per_unit": round(dt / len(res.units), 3),
                        "headline": res.metrics[res.metrics["headline"]],
                        "parse_failure_rate": res.metrics.get("parse_failure_rate"), "_units": res.units}
-        same = dict(r["old"]["_units"])
-        if v in GEN_ONLY_OLD:  # verdict agreement of the two protocols on the same units
-            new_units = dict(r["new"]["_units"])
+        same = {item(u): x for u, x in r["old"]["_units"]}
+        if loglik:  # verdict agreement of the two protocols on the same units
+            new_units = {item(u): x for u, x in r["new"]["_units"]}
             common = [u for u in new_units if u in same]
             r["protocol_agreement"] = {"units": len(common), "same_verdict": round(
                 sum((new_units[u] >= 0.5) == (same[u] >= 0.5) for u in common) / max(1, len(common)), 3)}
@@ -135,6 +136,12 @@ def main() -> None:
     if args.out:
         Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
     report(summary)
+
+
+def item(unit_id: str) -> str:
+    """A unit id without its protocol: truthfulness' condition names the protocol (mc1_generation /
+    mc1_loglik) so its units never pair across protocols; here the same question is the same unit."""
+    return unit_id.removesuffix("|mc1_generation").removesuffix("|mc1_loglik")
 
 
 def default_units(vertical: str, ecfg, data_dir: str) -> int:
