@@ -7,7 +7,8 @@ code on the same units under three set-ups, side by side in one process:
 - fp32: `heldout_precision: float32`;
 - bf16_recast: bf16 autocast with frozen weights as the stages had them (autocast re-casts every
   frozen weight, the tied 262k head included, on every forward / head chunk / decoded token);
-- bf16: bf16 autocast + `scoring.cast_once` (each frozen weight cast once per pass), what the stages run.
+- bf16: `common.heldout_autocast(cfg, *models)` in bf16: autocast with the frozen Linear weights held as
+  bf16 copies for the pass (train/frozen_bf16.py: each cast once per pass), what the stages run.
 
 It reports per set-up the statistic with its bootstrap CI and seconds, and against fp32 the share of
 units with the same verdict (pair won / prompt's gain sign), the statistic's difference and the time ratio.
@@ -19,7 +20,6 @@ Models are loaded merged and frozen, as the stages hold them (the stage's LoRA r
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import sys
@@ -30,14 +30,10 @@ SETUPS = ("fp32", "bf16_recast", "bf16")
 
 
 def _ctx(cfg, setup: str, models: tuple):
-    from rlhf_trust.train import common, scoring
+    from rlhf_trust.train import common
 
     c = dataclasses.replace(cfg, heldout_precision="float32" if setup == "fp32" else "bfloat16")
-    stack = contextlib.ExitStack()
-    stack.enter_context(common.heldout_autocast(c))
-    if setup == "bf16":
-        stack.enter_context(scoring.cast_once(*models))
-    return stack
+    return common.heldout_autocast(c, *(models if setup == "bf16" else ()))
 
 
 def _units(stage: str, cfg, rows: list[dict], m: dict):

@@ -35,14 +35,12 @@ def run(models: Path, params: str, n_prompts: int, threads: int) -> dict:
     policy = load_merged_causal_lm(models / "ppo").eval()
     reward = load_merged_seq_cls(models / "rm").requires_grad_(False).eval()
     t0 = time.perf_counter()
-    with common.heldout_autocast(cfg):
-        out = ppo.heldout_metrics(policy, reward, tok, rows, cfg, models / "sft")
-    # the stage's own n (its first prompts, same greedy decoding): reproduces metrics/ppo.json exactly
-    # in fp32; in bf16 it need not (the stage scores its unmerged LoRA policy, this the saved merged
-    # one: they round differently and greedy decoding flips near ties; docs/training.md)
+    # heldout_metrics scores each model in cfg.heldout_precision itself
+    out = ppo.heldout_metrics(policy, reward, tok, rows, cfg, models / "sft")
+    # the stage's own n (its first prompts, same greedy decoding): reproduces metrics/ppo.json exactly,
+    # in fp32 and in bf16 (the stage scores its policy merged, as saved: tests/test_train_ppo.py)
     first = dataclasses.replace(cfg, heldout_prompts=config.load("ppo", params).heldout_prompts)
-    with common.heldout_autocast(first):
-        out["stage_n_check"] = ppo.heldout_metrics(policy, reward, tok, rows, first, models / "sft")
+    out["stage_n_check"] = ppo.heldout_metrics(policy, reward, tok, rows, first, models / "sft")
     half = (out["heldout_reward_gain_ci95"]["high"] - out["heldout_reward_gain_ci95"]["low"]) / 2
     return {**out, "ci95_half_width": half, "wall_s": round(time.perf_counter() - t0, 1), "threads": threads,
             "ppo_model_md5": load_stage_info(models / "ppo").get("md5"),

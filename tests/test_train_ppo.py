@@ -74,8 +74,8 @@ def test_ppo_bf16_trains_with_frozen_bf16_weights(rm_layout, tmp_path):
     assert merged_differs(layout.model("ppo"), layout.model("sft"))
 
 
-# The default run's held-out precision (heldout_precision: bfloat16, each frozen weight cast once by
-# scoring.cast_once) through the stages themselves, for stages trained in float32: DPO (LoRA policy,
+# The default run's held-out precision (heldout_precision: bfloat16, frozen weights as bf16 copies for
+# the pass, train/frozen_bf16.py) through the stages themselves, for stages trained in float32: DPO (LoRA policy,
 # reference = adapter disabled) and PPO (LoRA policy, SFT = adapter disabled, greedy generation, reward
 # model). Finite statistics with their n, and only LoRA trainable again when the pass is over.
 def _only_lora_trainable(monkeypatch, module):
@@ -104,3 +104,66 @@ def test_dpo_and_ppo_heldout_in_bf16(rm_layout, tmp_path, monkeypatch):
     for k in ("heldout_reward_policy", "heldout_reward_sft", "heldout_reward_gain"):
         assert math.isfinite(m[k]), k
     assert seen and all(("lora_" in n) == g for n, g in seen.items())
+
+
+def test_ppo_heldout_scores_the_saved_merged_policy(rm_layout, tmp_path, monkeypatch):
+    """The stage's held-out gain (bf16, LoRA) is the saved model's: scoring the saved ppo / sft / rm
+    directories with the same code (benchmarks/ppo_heldout_gain.py's path) gives exactly the stage's
+    numbers, and the logits of the policy the stage scored (a probe batch, in the scoring pass's own
+    bf16 context) equal the saved merged model's bit for bit (an unmerged adapter's do not)."""
+    import torch
+
+    from rlhf_trust.models import load_merged_causal_lm, load_merged_seq_cls, load_tokenizer
+    from rlhf_trust.train import common
+
+    probe = torch.arange(3, 40).reshape(1, -1)
+    seen = []
+    score = ppo.generate_and_score
+
+    def spy(policy, *a, **kw):
+        with torch.no_grad():
+            seen.append(policy(probe).logits.clone())
+        return score(policy, *a, **kw)
+
+    monkeypatch.setattr(ppo, "generate_and_score", spy)
+    layout = copy_layout(rm_layout, tmp_path)
+    cfg = train_cfg("ppo", precision="float32", heldout_precision="bfloat16", total_episodes=8,
+                    response_length=12, heldout_prompts=8, learning_rate=5e-2)
+    m = ppo.run(cfg, layout)
+    stage_sft, stage_final = seen
+    seen.clear()
+    rows = common.stage_inputs("ppo", cfg, layout).heldout
+    tok = load_tokenizer(layout.model("sft"), padding_side="left")
+    saved = load_merged_causal_lm(layout.model("ppo")).eval()
+    again = ppo.heldout_metrics(saved, load_merged_seq_cls(layout.model("rm")).requires_grad_(False).eval(),
+                                tok, rows, cfg, layout.model("sft"))
+    assert m["heldout_n"] == again["heldout_n"] == 8
+    for k in ("heldout_reward_policy", "heldout_reward_sft", "heldout_reward_gain", "heldout_reward_gain_ci95"):
+        assert m[k] == again[k], k
+    saved_final, saved_sft = seen
+    assert torch.equal(stage_final, saved_final) and torch.equal(stage_sft, saved_sft)
+    assert not torch.equal(stage_final, stage_sft)  # the policy moved: two different models compared
+
+
+def test_merged_adapter_merges_in_fp32_under_autocast_and_unmerges(rm_layout):
+    """`merged_adapter` inside a bf16 autocast merges as the loader does (fp32, bit-identical to
+    merge_and_unload) and puts the adapter back afterwards."""
+    import copy
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from rlhf_trust.models import load_merged_causal_lm
+
+    torch.manual_seed(0)
+    peft = get_peft_model(load_merged_causal_lm(rm_layout.model("sft")),
+                          LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
+    expect = copy.deepcopy(peft).merge_and_unload().state_dict()
+    ids = torch.tensor([[5, 6, 7, 8]])
+    before = peft(ids).logits
+    with torch.autocast("cpu", dtype=torch.bfloat16), ppo.merged_adapter(peft):
+        got = {k.replace("base_model.model.", "").replace(".base_layer", ""): v.clone()
+               for k, v in peft.state_dict().items() if "lora_" not in k}
+    assert got.keys() == expect.keys()
+    assert all(torch.equal(got[k], expect[k]) for k in expect)
+    torch.testing.assert_close(peft(ids).logits, before, rtol=1e-5, atol=1e-5)

@@ -59,15 +59,16 @@ def _casts(fn) -> int:
 
 def test_heldout_bf16_casts_frozen_weights_once_with_the_same_scores(tmp_path):
     """heldout_precision bfloat16 runs bf16 even for a stage trained in float32 (DPO, PPO);
-    cast_once gives bit-identical scores with fewer casts (each frozen weight once, not per
-    batch) and leaves every requires_grad flag as it was."""
+    `heldout_autocast(cfg, model)` holds the frozen Linear weights as bf16 copies for the pass
+    (train/frozen_bf16.py, training's helper): bit-identical scores to autocast's per-call recasts with
+    fewer casts, and afterwards the very same fp32 parameters with their requires_grad flags."""
     from types import SimpleNamespace
 
     torch.set_num_threads(1)
     build_tiny_base(tmp_path / "b", tiny_texts())
     model, tok = load_merged_causal_lm(tmp_path / "b").requires_grad_(False), load_tokenizer(tmp_path / "b")
     model.gpt_neox.final_layer_norm.weight.requires_grad_(True)  # a trainable one stays trainable
-    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    before = {n: (p, p.requires_grad, p.detach().clone()) for n, p in model.named_parameters()}
     rows = hh_pairs(6, max_chars=120)
     args = (model, tok, [r["prompt"] for r in rows], [r["chosen"] for r in rows], 2)  # 3 batches
     cfg = SimpleNamespace(precision="float32", heldout_precision="bfloat16", device="cpu")
@@ -75,10 +76,15 @@ def test_heldout_bf16_casts_frozen_weights_once_with_the_same_scores(tmp_path):
     with common.heldout_autocast(cfg):
         recast = scoring.sequence_logps(*args)[0]
         n_recast = _casts(lambda: scoring.sequence_logps(*args))
-    with common.heldout_autocast(cfg), scoring.cast_once(model):
+    with common.heldout_autocast(cfg, model):
+        assert model.get_output_embeddings().weight.dtype == torch.bfloat16  # swapped for the pass
         once = scoring.sequence_logps(*args)[0]
-        n_once = _casts(lambda: scoring.sequence_logps(*args))  # every weight already cast: activations only
+        n_once = _casts(lambda: scoring.sequence_logps(*args))  # weights already bf16: activations only
     assert not torch.equal(recast, fp32) and torch.allclose(recast, fp32, rtol=0.05, atol=0.5)  # bf16 ran
     assert torch.equal(once, recast)
     assert n_once < n_recast
-    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
+    for n, p in model.named_parameters():
+        assert p is before[n][0] and p.requires_grad == before[n][1] and torch.equal(p, before[n][2]), n
+    with common.heldout_autocast(SimpleNamespace(**{**vars(cfg), "heldout_precision": "float32"}), model):
+        assert model.get_output_embeddings().weight.dtype == torch.float32  # fp32 passes: nothing swapped
+        assert torch.equal(scoring.sequence_logps(*args)[0], fp32)

@@ -7,6 +7,7 @@ called by tests and benchmarks) and `cli(args)` (the DVC stage: params + MLflow 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 from collections.abc import Callable
@@ -219,16 +220,22 @@ def autocast(cfg: Any, enabled: bool = True):
     return torch.autocast("cpu", dtype=torch.bfloat16)
 
 
-def heldout_autocast(cfg: Any):
+@contextlib.contextmanager
+def heldout_autocast(cfg: Any, *models: Any):
     """The held-out passes' precision (`<stage>.heldout_precision`), whatever the stage trained in
-    (DPO and PPO train fp32 but score their held-out sets in bf16 by default: benchmarks/heldout_precision.py)."""
-    import contextlib
+    (DPO and PPO train fp32 but score their held-out sets in bf16 by default: benchmarks/heldout_precision.py).
 
+    In bf16 the frozen Linear weights of `models` are held as bf16 copies for the pass (train/frozen_bf16.py,
+    the helper training uses): each cast once per pass instead of on every forward and decoded token."""
     import torch
 
     if cfg.heldout_precision == "bfloat16" and use_cpu(cfg):
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+        from rlhf_trust.train.frozen_bf16 import frozen_bf16
+
+        with torch.autocast("cpu", dtype=torch.bfloat16), frozen_bf16(*models):
+            yield
+    else:
+        yield
 
 
 def frozen_weights(cfg: Any, *models: Any):

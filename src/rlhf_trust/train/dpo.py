@@ -44,7 +44,7 @@ def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None)
     metrics = {**common.train_metrics(trainer), **common.count_params(trainer.model),
                "train_pairs": len(rows), "train_tokens": common.train_tokens(tok, rows, ("chosen", "rejected"), cfg),
                "resumed_from_step": common.checkpoint_step(resume), "beta": cfg.beta}
-    with common.heldout_autocast(cfg), scoring.cast_once(trainer.model, ref):
+    with common.heldout_autocast(cfg, trainer.model, ref):
         metrics.update(heldout_metrics(trainer.model, ref, tok, heldout, cfg.beta, cfg.eval_batch_size))
     common.save_model_dir(trainer.model, tok, layout.model(STAGE), stage=STAGE, task="causal_lm",
                           parent=parent, data_md5=md5, cfg=cfg)

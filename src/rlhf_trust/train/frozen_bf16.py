@@ -1,19 +1,22 @@
-"""Frozen Linear weights held as bf16 copies while a bf16-autocast trainer trains.
+"""Frozen Linear weights held as bf16 copies while a bf16 autocast runs: training and held-out passes.
 
 Why hand-written: torch autocast caches its fp32 -> bf16 cast only for leaf tensors that require
-grad, so every FROZEN weight (LoRA's base layers, the tied 262k x 640 LM head) was re-cast on every
-call: per forward, per recomputed head chunk, per reference pass. Profiled at 1 thread on gemma-3-270m
-(docs/training.md) that `aten::copy_` was 14-37% of a training step. Autocast would cast these weights
-to bf16 anyway, so giving the Linear a bf16 copy for the duration computes the same bf16 products
-(bit-identical: tests) without the per-call copy. Only plain `nn.Linear` weights that are frozen and
-fp32 are swapped (LoRA's own A/B matrices, norms and embeddings stay as they are: peft casts its
-input to A's dtype, so A/B keep fp32); a tied head is untied only for the duration (the embedding
-lookup keeps the fp32 table). On exit the exact fp32 Parameter objects are put back (ties included),
-so held-out passes and saved models see the weights they had before.
+grad, so every FROZEN weight (LoRA's base layers, the tied 262k x 640 LM head, the reward model) was
+re-cast on every call: per forward, per recomputed head chunk, per reference pass, per decoded token.
+Profiled at 1 thread on gemma-3-270m (docs/training.md) that `aten::copy_` was 14-37% of a training
+step. Autocast would cast these weights to bf16 anyway, so giving the Linear a bf16 copy for the
+duration computes the same bf16 products (bit-identical: tests) without the per-call copy. Only plain
+`nn.Linear` weights that are frozen and fp32 are swapped (LoRA's own A/B matrices, norms and
+embeddings stay as they are: peft casts its input to A's dtype, so A/B keep fp32); a tied head is
+untied only for the duration (the embedding lookup keeps the fp32 table). On exit the exact fp32
+Parameter objects are put back (ties included), so later passes and saved models see the weights
+they had before.
 
-Not for code that runs the model outside autocast while swapped (an fp32 input to a bf16 weight
-raises): SFT, RM and DPO enter it around TRL's `train()`, whose every loss runs under autocast
-(common.mixed_precision); PPO around its loop, which runs whole under autocast.
+The one helper for this problem: training enters it around TRL's `train()` (`common.mixed_precision`,
+SFT / RM / DPO, whose every loss runs under autocast) or around PPO's loop (run whole under
+autocast); held-out passes through `common.heldout_autocast(cfg, *models)` in bf16. Not for code
+that runs the model outside autocast while swapped (an fp32 input to a bf16 weight raises), nor for
+a pass that changes the weights in place (a LoRA merge): merge first, then swap.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ numbers and optimiser state the uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -34,7 +35,6 @@ def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None)
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
     from rlhf_trust.models import load_merged_causal_lm, load_merged_seq_cls, load_tokenizer
-    from rlhf_trust.train.scoring import cast_once
 
     layout = layout or common.Layout()
     inp = common.stage_inputs(STAGE, cfg, layout)
@@ -98,8 +98,8 @@ def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None)
                "updates": updates, "episodes": updates * per_update, "train_prompts": len(prompts),
                "train_tokens": sum(len(tok(prompts[i])["input_ids"]) + cfg.response_length for i in order),
                "resumed_from_update": done}
-    with common.heldout_autocast(cfg), cast_once(policy, reward):  # each frozen weight cast to bf16 once
-        metrics.update(heldout_metrics(policy, reward, tok, inp.heldout, cfg, inp.parent))
+    # scored as saved: merged LoRA, in heldout_precision (heldout_metrics)
+    metrics.update(heldout_metrics(policy, reward, tok, inp.heldout, cfg, inp.parent))
     common.save_model_dir(policy, load_tokenizer(inp.parent), layout.model(STAGE), stage=STAGE,
                           task="causal_lm", parent=inp.parent, data_md5=inp.data_md5, cfg=cfg,
                           extra={"reward_model_dir": str(rm_dir.resolve())})
@@ -271,23 +271,57 @@ def generate_and_score(policy, reward, tok, prompts: list[str], cfg) -> Any:
 
 
 def heldout_metrics(policy, reward, tok, rows: list[dict], cfg, sft_dir: Path) -> dict:
-    """Reward of the final policy vs the SFT policy on held-out prompts (same greedy decoding)."""
+    """Reward of the final policy vs the SFT policy on held-out prompts (same greedy decoding), each
+    scored in `cfg.heldout_precision` by `_scored` (call it outside any autocast).
+
+    A LoRA policy is scored as it is saved and loaded (`load_merged_causal_lm`): adapter merged into
+    the fp32 weights, so benchmarks/ppo_heldout_gain.py on the saved models gives the same numbers.
+    In bf16 an unmerged adapter (base and LoRA products rounded apart) decodes differently from the
+    merged weights (greedy flips near ties: +0.185 vs +0.300 on the same 128 prompts)."""
     prompts = list(dict.fromkeys(r["prompt"] for r in rows))[: cfg.heldout_prompts]
-    final = generate_and_score(policy, reward, tok, prompts, cfg)
     if hasattr(policy, "disable_adapter"):  # LoRA: the SFT policy is the adapter-disabled network
         with policy.disable_adapter():
-            sft = generate_and_score(policy, reward, tok, prompts, cfg)
+            sft = _scored(policy, reward, tok, prompts, cfg)
+        with merged_adapter(policy):
+            final = _scored(policy, reward, tok, prompts, cfg)
     else:
         from rlhf_trust.models import load_merged_causal_lm
 
-        sft = generate_and_score(load_merged_causal_lm(sft_dir).to(next(policy.parameters()).device),
-                                 reward, tok, prompts, cfg)
+        final = _scored(policy, reward, tok, prompts, cfg)
+        sft = _scored(load_merged_causal_lm(sft_dir).to(next(policy.parameters()).device),
+                      reward, tok, prompts, cfg)
     from rlhf_trust.train.scoring import mean_ci95
 
     gain = final - sft  # per held-out prompt: the bootstrap unit
     return {"heldout_prompts": len(prompts), "heldout_n": len(prompts), "heldout_reward_policy": float(final.mean()),
             "heldout_reward_sft": float(sft.mean()), "heldout_reward_gain": float(gain.mean()),
             "heldout_reward_gain_ci95": mean_ci95(gain.numpy(), cfg.seed)}
+
+
+def _scored(policy, reward, tok, prompts: list[str], cfg) -> Any:
+    """`generate_and_score` in `cfg.heldout_precision` (bf16: frozen weights as bf16 copies).
+
+    One precision context per model: a policy whose weights change in place between passes (the
+    merge) must be swapped after the change, and autocast keeps its cast cache until its outermost
+    context closes."""
+    with common.heldout_autocast(cfg, policy, reward):
+        return generate_and_score(policy, reward, tok, prompts, cfg)
+
+
+@contextlib.contextmanager
+def merged_adapter(policy):
+    """The LoRA adapter merged into `policy`'s weights as `PeftModel.merge_and_unload` (the loader)
+    merges it: in fp32, outside autocast (whose bf16 matmul would round the delta). Unmerged on exit
+    (the base weights come back within fp32 rounding; the saved adapter is unaffected)."""
+    import torch
+
+    with torch.autocast("cpu", enabled=False), torch.no_grad():
+        policy.merge_adapter()
+    try:
+        yield policy
+    finally:
+        with torch.autocast("cpu", enabled=False), torch.no_grad():
+            policy.unmerge_adapter()
 
 
 def cli(args) -> int:

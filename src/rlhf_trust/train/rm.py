@@ -40,7 +40,7 @@ def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None)
     metrics = {**common.train_metrics(trainer), **common.count_params(trainer.model),
                "train_pairs": len(rows), "train_tokens": common.train_tokens(tok, rows, ("chosen", "rejected"), cfg),
                "resumed_from_step": common.checkpoint_step(resume)}
-    with common.heldout_autocast(cfg), scoring.cast_once(trainer.model):
+    with common.heldout_autocast(cfg, trainer.model):
         metrics.update(heldout_metrics(trainer.model, tok, heldout, cfg.eval_batch_size))
     common.save_model_dir(trainer.model, tok, layout.model(STAGE), stage=STAGE, task="seq_cls",
                           parent=parent, data_md5=md5, cfg=cfg)

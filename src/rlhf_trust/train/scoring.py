@@ -4,34 +4,9 @@ aggregate exactly, and tokenise the way TRL does (prompt with special tokens, EO
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from tqdm import tqdm
-
-
-@contextlib.contextmanager
-def cast_once(*models: Any):
-    """Inside a bf16 autocast, cast each frozen fp32 weight of `models` to bf16 once per held-out
-    pass instead of on every call, by marking it requires_grad for the duration (under no_grad).
-
-    Why hand-written: torch autocast caches a cast only for leaf tensors with requires_grad=True, so
-    a frozen weight (LoRA's base, the tied 262k x 640 head, the reward model) was re-cast on every
-    forward, every head chunk and every decoded token. No gradient is built (no_grad); the flags
-    are restored on exit and autocast clears its cache when its context closes. A no-op in fp32.
-    """
-    import torch
-
-    frozen = {id(p): p for m in models if m is not None for p in m.parameters()
-              if not p.requires_grad and p.dtype == torch.float32}
-    with torch.no_grad():
-        for p in frozen.values():
-            p.requires_grad_(True)
-        try:
-            yield
-        finally:
-            for p in frozen.values():
-                p.requires_grad_(False)
 
 
 def _batches(n: int, size: int, desc: str):
