@@ -19,8 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def vertical_prompts(vertical: str, limit: int, data_dir: str) -> list[str]:
-    """The exact prompts a vertical's default entry sends to the model (a stand-in model records them)."""
+def vertical_prompts(vertical: str, limit: int, data_dir: str, entry: dict | None = None) -> list[str]:
+    """The exact prompts a vertical's default entry (updated by `entry`) sends to the model (a
+    stand-in model records them)."""
     from rlhf_trust import config, evals
     from rlhf_trust.evals.backends import CallableBackend
 
@@ -28,7 +29,7 @@ def vertical_prompts(vertical: str, limit: int, data_dir: str) -> list[str]:
     seen: list[str] = []
     stub = CallableBackend(lambda p, i: (seen.append(p), "No.")[1], loglik=lambda c, x: -1.0)
     stub.progress = False
-    evals.run(vertical, stub, data_dir=data_dir, seed=0, settings_entry={**ecfg.verticals[vertical], "limit": limit},
+    evals.run(vertical, stub, data_dir=data_dir, seed=0, settings_entry={**ecfg.verticals[vertical], **(entry or {}), "limit": limit},
               n_boot=10)
     return seen
 

@@ -91,3 +91,21 @@ def test_sampler_enters_the_cache_key_of_sampled_units_only():
     other.cache = shared
     assert other.generate_units(units, max_new_tokens=4, temperature=0.0, seed=0) == ["inverse_cdf-0"]
     assert other.hits == 1  # greedy text does not depend on the sampler: one key
+
+
+def test_bf16_scores_draw_as_their_float32_copy():
+    """evals/decode.py hands the sampler bf16 logits: the draw equals the one from transformers'
+    float32 copy of them (same probabilities bit for bit, same uniforms)."""
+    torch.manual_seed(1)
+    scores = (torch.randn(6, 5000) * 4).to(torch.bfloat16)
+    scores[2, :7] = float("-inf")
+    for t in (0.5, 1.0, 1.3):
+        torch.manual_seed(9)
+        a = inverse_cdf_draw(scores, t)
+        torch.manual_seed(9)
+        b = inverse_cdf_draw(scores.float(), t, inplace=True)
+        assert torch.equal(a, b)
+    # the unnormalised probabilities themselves are bitwise those of the float32 path
+    f = scores.float()
+    ref = (f - f.amax(-1, keepdim=True)).mul_(2.0).exp_()
+    assert torch.equal(torch.sub(scores, scores.amax(-1, keepdim=True).float()).mul_(2.0).exp_(), ref)

@@ -12,7 +12,9 @@ grain at which generations are cached, so a killed run resumes per sample.
 
 `HFBackend` batches with left padding, sorts by length, stops at the model's own EOS ids and pads
 with its own pad id (the study's scripts passed GPT-2's 50256 to every model and sliced decoded
-text by `len(prompt)`; we slice token ids after the prompt). `CallableBackend(fn)` wraps a plain
+text by `len(prompt)`; we slice token ids after the prompt). Greedy and inverse-CDF sampled tokens
+come from evals/decode.py's loop (the same text as transformers' `generate`, without its float32
+copy of every row's logits per step); `decode="generate"` keeps transformers' loop. `CallableBackend(fn)` wraps a plain
 function `fn(prompt, sample_index) -> continuation` for tests and for API models.
 """
 
@@ -23,6 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 Unit = tuple[str, int]  # (prompt, sample_index)
+DECODERS = ("loop", "generate")  # HFBackend's decode step: evals/decode.py's loop | transformers' generate
 
 
 class BaseBackend:
@@ -134,11 +137,17 @@ class HFBackend(BaseBackend):
 
     def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 8, fingerprint: str = "",
                  name: str = "hf", progress: bool = True, prefix_reuse: bool = True,
-                 sampler: str = "inverse_cdf"):
+                 sampler: str = "inverse_cdf", decode: str = "loop"):
         from rlhf_trust.evals.sampling import SAMPLERS
 
         if sampler not in SAMPLERS:
             raise ValueError(f"HFBackend: sampler must be one of {SAMPLERS}, got {sampler!r}")
+        if decode not in DECODERS:
+            raise ValueError(f"HFBackend: decode must be one of {DECODERS}, got {decode!r}")
+        # "loop": evals/decode.py picks greedy / inverse-CDF tokens on the model-dtype logits (same text
+        # as "generate", transformers' own loop, which copies every row's logits to float32 per step);
+        # the multinomial sampler always runs in transformers' generate
+        self.decode = decode
         self.sampler = sampler  # temperature > 0: evals/sampling.py's exact inverse-CDF draw, or HF's multinomial
         self.prefix_reuse = prefix_reuse  # KV cache of a prompt prefix shared by a batch (evals/prefix.py)
         self._prefixes: dict[tuple[int, ...], Any] = {}
@@ -255,25 +264,37 @@ class HFBackend(BaseBackend):
                 from rlhf_trust.evals.sampling import InverseCDFSampler
 
                 kwargs["logits_processor"] = LogitsProcessorList([InverseCDFSampler(temperature)])
+        loop = self.decode == "loop" and not (sample and self.sampler == "multinomial")
         for batch, p in self._plan(enc, [len(e) - 1 for e in enc], "generate", max_new_tokens):
             x = self._inputs([enc[k] for k in batch], p)
+            if sample:
+                torch.manual_seed(batch_seed(seed, [units[k] for k in batch]))
+            if loop:
+                from rlhf_trust.evals.decode import decode
+
+                new = decode(self.model, x["ids"], x["mask"], cache=x["cache"], max_new_tokens=max_new_tokens,
+                             eos_ids=self.eos_ids, pad_id=self.pad_id,
+                             temperature=float(temperature) if sample else 0.0).tolist()
+                self._keep(batch, new, out)
+                continue
             if p:  # generate runs only the uncached tail of input_ids
                 prefix = torch.tensor([enc[batch[0]][:p]] * len(batch), dtype=torch.long, device=self.device)
                 ids = torch.cat([prefix, x["ids"]], 1)
                 extra = {"cache": x["cache"]}  # transformers 5's name for past_key_values
             else:
                 ids, extra = x["ids"], {}
-            if sample:
-                torch.manual_seed(batch_seed(seed, [units[k] for k in batch]))
             with torch.inference_mode():
                 gen = self.model.generate(input_ids=ids, attention_mask=x["mask"], **extra, **kwargs)
-            new = gen[:, ids.shape[1]:].tolist()
-            for k, toks in zip(batch, new):
-                cut = next((j for j, t in enumerate(toks) if t in self.eos_ids), None)
-                kept = toks if cut is None else toks[:cut]
-                self.generated_tokens += len(kept) + (0 if cut is None else 1)
-                out[k] = self.tok.decode(kept, skip_special_tokens=True)
+            self._keep(batch, gen[:, ids.shape[1]:].tolist(), out)
         return out
+
+    def _keep(self, batch: list[int], new: list[list[int]], out: list[str]) -> None:
+        """Each row's new tokens up to its first EOS, decoded into `out`."""
+        for k, toks in zip(batch, new):
+            cut = next((j for j, t in enumerate(toks) if t in self.eos_ids), None)
+            kept = toks if cut is None else toks[:cut]
+            self.generated_tokens += len(kept) + (0 if cut is None else 1)
+            out[k] = self.tok.decode(kept, skip_special_tokens=True)
 
     def loglikelihood(self, pairs):
         """lm-eval's recipe: continuation tokens = enc(ctx + cont)[len(enc(ctx)):]; summed log-probs.

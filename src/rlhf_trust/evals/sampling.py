@@ -28,13 +28,18 @@ def inverse_cdf_draw(scores, temperature: float, *, inplace: bool = False):
     masses, then a token inside the block by its cumulative sum (float64 running sums; each block's
     mass is a float32 sum of 512 terms, so a token's probability is exact to float32 rounding, as in
     transformers' float32 softmax). A full-vocabulary float64 cumsum cost ~5 ms per row at 1 thread.
-    `inplace` overwrites `scores` (float32) with the unnormalised probabilities."""
+    `inplace` overwrites `scores` (float32) with the unnormalised probabilities; other dtypes are
+    upcast to float32 first (the same values as transformers' float32 copy of the logits)."""
     import torch
     import torch.nn.functional as F
 
-    x = scores if inplace and scores.dtype == torch.float32 else scores.float().clone()
-    rows, vocab = x.shape
-    p = x.sub_(x.amax(-1, keepdim=True)).mul_(1.0 / temperature).exp_()  # softmax numerator; -inf -> 0
+    rows, vocab = scores.shape
+    top = scores.amax(-1, keepdim=True)  # exact in any dtype
+    if scores.dtype == torch.float32:
+        x = (scores if inplace else scores.clone()).sub_(top)
+    else:  # evals/decode.py's bf16 logits: upcast and subtract in one pass (float32 math on exact upcasts)
+        x = torch.sub(scores, top.float())
+    p = x.mul_(1.0 / temperature).exp_()  # softmax numerator; -inf -> 0
     if vocab % BLOCK:
         p = F.pad(p, (0, BLOCK - vocab % BLOCK))
     blocks = p.view(rows, -1, BLOCK)
