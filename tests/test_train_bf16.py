@@ -12,11 +12,18 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from train_support import hh_pairs
+from train_support import hh_pairs, native_bf16
 
 from rlhf_trust.train import common
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _native_bf16(monkeypatch):
+    native_bf16(monkeypatch)
+
+
 BF16 = SimpleNamespace(precision="bfloat16", heldout_precision="bfloat16", device="cpu")
 FP32 = SimpleNamespace(precision="float32", heldout_precision="float32", device="cpu")
 
@@ -217,3 +224,20 @@ def test_bf16_stage_training_restores_fp32_weights(tmp_path):
     assert any(not torch.equal(p, lora[n]) for n, p in trainer.model.named_parameters() if n in lora)
     base = trainer.model.get_base_model()
     assert base.lm_head.weight is base.model.embed_tokens.weight
+
+
+def test_bf16_falls_back_to_float32_without_native_cpu_bf16(monkeypatch, capsys):
+    """On a CPU without native bf16 (this AMD EPYC: AVX2 only; bf16 emulated, ~5x slower matmuls than
+    fp32) `precision: bfloat16` runs float32, training and held-out passes, with one warning line."""
+    from rlhf_trust.train import runtime
+
+    monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: False)
+    monkeypatch.setattr(runtime, "_BF16_WARNED", set())
+    a = torch.randn(4, 8)
+    lin = torch.nn.Linear(8, 8).requires_grad_(False)
+    with common.autocast(BF16), common.frozen_weights(BF16, lin), common.heldout_autocast(BF16, lin):
+        assert (a @ a.T).dtype == torch.float32 and lin.weight.dtype == torch.float32
+    with common.autocast(BF16):
+        pass
+    err = capsys.readouterr().err
+    assert err.count("no native bf16") == 2  # once per field (precision, heldout_precision), not per call

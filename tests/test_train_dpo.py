@@ -7,6 +7,7 @@ from train_support import (
     hand_made_layout,
     hand_made_pairs,
     merged_differs,
+    native_bf16,
     train_cfg,
     trained_layout,
 )
@@ -16,6 +17,11 @@ from rlhf_trust.models import load_causal_lm, load_merged_causal_lm, load_stage_
 from rlhf_trust.train import common, dpo
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _native_bf16(monkeypatch):
+    native_bf16(monkeypatch)
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,18 @@
 import math
 
 import pytest
-from train_support import check_resume, copy_layout, merged_differs, train_cfg, trained_layout
+from train_support import check_resume, copy_layout, merged_differs, native_bf16, train_cfg, trained_layout
 
 from rlhf_trust.errors import ConfigError, UserError
 from rlhf_trust.models import load_causal_lm, load_stage_info
 from rlhf_trust.train import dpo, ppo
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _native_bf16(monkeypatch):
+    native_bf16(monkeypatch)
 
 
 @pytest.fixture(scope="module")

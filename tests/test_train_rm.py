@@ -2,13 +2,26 @@ import math
 
 import pytest
 import torch
-from train_support import check_resume, copy_layout, hand_made_layout, train_cfg, trained_layout, write_jsonl
+from train_support import (
+    check_resume,
+    copy_layout,
+    hand_made_layout,
+    native_bf16,
+    train_cfg,
+    trained_layout,
+    write_jsonl,
+)
 
 from rlhf_trust.errors import DataError, UserError
 from rlhf_trust.models import load_peft_model, load_reward_model, load_stage_info
 from rlhf_trust.train import rm, scoring
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _native_bf16(monkeypatch):
+    native_bf16(monkeypatch)
 
 
 @pytest.fixture(scope="module")

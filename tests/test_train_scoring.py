@@ -1,9 +1,14 @@
 import pytest
 import torch
-from train_support import hh_pairs, tiny_texts
+from train_support import hh_pairs, native_bf16, tiny_texts
 
 from rlhf_trust.models import build_tiny_base, load_merged_causal_lm, load_tokenizer
 from rlhf_trust.train import common, scoring
+
+
+@pytest.fixture(autouse=True)
+def _native_bf16(monkeypatch):
+    native_bf16(monkeypatch)
 
 
 def test_sequence_logps_equal_unpadded_reference(tmp_path):

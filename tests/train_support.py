@@ -151,3 +151,12 @@ def hand_made_layout(src, dst: Path, n_train: int):
     write_jsonl(layout.split("hh_train"), hand_made_pairs(n_train))
     write_jsonl(layout.split("hh_heldout"), hand_made_pairs(8, offset=400))
     return layout
+
+
+def native_bf16(monkeypatch) -> None:
+    """Run the stages' CPU bf16 path as on a CPU with native bf16 (AVX512-BF16 / AMX): without it
+    `runtime.cpu_bf16` falls back to float32, and the bf16 tests would test fp32. Emulated bf16 gives
+    the same numbers, only slower (tiny models here)."""
+    from rlhf_trust.train import runtime
+
+    monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: True)

@@ -74,7 +74,15 @@ from rlhf_trust.train.checkpoints import (  # noqa: F401
     train,
     verify_checkpoint,
 )
-from rlhf_trust.train.runtime import auto_threads, barrier, is_main_process, setup_runtime, use_cpu, warn  # noqa: F401
+from rlhf_trust.train.runtime import (  # noqa: F401
+    auto_threads,
+    barrier,
+    cpu_bf16,
+    is_main_process,
+    setup_runtime,
+    use_cpu,
+    warn,
+)
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -215,7 +223,7 @@ def autocast(cfg: Any, enabled: bool = True):
 
     import torch
 
-    if not (enabled and cfg.precision == "bfloat16" and use_cpu(cfg)):
+    if not (enabled and cpu_bf16(cfg)):
         return contextlib.nullcontext()
     return torch.autocast("cpu", dtype=torch.bfloat16)
 
@@ -229,7 +237,7 @@ def heldout_autocast(cfg: Any, *models: Any):
     the helper training uses): each cast once per pass instead of on every forward and decoded token."""
     import torch
 
-    if cfg.heldout_precision == "bfloat16" and use_cpu(cfg):
+    if cpu_bf16(cfg, "heldout_precision"):
         from rlhf_trust.train.frozen_bf16 import frozen_bf16
 
         with torch.autocast("cpu", dtype=torch.bfloat16), frozen_bf16(*models):
@@ -244,7 +252,7 @@ def frozen_weights(cfg: Any, *models: Any):
 
     from rlhf_trust.train.frozen_bf16 import frozen_bf16
 
-    if cfg.precision == "bfloat16" and use_cpu(cfg):
+    if cpu_bf16(cfg):
         return frozen_bf16(*models)
     return contextlib.nullcontext()
 
@@ -260,7 +268,7 @@ def mixed_precision(trainer: Any, cfg: Any) -> Any:
     reference log-probs); backward and the optimiser step stay outside it, as torch recommends.
     While `train()` runs, the frozen Linear weights are held as bf16 copies (train/frozen_bf16.py:
     the same products without autocast's per-call recast); the fp32 weights are back afterwards."""
-    if cfg.precision == "bfloat16" and use_cpu(cfg):
+    if cpu_bf16(cfg):
         from rlhf_trust.train.frozen_bf16 import train_with_frozen_bf16
 
         trainer.autocast_smart_context_manager = lambda cache_enabled=True: autocast(cfg)
