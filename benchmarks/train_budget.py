@@ -3,6 +3,8 @@ per stage, each stage in its own process (the real CLI path: MLflow run, metrics
 
     .venv/bin/python benchmarks/train_budget.py [--params params.yaml] [--stages base sft rm ppo dpo]
     .venv/bin/python benchmarks/train_budget.py --compare --stages sft rm dpo   # pairs/s, today vs new
+    .venv/bin/python benchmarks/train_budget.py --steps-compare --steps 4 --rounds 2 --stages sft rm dpo
+        # whole trainer.train() steps, wave-1 TRL trainers vs the stages' own (the honest ratio)
 
 Prints one row per stage and the ratios against the budget (sft+rm+ppo+dpo <= 20 min, peak RSS
 <= 8 GB). The machine is shared: the 1-min load average and the busiest other processes are
@@ -201,6 +203,145 @@ def _loss(stage: str, setup: str, trainer, model, batch):
     return trainer.compute_loss(model, batch)
 
 
+# --steps-compare: WHOLE training steps as the stages run them (issue 11, point C of the last session:
+# the forward+backward comparison above missed what a stage pays around them). Per stage, two trainers
+# on the same model, pairs (the first batch_size * grad_accum * steps of the prepared split, clipped as
+# the stage clips them) and lengths, each `trainer.train()` for `steps` optimizer steps:
+#   wave1 = TRL's own trainer (SFTTrainer padded to max_length, RewardTrainer, DPOTrainer) in fp32 with
+#           the stage's TRL args (logging every step, checkpoints every save_steps, optimizer, scheduler);
+#   stage = the stage's own `build()` (fast trainer, `precision` from params, frozen bf16 copies).
+# Both at 1 thread, alternating wave1 / stage for `rounds` rounds in one process; MLflow's callback is
+# removed from both (the same per-step cost in each). CPU seconds (process time, 1 thread) are the
+# ratio's base: they do not count time the process waited for a core held by other sessions.
+WHOLE = ("wave1", "stage")
+
+
+def _wave1_trainer(stage: str, cfg, inp, ckpt_dir: Path):
+    import dataclasses
+
+    from datasets import Dataset
+
+    from rlhf_trust.models import load_merged_causal_lm, seq_cls_from_causal
+    from rlhf_trust.train import common
+
+    c = dataclasses.replace(cfg, precision="float32")
+    model = load_merged_causal_lm(inp.parent)
+    if stage == "sft":
+        from trl import SFTConfig, SFTTrainer
+
+        data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["chosen"]} for r in inp.train])
+        args = common.trl_args(SFTConfig, c, ckpt_dir, stage, max_length=cfg.max_length, completion_only_loss=True,
+                               packing=False, dataset_num_proc=None)
+        return SFTTrainer(model=model, args=args, train_dataset=data, processing_class=inp.tok,
+                          peft_config=common.lora_config(c, "CAUSAL_LM"))
+    data = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in inp.train])
+    if stage == "rm":
+        from trl import RewardConfig, RewardTrainer
+
+        model = seq_cls_from_causal(model, num_labels=1)
+        model.config.pad_token_id = inp.tok.pad_token_id
+        args = common.trl_args(RewardConfig, c, ckpt_dir, stage, max_length=cfg.max_length)
+        return RewardTrainer(model=model, args=args, train_dataset=data, processing_class=inp.tok,
+                             peft_config=common.lora_config(c, "SEQ_CLS"))
+    from trl import DPOConfig, DPOTrainer
+
+    args = common.trl_args(DPOConfig, c, ckpt_dir, stage, max_length=cfg.max_length, beta=cfg.beta,
+                           loss_type=[cfg.loss_type])
+    return DPOTrainer(model=model, ref_model=None, args=args, train_dataset=data, processing_class=inp.tok,
+                      peft_config=common.lora_config(c, "CAUSAL_LM"))
+
+
+def _stage_trainer(stage: str, cfg, inp, ckpt_dir: Path):
+    import importlib
+
+    built = importlib.import_module(f"rlhf_trust.train.{stage}").build(cfg, inp, ckpt_dir)
+    return built[0] if isinstance(built, tuple) else built  # dpo.build also returns its reference
+
+
+def _train_timed(trainer) -> dict:
+    """One `trainer.train()` (max_steps from its args): wall and CPU seconds, step count, loss."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = trainer.train()
+    return {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
+            "steps": trainer.state.global_step, "loss": round(float(out.training_loss), 5)}
+
+
+def steps_compare(stages: list[str], params: str, out_path: str, steps: int, rounds: int,
+                  profile_steps: int = 0) -> None:
+    import dataclasses
+
+    import torch
+    from transformers.integrations import MLflowCallback
+
+    from rlhf_trust import config
+    from rlhf_trust.models import load_tokenizer
+    from rlhf_trust.train import common
+
+    torch.set_num_threads(1)
+    base = Path("outputs/models/base")  # RM and DPO start from it too: same network and costs as from SFT
+    tok = load_tokenizer(base)
+    rows_out, ratios, profiles = [], {}, {}
+    for stage in stages:
+        cfg = dataclasses.replace(config.load(stage, params), max_steps=steps, threads=1, resume=False)
+        n = cfg.batch_size * cfg.grad_accum * steps
+        rows = common.load_split("hh_train", common.Layout(data_dir=Path("outputs/prepared")), n, stage)
+        inp = common.Inputs(parent=base, tok=tok, train=common.clip(tok, rows, cfg.max_prompt_length, cfg.max_length),
+                            heldout=[], data_md5="")
+        with tempfile.TemporaryDirectory() as tmp:
+            trainers = {"wave1": _wave1_trainer(stage, cfg, inp, Path(tmp) / "wave1"),
+                        "stage": _stage_trainer(stage, cfg, inp, Path(tmp) / "stage")}
+            for t in trainers.values():
+                t.remove_callback(MLflowCallback)
+                t.args.disable_tqdm = True
+            runs: dict[str, list[dict]] = {s: [] for s in WHOLE}
+            for _ in range(rounds):
+                for setup in WHOLE:
+                    runs[setup].append(_train_timed(trainers[setup]))
+                    print(stage, setup, json.dumps(runs[setup][-1]), flush=True)
+            if profile_steps:
+                profiles[stage] = _profile(trainers["stage"], profile_steps)
+            del trainers
+        pairs = n * rounds
+        for setup in WHOLE:
+            cpu, wall = sum(r["cpu_s"] for r in runs[setup]), sum(r["wall_s"] for r in runs[setup])
+            rows_out.append({"stage": stage, "setup": setup, "pairs": pairs, "optimizer_steps": steps * rounds,
+                             "cpu_s": round(cpu, 1), "wall_s": round(wall, 1),
+                             "pairs_per_cpu_s": round(pairs / cpu, 4), "pairs_per_wall_s": round(pairs / wall, 4),
+                             "runs": runs[setup]})
+        cpu = {r["setup"]: r["cpu_s"] for r in rows_out if r["stage"] == stage}
+        wall = {r["setup"]: r["wall_s"] for r in rows_out if r["stage"] == stage}
+        ratios[stage] = {"cpu": round(cpu["wave1"] / cpu["stage"], 2), "wall": round(wall["wave1"] / wall["stage"], 2)}
+        print(stage, "stage / wave1 speed-up:", ratios[stage], flush=True)
+        _write(out_path, rows_out, ratios, profiles, params, steps, rounds)
+
+
+def _write(out_path, rows_out, ratios, profiles, params, steps, rounds) -> None:
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(out_path).write_text(json.dumps({
+        "rows": rows_out, "speedup_stage_over_wave1": ratios, "profiles": profiles, "params": params,
+        "steps_per_train_call": steps, "rounds": rounds, "cpus": os.cpu_count(), "load_avg": os.getloadavg(),
+        "others": busiest(),
+        "note": "one process, 1 thread; per stage `rounds` x (wave1 trainer.train() for `steps` optimizer steps, "
+                "then the stage's trainer.train() for as many), same model (outputs/models/base), pairs and "
+                "lengths; wave1 = TRL's SFTTrainer (padded to max_length) / RewardTrainer / DPOTrainer in fp32, "
+                "stage = the stage's build() with params' precision; both with the stage's TRL args (logging "
+                "every logging_steps, checkpoints every save_steps), MLflow callback removed from both; "
+                "speed-up = wave1 seconds / stage seconds (cpu: process time)"}, indent=2) + "\n")
+
+
+def _profile(trainer, steps: int) -> list[dict]:
+    """torch.profiler around `trainer.train()` for `steps` optimizer steps: the top ops by self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    trainer.args.max_steps = steps
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        trainer.train()
+    ev = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in ev) or 1
+    return [{"op": e.key, "self_cpu_s": round(e.self_cpu_time_total / 1e6, 3), "calls": e.count,
+             "share": round(e.self_cpu_time_total / total, 4)} for e in ev[:25]]
+
+
 def _timed(fn, *args) -> float:
     t0 = time.perf_counter()
     fn(*args)
@@ -327,10 +468,19 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3, help="--compare: batches per stage and set-up")
     p.add_argument("--threads-new", default="1", help="--compare: threads of the new set-ups (1 or auto)")
     p.add_argument("--heldout", type=int, default=0, help="compare held-out scoring on this many pairs")
+    p.add_argument("--steps-compare", action="store_true",
+                   help="whole trainer.train() steps: wave-1 TRL trainers vs the stages' own, pairs/s")
+    p.add_argument("--rounds", type=int, default=2, help="--steps-compare: alternating rounds per set-up")
+    p.add_argument("--profile", type=int, default=0, help="--steps-compare: profile the stage trainer N steps")
     a = p.parse_args()
     if a.heldout:
         compare_heldout(a.params, "benchmarks/results/heldout_speedup.json" if a.out == p.get_default("out")
                         else a.out, a.heldout)
+        return
+    if a.steps_compare:
+        stages = [s for s in a.stages if s in TRAIN_STAGES and s != "ppo"]
+        steps_compare(stages, a.params, a.out if a.out != p.get_default("out")
+                      else "benchmarks/results/train_steps_speedup.json", a.steps, a.rounds, a.profile)
         return
     if a.compare:
         stages = [s for s in a.stages if s in TRAIN_STAGES and s != "ppo"]
