@@ -22,6 +22,14 @@ def cfg(dtype: str):
     return SimpleNamespace(dtype=dtype, threads=1, device="cpu", batch_size=4)
 
 
+@pytest.fixture
+def native_bf16(monkeypatch):
+    """These tests check the bfloat16 path itself: run it even where torch emulates bf16."""
+    from rlhf_trust.train import runtime
+
+    monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: True)
+
+
 def real_pairs(shared_data):
     from rlhf_trust.data import records
 
@@ -29,7 +37,7 @@ def real_pairs(shared_data):
     return [(truthfulness.loglik_context(r["question"]), " " + c) for r in qa for c in r["mc1_choices"]]
 
 
-def test_bfloat16_loglikelihoods_are_close_to_float32(tiny_dir, shared_data):
+def test_bfloat16_loglikelihoods_are_close_to_float32(tiny_dir, shared_data, native_bf16):
     import torch
 
     pairs = real_pairs(shared_data)
@@ -44,7 +52,7 @@ def test_bfloat16_loglikelihoods_are_close_to_float32(tiny_dir, shared_data):
     assert max(abs(x) for x in a) > 1  # the scores are not trivially small
 
 
-def test_dtype_enters_the_cache_key(tiny_dir, shared_data):
+def test_dtype_enters_the_cache_key(tiny_dir, shared_data, native_bf16):
     assert stage.model_fingerprint(tiny_dir, "bfloat16") != stage.model_fingerprint(tiny_dir, "float32")
     assert stage.model_fingerprint(tiny_dir, "auto") == stage.model_fingerprint(tiny_dir, "float32")
     pairs = real_pairs(shared_data)[:3]
@@ -58,3 +66,19 @@ def test_dtype_enters_the_cache_key(tiny_dir, shared_data):
     again = CachedBackend(stage.lazy_backend(tiny_dir, cfg("auto")), cache, progress=False)
     assert again.loglikelihood(pairs) == a and again.misses == 0 and not again.inner.loaded
     cache.close()
+
+
+def test_bfloat16_without_native_support_runs_float32(tiny_dir, monkeypatch, capsys):
+    """On a CPU where torch emulates bf16 (AVX2 only: ~5x slower than float32) `eval.dtype:
+    bfloat16` runs float32 with one warning, and the cache key says float32, so the values are
+    shared with float32 runs and never filed as bfloat16 ones."""
+    import torch
+
+    from rlhf_trust.train import runtime
+
+    monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: False)
+    monkeypatch.setattr(stage, "_BF16_WARNED", [])
+    assert stage.eval_dtype(tiny_dir, "bfloat16") == "float32"
+    assert stage.model_fingerprint(tiny_dir, "bfloat16") == stage.model_fingerprint(tiny_dir, "float32")
+    assert next(stage.hf_backend(tiny_dir, cfg("bfloat16")).model.parameters()).dtype == torch.float32
+    assert capsys.readouterr().err.count("no native bf16") == 1

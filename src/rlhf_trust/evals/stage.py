@@ -60,9 +60,24 @@ def resolve_threads(threads: int | str) -> int:
     return int(threads)
 
 
-def eval_dtype(model_dir: Path, dtype: str = "auto") -> str:
+_BF16_WARNED: list[bool] = []
+
+
+def eval_dtype(model_dir: Path, dtype: str = "auto", device: str = "cpu") -> str:
     """The dtype an eval computes in: `eval.dtype`, or with `auto` the one `load_causal_lm` gives
-    the stage (an adapter takes its root's dtype)."""
+    the stage (an adapter takes its root's dtype). bfloat16 on a CPU without native bf16 (no
+    AVX512-BF16 / AMX, e.g. an AVX2-only AMD EPYC, where torch emulates it ~5x slower than float32)
+    runs float32 instead, with one warning line; the cache key names the dtype actually used."""
+    if dtype == "bfloat16":
+        from rlhf_trust.models.store import resolve_device
+        from rlhf_trust.train.runtime import cpu_bf16_native
+
+        if resolve_device(device) == "cpu" and not cpu_bf16_native():
+            if not _BF16_WARNED:
+                _BF16_WARNED.append(True)
+                print("warning: eval.dtype: bfloat16 asked, but this CPU has no native bf16: running float32",
+                      file=sys.stderr)
+            return "float32"
     if dtype != "auto":
         return dtype
     from rlhf_trust.models import load_stage_info, parent_path
@@ -74,13 +89,13 @@ def eval_dtype(model_dir: Path, dtype: str = "auto") -> str:
     return root.get("dtype") or "float32"
 
 
-def model_fingerprint(model_dir: Path, dtype: str = "auto") -> str:
+def model_fingerprint(model_dir: Path, dtype: str = "auto", device: str = "cpu") -> str:
     """The cache identity of a stage's model without loading it: its content md5 + the dtype the
     eval runs it in, so float32 and bfloat16 generations / log-likelihoods never mix in the cache."""
     from rlhf_trust.models import load_stage_info
 
     md5 = load_stage_info(model_dir).get("md5") or fileio.md5_dir(model_dir)
-    return f"{md5}:torch.{eval_dtype(model_dir, dtype)}"
+    return f"{md5}:torch.{eval_dtype(model_dir, dtype, device)}"
 
 
 def batch_size(cfg: Any, vertical: str) -> int:
@@ -102,8 +117,9 @@ def hf_backend(model_dir: Path, cfg: Any, batch: int | None = None):
     model, tok = load_causal_lm(model_dir, device=cfg.device)
     # cast after loading: LoRA adapters merge in the stage's own dtype (float32), then the merged
     # weights are rounded once (bfloat16 matmuls run on AMX / AVX512-BF16, docs/evaluation.md)
-    model = model.to(getattr(torch, eval_dtype(model_dir, cfg.dtype)))
-    return HFBackend(model, tok, batch_size=batch or cfg.batch_size, fingerprint=model_fingerprint(model_dir, cfg.dtype),
+    model = model.to(getattr(torch, eval_dtype(model_dir, cfg.dtype, cfg.device)))
+    return HFBackend(model, tok, batch_size=batch or cfg.batch_size,
+                     fingerprint=model_fingerprint(model_dir, cfg.dtype, cfg.device),
                      name=model_dir.name)
 
 
@@ -113,7 +129,7 @@ def lazy_backend(model_dir: Path, cfg: Any, batch: int | None = None):
 
     batch = batch or cfg.batch_size
     return LazyBackend(lambda: hf_backend(model_dir, cfg, batch), name=model_dir.name,
-                       fingerprint=model_fingerprint(model_dir, cfg.dtype), batch_size=batch)
+                       fingerprint=model_fingerprint(model_dir, cfg.dtype, cfg.device), batch_size=batch)
 
 
 def evaluate_cell(cfg: Any, vertical: str, model: str, backend: Any, limit: int | None = None,
