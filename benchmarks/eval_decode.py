@@ -1,5 +1,5 @@
 """The decode step: evals/decode.py's loop vs transformers' generate, side by side in one process on
-the same items (gemma-3-270m cast once to bf16 as the eval stage does, 1 thread, prefix reuse on,
+the same items (gemma-3-270m cast once to bf16 as the eval stage does, or `--dtype float32`, 1 thread, prefix reuse on,
 each vertical's own batch size). The two take turns per round, so the machine's changing load hits
 them alike; every round also checks that both paths return identical text. `--profile` adds a
 torch.profiler table (self CPU time by op and input shape) of one batch per path and vertical.
@@ -30,7 +30,7 @@ from eval_sampler import vertical_prompts
 PLAN = {"privacy": ({}, 64, 64), "toxicity": ({}, 64, 64), "truthfulness": ({"protocol": "generation"}, 16, 16)}
 
 
-def load_model(spec: str):
+def load_model(spec: str, dtype: str):
     import torch
 
     from rlhf_trust import config
@@ -43,7 +43,7 @@ def load_model(spec: str):
         mcfg = config.load("model", ROOT / "params.yaml")
         mcfg.spec = spec
         model, tok = load_causal_lm(build_base(Path(tempfile.mkdtemp(prefix="bench-")) / "base", mcfg))
-    return copy.deepcopy(model).to(torch.bfloat16), tok  # the stage's cast: float32 load, bf16 once
+    return copy.deepcopy(model).to(getattr(torch, dtype)), tok  # the stage's cast: float32 load, bf16 once
 
 
 def main() -> None:
@@ -51,6 +51,9 @@ def main() -> None:
     ap.add_argument("--model", default="gemma-3-270m")
     ap.add_argument("--verticals", default=",".join(PLAN))
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
+                    help="the eval stage's cast (float32 where the CPU has no fast bf16 matmul)")
+    ap.add_argument("--rows", default="", help="rows per vertical instead of PLAN's, e.g. toxicity=16")
     ap.add_argument("--check-rows", type=int, default=0,
                     help="extra rows per vertical compared for identical text only (not timed)")
     ap.add_argument("--profile", action="store_true")
@@ -65,12 +68,14 @@ def main() -> None:
 
     torch.set_num_threads(1)
     ecfg = config.load("eval", ROOT / "params.yaml")
-    model, tok = load_model(args.model)
-    summary: dict = {"model": args.model, "dtype": "bfloat16", "threads": 1, "rounds": args.rounds,
+    model, tok = load_model(args.model, args.dtype)
+    rows_over = {k: int(n) for k, n in (kv.split("=") for kv in args.rows.split(",") if kv)}
+    summary: dict = {"model": args.model, "dtype": args.dtype, "threads": 1, "rounds": args.rounds,
                      "prefix_reuse": True, "verticals": {}}
     tot = {"loop": 0.0, "generate": 0.0}
     for v in args.verticals.split(","):
         over, rows, bs = PLAN[v]
+        rows = rows_over.get(v, rows)
         entry = {**ecfg.verticals[v], **over}
         temperature, n_new = float(entry.get("temperature", 0.0)), int(entry["max_new_tokens"])
         want = rows + args.check_rows

@@ -20,7 +20,7 @@ SAMPLERS = ("inverse_cdf", "multinomial")  # ours (the default) | transformers' 
 BLOCK = 512  # two-level search: 512 block sums, then one block's cumulative sum (262144 = 512 x 512)
 
 
-def inverse_cdf_draw(scores, temperature: float, *, inplace: bool = False):
+def inverse_cdf_draw(scores, temperature: float, *, inplace: bool = False, out=None):
     """Token ids (rows, 1) drawn from softmax(scores / temperature), one uniform per row from
     torch's global generator (seeded per batch by the backend).
 
@@ -29,16 +29,20 @@ def inverse_cdf_draw(scores, temperature: float, *, inplace: bool = False):
     mass is a float32 sum of 512 terms, so a token's probability is exact to float32 rounding, as in
     transformers' float32 softmax). A full-vocabulary float64 cumsum cost ~5 ms per row at 1 thread.
     `inplace` overwrites `scores` (float32) with the unnormalised probabilities; other dtypes are
-    upcast to float32 first (the same values as transformers' float32 copy of the logits)."""
+    upcast to float32 first (the same values as transformers' float32 copy of the logits). `out`: a
+    float32 buffer of `scores`' shape to work in (evals/decode.py reuses one per batch: a fresh
+    64 x 262144 float32 tensor costs ~60 ms of page faults per step, an in-place pass ~8 ms)."""
     import torch
     import torch.nn.functional as F
 
     rows, vocab = scores.shape
     top = scores.amax(-1, keepdim=True)  # exact in any dtype
-    if scores.dtype == torch.float32:
+    if out is not None:
+        x = out.copy_(scores).sub_(top.float())  # the upcast is exact: the same values as a float32 copy
+    elif scores.dtype == torch.float32:
         x = (scores if inplace else scores.clone()).sub_(top)
-    else:  # evals/decode.py's bf16 logits: upcast and subtract in one pass (float32 math on exact upcasts)
-        x = torch.sub(scores, top.float())
+    else:
+        x = scores.float().sub_(top.float())
     p = x.mul_(1.0 / temperature).exp_()  # softmax numerator; -inf -> 0
     if vocab % BLOCK:
         p = F.pad(p, (0, BLOCK - vocab % BLOCK))
