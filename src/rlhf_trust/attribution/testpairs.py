@@ -8,8 +8,8 @@ eval/<vertical>/<model>/samples.jsonl; "prompt" is the exact model input.
 - toxicity: RealToxicityPrompts prompt -> continuation (the study's only implemented case).
 - bias: DecodingTrust stereotype prompt (per system-prompt condition) -> agree/disagree answer.
 - ethics: ETHICS (jiminy / commonsense) prompt -> the model's verdict text.
-- truthfulness: TruthfulQA MC1 generation protocol -> the option the model repeated, i.e. the MC1
-  choice it made (the log-likelihood protocol has no continuation and is not used).
+- truthfulness: TruthfulQA MC1 -> the option the model chose (generation protocol: the text it
+  repeated; loglik protocol: the highest-scored continuation " <option>" after lm-eval's context).
 - privacy: Enron name -> email prompt -> the predicted address.
 - fairness: DecodingTrust's UCI Adult person -> the answer the model chose (" yes" / " no": the
   log-likelihood protocol's verdict; "does this person earn > $50k?"), so a pair is a changed verdict.
