@@ -3,7 +3,7 @@
 One process, one loaded model (gemma-3-270m by default), no cache; per vertical, the configurations
 take turns on the same items so the machine's changing load hits them alike:
   old     the wave-1 per-item path before issue 10: the generation protocol for every vertical,
-          float32, no prefix reuse, batch 16, transformers' multinomial sampler (the engine as it was:
+          float32, no prefix reuse, batch 16, transformers' multinomial sampler and generate() (the engine as it was:
           length-sorted left-padded batches)
   new     exactly the default path: params.yaml's protocol per vertical (log-likelihood for ethics,
           bias, fairness), prefix KV reuse, `eval.dtype` (bfloat16: the float32 model cast once, as
@@ -59,7 +59,8 @@ def load_backends(spec: str, threads: int, ecfg) -> tuple:
     dtype = eval_dtype(d, ecfg.dtype)
     new_model = copy.deepcopy(model).to(getattr(torch, dtype)) if dtype != "float32" else model
     old = HFBackend(model, tok, batch_size=OLD_BATCH, fingerprint=spec, name=spec, progress=False,
-                    prefix_reuse=False, sampler="multinomial")  # wave 1 sampled with transformers' multinomial
+                    prefix_reuse=False, sampler="multinomial",  # wave 1 sampled with transformers' multinomial
+                    decode="generate")  # and decoded greedy rows with generate(), not evals/decode.py's loop
     new = HFBackend(new_model, tok, batch_size=ecfg.batch_size, fingerprint=f"{spec}:{dtype}", name=spec,
                     progress=False, prefix_reuse=True)
     return old, new, dtype
