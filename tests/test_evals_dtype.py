@@ -25,9 +25,9 @@ def cfg(dtype: str):
 @pytest.fixture
 def native_bf16(monkeypatch):
     """These tests check the bfloat16 path itself: run it even where torch emulates bf16."""
-    from rlhf_trust.train import runtime
+    from rlhf_trust.models import store
 
-    monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: True)
+    monkeypatch.setattr(store, "cpu_bf16_native", lambda: True)
 
 
 def real_pairs(shared_data):
@@ -74,9 +74,9 @@ def test_bfloat16_without_native_support_runs_float32(tiny_dir, monkeypatch, cap
     shared with float32 runs and never filed as bfloat16 ones."""
     import torch
 
-    from rlhf_trust.train import runtime
+    from rlhf_trust.models import store
 
-    monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: False)
+    monkeypatch.setattr(store, "cpu_bf16_native", lambda: False)
     monkeypatch.setattr(stage, "_BF16_WARNED", [])
     assert stage.eval_dtype(tiny_dir, "bfloat16") == "float32"
     assert stage.model_fingerprint(tiny_dir, "bfloat16") == stage.model_fingerprint(tiny_dir, "float32")

@@ -157,6 +157,6 @@ def native_bf16(monkeypatch) -> None:
     """Run the stages' CPU bf16 path as on a CPU with native bf16 (AVX512-BF16 / AMX): without it
     `runtime.cpu_bf16` falls back to float32, and the bf16 tests would test fp32. Emulated bf16 gives
     the same numbers, only slower (tiny models here)."""
-    from rlhf_trust.train import runtime
+    from rlhf_trust.models import store
 
-    monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: True)
+    monkeypatch.setattr(store, "cpu_bf16_native", lambda: True)

@@ -69,10 +69,9 @@ def eval_dtype(model_dir: Path, dtype: str = "auto", device: str = "cpu") -> str
     AVX512-BF16 / AMX, e.g. an AVX2-only AMD EPYC, where torch emulates it ~5x slower than float32)
     runs float32 instead, with one warning line; the cache key names the dtype actually used."""
     if dtype == "bfloat16":
-        from rlhf_trust.models.store import resolve_device
-        from rlhf_trust.train.runtime import cpu_bf16_native
+        from rlhf_trust.models import store
 
-        if resolve_device(device) == "cpu" and not cpu_bf16_native():
+        if store.resolve_device(device) == "cpu" and not store.cpu_bf16_native():
             if not _BF16_WARNED:
                 _BF16_WARNED.append(True)
                 print("warning: eval.dtype: bfloat16 asked, but this CPU has no native bf16: running float32",

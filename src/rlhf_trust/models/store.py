@@ -82,6 +82,16 @@ def resolve_device(device: str = "cpu") -> str:
     return "cpu"
 
 
+def cpu_bf16_native() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX)."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN
+        return False
+
+
 def _dtype(name: str | None):
     import torch
 

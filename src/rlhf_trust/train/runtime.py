@@ -71,23 +71,15 @@ def cpu_bf16(cfg: Any, field: str = "precision") -> bool:
 
     if getattr(cfg, field) != "bfloat16" or not use_cpu(cfg):
         return False
-    if cpu_bf16_native():
+    from rlhf_trust.models import store
+
+    if store.cpu_bf16_native():
         return True
     if field not in _BF16_WARNED:
         _BF16_WARNED.add(field)
         warn(getattr(cfg, "stage", "train"), f"{field}: bfloat16 asked, but this CPU has no native bf16 "
              f"(torch {torch.__version__}, oneDNN bf16 unsupported): running float32")
     return False
-
-
-def cpu_bf16_native() -> bool:
-    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX)."""
-    import torch
-
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a torch build without oneDNN
-        return False
 
 
 def warn(stage: str, message: str) -> None:
