@@ -210,9 +210,12 @@ def _loss(stage: str, setup: str, trainer, model, batch):
 #   wave1 = TRL's own trainer (SFTTrainer padded to max_length, RewardTrainer, DPOTrainer) in fp32 with
 #           the stage's TRL args (logging every step, checkpoints every save_steps, optimizer, scheduler);
 #   stage = the stage's own `build()` (fast trainer, `precision` from params, frozen bf16 copies).
-# Both at 1 thread, alternating wave1 / stage for `rounds` rounds in one process; MLflow's callback is
-# removed from both (the same per-step cost in each). CPU seconds (process time, 1 thread) are the
-# ratio's base: they do not count time the process waited for a core held by other sessions.
+# Alternating wave1 / stage for `rounds` rounds in one process; MLflow's callback is removed from both
+# (the same per-step cost in each). wave1 runs at 1 thread, as wave 1's params pinned it (`threads: 1`).
+# With `--threads-stage 1` the stage does too, and CPU seconds (process time) are the ratio's base: they
+# do not count time the process waited for a core held by other sessions. With `--threads-stage auto`
+# the stage runs as the default params run it (`threads: auto`: every idle core), and wall seconds are
+# the base: meaningful only on an otherwise idle machine (the JSON records the load average).
 WHOLE = ("wave1", "stage")
 
 
@@ -267,7 +270,7 @@ def _train_timed(trainer) -> dict:
 
 
 def steps_compare(stages: list[str], params: str, out_path: str, steps: int, rounds: int,
-                  profile_steps: int = 0) -> None:
+                  profile_steps: int = 0, threads_stage: str = "1") -> None:
     import dataclasses
 
     import torch
@@ -276,8 +279,10 @@ def steps_compare(stages: list[str], params: str, out_path: str, steps: int, rou
     from rlhf_trust import config
     from rlhf_trust.models import load_tokenizer
     from rlhf_trust.train import common
+    from rlhf_trust.train.runtime import auto_threads
 
     torch.set_num_threads(1)
+    threads = {"wave1": 1, "stage": auto_threads() if threads_stage == "auto" else int(threads_stage)}
     base = Path("outputs/models/base")  # RM and DPO start from it too: same network and costs as from SFT
     tok = load_tokenizer(base)
     rows_out, ratios, profiles = [], {}, {}
@@ -296,7 +301,9 @@ def steps_compare(stages: list[str], params: str, out_path: str, steps: int, rou
             runs: dict[str, list[dict]] = {s: [] for s in WHOLE}
             for _ in range(rounds):
                 for setup in WHOLE:
+                    torch.set_num_threads(threads[setup])
                     runs[setup].append(_train_timed(trainers[setup]))
+                    torch.set_num_threads(1)
                     print(stage, setup, json.dumps(runs[setup][-1]), flush=True)
             if profile_steps:
                 profiles[stage] = _profile(trainers["stage"], profile_steps)
@@ -304,7 +311,7 @@ def steps_compare(stages: list[str], params: str, out_path: str, steps: int, rou
         pairs = n * rounds
         for setup in WHOLE:
             cpu, wall = sum(r["cpu_s"] for r in runs[setup]), sum(r["wall_s"] for r in runs[setup])
-            rows_out.append({"stage": stage, "setup": setup, "pairs": pairs, "optimizer_steps": steps * rounds,
+            rows_out.append({"stage": stage, "setup": setup, "threads": threads[setup], "pairs": pairs, "optimizer_steps": steps * rounds,
                              "cpu_s": round(cpu, 1), "wall_s": round(wall, 1),
                              "pairs_per_cpu_s": round(pairs / cpu, 4), "pairs_per_wall_s": round(pairs / wall, 4),
                              "runs": runs[setup]})
@@ -312,21 +319,23 @@ def steps_compare(stages: list[str], params: str, out_path: str, steps: int, rou
         wall = {r["setup"]: r["wall_s"] for r in rows_out if r["stage"] == stage}
         ratios[stage] = {"cpu": round(cpu["wave1"] / cpu["stage"], 2), "wall": round(wall["wave1"] / wall["stage"], 2)}
         print(stage, "stage / wave1 speed-up:", ratios[stage], flush=True)
-        _write(out_path, rows_out, ratios, profiles, params, steps, rounds)
+        _write(out_path, rows_out, ratios, profiles, params, steps, rounds, threads)
 
 
-def _write(out_path, rows_out, ratios, profiles, params, steps, rounds) -> None:
+def _write(out_path, rows_out, ratios, profiles, params, steps, rounds, threads) -> None:
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     Path(out_path).write_text(json.dumps({
         "rows": rows_out, "speedup_stage_over_wave1": ratios, "profiles": profiles, "params": params,
-        "steps_per_train_call": steps, "rounds": rounds, "cpus": os.cpu_count(), "load_avg": os.getloadavg(),
+        "steps_per_train_call": steps, "rounds": rounds, "threads": threads, "cpus": os.cpu_count(),
+        "load_avg": os.getloadavg(),
         "others": busiest(),
-        "note": "one process, 1 thread; per stage `rounds` x (wave1 trainer.train() for `steps` optimizer steps, "
+        "note": "one process, wave1 at 1 thread, the stage at `threads`; per stage `rounds` x (wave1 trainer.train() for `steps` optimizer steps, "
                 "then the stage's trainer.train() for as many), same model (outputs/models/base), pairs and "
                 "lengths; wave1 = TRL's SFTTrainer (padded to max_length) / RewardTrainer / DPOTrainer in fp32, "
                 "stage = the stage's build() with params' precision; both with the stage's TRL args (logging "
                 "every logging_steps, checkpoints every save_steps), MLflow callback removed from both; "
-                "speed-up = wave1 seconds / stage seconds (cpu: process time)"}, indent=2) + "\n")
+                "speed-up = wave1 seconds / stage seconds (cpu: process time; with more than 1 stage "
+                "thread the wall ratio is the one that counts)"}, indent=2) + "\n")
 
 
 def _profile(trainer, steps: int) -> list[dict]:
@@ -472,6 +481,8 @@ def main() -> None:
                    help="whole trainer.train() steps: wave-1 TRL trainers vs the stages' own, pairs/s")
     p.add_argument("--rounds", type=int, default=2, help="--steps-compare: alternating rounds per set-up")
     p.add_argument("--profile", type=int, default=0, help="--steps-compare: profile the stage trainer N steps")
+    p.add_argument("--threads-stage", default="1",
+                   help="--steps-compare: the stage trainer's threads (1, or auto as the default params)")
     a = p.parse_args()
     if a.heldout:
         compare_heldout(a.params, "benchmarks/results/heldout_speedup.json" if a.out == p.get_default("out")
@@ -480,7 +491,8 @@ def main() -> None:
     if a.steps_compare:
         stages = [s for s in a.stages if s in TRAIN_STAGES and s != "ppo"]
         steps_compare(stages, a.params, a.out if a.out != p.get_default("out")
-                      else "benchmarks/results/train_steps_speedup.json", a.steps, a.rounds, a.profile)
+                      else "benchmarks/results/train_steps_speedup.json", a.steps, a.rounds, a.profile,
+                      a.threads_stage)
         return
     if a.compare:
         stages = [s for s in a.stages if s in TRAIN_STAGES and s != "ppo"]
