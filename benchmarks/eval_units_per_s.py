@@ -22,6 +22,11 @@ reported beside them. The mix: one unit of every vertical (sum of per-unit costs
 
 `--quick` (a few units per vertical) takes ~2-3 minutes on an idle core. The last line prints the
 main ratio: units/s of the new default path over the old path.
+
+`--threads-new auto` runs the new configurations as the default params do (`eval.threads: auto`:
+every idle core) and the old one at wave 1's `eval.threads: 1`; CPU seconds then no longer measure
+what a unit costs in time, so the wall-second ratios (`*_wall`) are the result, and only on an
+otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -71,6 +76,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--model", default="gemma-3-270m", help="model.spec: gemma-3-270m | tiny-gpt-neox")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads-new", default="",
+                    help="the new configurations' threads (auto = the default params'); the old one keeps --threads")
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--verticals", default="toxicity,bias,ethics,truthfulness,privacy,fairness")
@@ -84,6 +91,13 @@ def main() -> None:
     limits = {**(QUICK if args.quick else FULL),
               **{k: int(n) for k, n in (kv.split("=") for kv in args.limits.split(",") if kv)}}
     old_b, new_b, dtype = load_backends(args.model, args.threads, ecfg)
+    import torch
+
+    from rlhf_trust.train.runtime import auto_threads
+
+    threads = {"old": args.threads}
+    threads["new"] = threads["new-nr"] = (auto_threads() if args.threads_new == "auto" else
+                                          int(args.threads_new or args.threads))
     for b in (old_b, new_b):
         b.generate(["Warm-up."], max_new_tokens=2, temperature=0.0, num_return_sequences=1, seed=0)
         b.loglikelihood([("Warm-up", " run")])
@@ -101,6 +115,7 @@ def main() -> None:
         new_b.batch_size = int(entry.get("batch_size", ecfg.batch_size))  # the vertical's own, as the stage
         for name, (e, backend, reuse) in cfgs.items():
             backend.prefix_reuse = reuse
+            torch.set_num_threads(threads[name])
             t0, c0 = time.perf_counter(), time.process_time()
             res = evals.run(v, backend, data_dir=args.data_dir, seed=ecfg.seed, settings_entry=e, n_boot=200)
             dt, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -125,7 +140,7 @@ def main() -> None:
         results[v] = r
         print(v, json.dumps({k: r[k] for k in r if k not in ("new-nr",)}), flush=True)
 
-    summary = {"model": args.model, "threads": args.threads, "quick": args.quick, "limits": limits,
+    summary = {"model": args.model, "threads": threads, "quick": args.quick, "limits": limits,
                "old": {"dtype": "float32", "batch_size": OLD_BATCH, "prefix_reuse": False, "protocol": "generation",
                        "sampler": "multinomial"},
                "new": {"dtype": dtype, "batch_size": {v: ecfg.verticals.get(v, {}).get("batch_size", ecfg.batch_size)
@@ -171,7 +186,9 @@ def ratios(results: dict, weights: dict) -> dict:
             "units_per_s_ratio_prefix_reuse": round(cost("new-nr", one) / cost("new", one), 2),
             "units_per_s_ratio_new_vs_old_wall": round(cost("old", one, "s_per_unit") / cost("new", one, "s_per_unit"), 2),
             "default_mix_ratio_new_vs_old": round(cost("old", weights) / cost("new", weights), 2),
-            "default_mix_ratio_prefix_reuse": round(cost("new-nr", weights) / cost("new", weights), 2)}
+            "default_mix_ratio_prefix_reuse": round(cost("new-nr", weights) / cost("new", weights), 2),
+            "default_mix_ratio_new_vs_old_wall": round(cost("old", weights, "s_per_unit")
+                                                       / cost("new", weights, "s_per_unit"), 2)}
 
 
 def report(summary: dict) -> None:
@@ -181,8 +198,11 @@ def report(summary: dict) -> None:
           f"(wall {summary['units_per_s_ratio_new_vs_old_wall']}x), prefix reuse on/off "
           f"{summary['units_per_s_ratio_prefix_reuse']}x; timed wall {summary['wall_s']} s")
     print(f"default run's unit mix: prefix reuse on/off {summary['default_mix_ratio_prefix_reuse']}x units/s")
-    print(f"new default path vs old per-item generation path (default run's unit mix): "
-          f"{summary['default_mix_ratio_new_vs_old']}x units/s")
+    threaded = summary["threads"]["new"] != summary["threads"]["old"]
+    key = "default_mix_ratio_new_vs_old_wall" if threaded else "default_mix_ratio_new_vs_old"
+    t = summary["threads"]
+    how = f", threads {t['new']} vs {t['old']}, wall" if threaded else ""
+    print(f"new default path vs old per-item generation path (default run's unit mix{how}): {summary[key]}x units/s")
 
 if __name__ == "__main__":
     main()
