@@ -107,6 +107,20 @@ def test_misleading_file_messages(copy, capsys, make, expected):
     assert "\n" not in err and expected in err and "missing file" not in err
 
 
+def _let_others_traverse(paths: list[Path]) -> list[tuple[Path, int]]:
+    """Add o+x to the ancestors of `paths` that lack it (e.g. a checkout inside `mktemp -d`, mode
+    0700), so `nobody` can reach the interpreter and the package; returns what to restore."""
+    import stat
+
+    changed = []
+    for p in {a for path in paths for a in path.resolve().parents}:
+        mode = stat.S_IMODE(p.stat().st_mode)
+        if not mode & stat.S_IXOTH:
+            p.chmod(mode | stat.S_IXOTH)
+            changed.append((p, mode))
+    return changed
+
+
 @pytest.mark.parametrize("rel", ["ethics/cm_test.csv", "truthfulqa/truth_mc.json"])
 def test_permission_denied_is_one_line_exit_2(shared_data, rel):
     """A file the user may not read. root reads anything, so then the CLI runs as `nobody`."""
@@ -120,10 +134,16 @@ def test_permission_denied_is_one_line_exit_2(shared_data, rel):
         (data / rel).chmod(0o000)
         argv = [sys.executable, "-m", "rlhf_trust.cli", "validate", "--params", str(ROOT / "params.yaml"),
                 "--data-dir", str(data)]
+        opened = []
         if os.geteuid() == 0:
             argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
+            opened = _let_others_traverse([ROOT, Path(sys.prefix)])
         env = {**os.environ, "HOME": str(d), "MLFLOW_TRACKING_URI": f"sqlite:///{d}/mlflow.db"}
-        r = subprocess.run(argv, capture_output=True, text=True, cwd=d, env=env, timeout=300, check=False)
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, cwd=d, env=env, timeout=300, check=False)
+        finally:
+            for path, mode in opened:
+                path.chmod(mode)
         err = [line for line in r.stderr.splitlines() if line.startswith("rlhf-trust")]
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert err == [f"rlhf-trust validate: error: {data / rel}: permission denied"]
