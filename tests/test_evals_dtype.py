@@ -77,7 +77,7 @@ def test_bfloat16_without_native_support_runs_float32(tiny_dir, monkeypatch, cap
     from rlhf_trust.models import store
 
     monkeypatch.setattr(store, "cpu_bf16_native", lambda: False)
-    monkeypatch.setattr(stage, "_BF16_WARNED", [])
+    monkeypatch.setattr(store, "_BF16_WARNED", set())
     assert stage.eval_dtype(tiny_dir, "bfloat16") == "float32"
     assert stage.model_fingerprint(tiny_dir, "bfloat16") == stage.model_fingerprint(tiny_dir, "float32")
     assert next(stage.hf_backend(tiny_dir, cfg("bfloat16")).model.parameters()).dtype == torch.float32

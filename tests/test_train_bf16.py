@@ -230,10 +230,9 @@ def test_bf16_falls_back_to_float32_without_native_cpu_bf16(monkeypatch, capsys)
     """On a CPU without native bf16 (this AMD EPYC: AVX2 only; bf16 emulated, ~5x slower matmuls than
     fp32) `precision: bfloat16` runs float32, training and held-out passes, with one warning line."""
     from rlhf_trust.models import store
-    from rlhf_trust.train import runtime
 
     monkeypatch.setattr(store, "cpu_bf16_native", lambda: False)
-    monkeypatch.setattr(runtime, "_BF16_WARNED", set())
+    monkeypatch.setattr(store, "_BF16_WARNED", set())
     a = torch.randn(4, 8)
     lin = torch.nn.Linear(8, 8).requires_grad_(False)
     with common.autocast(BF16), common.frozen_weights(BF16, lin), common.heldout_autocast(BF16, lin):

@@ -60,9 +60,6 @@ def resolve_threads(threads: int | str) -> int:
     return int(threads)
 
 
-_BF16_WARNED: list[bool] = []
-
-
 def eval_dtype(model_dir: Path, dtype: str = "auto", device: str = "cpu") -> str:
     """The dtype an eval computes in: `eval.dtype`, or with `auto` the one `load_causal_lm` gives
     the stage (an adapter takes its root's dtype). bfloat16 on a CPU without native bf16 (no
@@ -71,11 +68,7 @@ def eval_dtype(model_dir: Path, dtype: str = "auto", device: str = "cpu") -> str
     if dtype == "bfloat16":
         from rlhf_trust.models import store
 
-        if store.resolve_device(device) == "cpu" and not store.cpu_bf16_native():
-            if not _BF16_WARNED:
-                _BF16_WARNED.append(True)
-                print("warning: eval.dtype: bfloat16 asked, but this CPU has no native bf16: running float32",
-                      file=sys.stderr)
+        if store.resolve_device(device) == "cpu" and not store.cpu_bf16_or_warn("eval", "eval.dtype"):
             return "float32"
     if dtype != "auto":
         return dtype

@@ -92,6 +92,26 @@ def cpu_bf16_native() -> bool:
         return False
 
 
+_BF16_WARNED: set[str] = set()
+
+
+def cpu_bf16_or_warn(stage: str, setting: str) -> bool:
+    """`cpu_bf16_native()`; when False, one warning line per setting (training's `precision`,
+    `heldout_precision`, eval's `eval.dtype`) saying the stage runs float32 instead. Without
+    AVX512-BF16 / AMX torch emulates bf16, ~5x slower than float32 (docs/training.md)."""
+    if cpu_bf16_native():
+        return True
+    if setting not in _BF16_WARNED:
+        import sys
+
+        import torch
+
+        _BF16_WARNED.add(setting)
+        print(f"rlhf-trust {stage}: warning: {setting}: bfloat16 asked, but this CPU has no native bf16 "
+              f"(torch {torch.__version__}, oneDNN bf16 unsupported): running float32", file=sys.stderr, flush=True)
+    return False
+
+
 def _dtype(name: str | None):
     import torch
 

@@ -58,28 +58,17 @@ def use_cpu(cfg: Any) -> bool:
     return resolve_device(cfg.device) == "cpu"
 
 
-_BF16_WARNED: set[str] = set()
-
-
 def cpu_bf16(cfg: Any, field: str = "precision") -> bool:
     """`<stage>.<field>` is bfloat16 on the CPU AND this CPU runs bf16 matmuls natively
     (AVX512-BF16 / AMX through oneDNN). Without them torch emulates bf16: measured on this
     2-core AMD EPYC (AVX2 only) a 256 x 640 x 2048 matmul took 86 ms in bf16 vs 16 ms in fp32
     (1 thread) and one SFT step of gemma-3-270m over 8 minutes, so the stage then runs float32
     (one warning line) instead of losing its time budget."""
-    import torch
-
     if getattr(cfg, field) != "bfloat16" or not use_cpu(cfg):
         return False
     from rlhf_trust.models import store
 
-    if store.cpu_bf16_native():
-        return True
-    if field not in _BF16_WARNED:
-        _BF16_WARNED.add(field)
-        warn(getattr(cfg, "stage", "train"), f"{field}: bfloat16 asked, but this CPU has no native bf16 "
-             f"(torch {torch.__version__}, oneDNN bf16 unsupported): running float32")
-    return False
+    return store.cpu_bf16_or_warn(getattr(cfg, "stage", "train"), field)
 
 
 def warn(stage: str, message: str) -> None:
