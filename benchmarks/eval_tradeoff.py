@@ -56,7 +56,11 @@ def main() -> None:
         if not path.exists():
             print(f"error: {path} is missing: run `make repro` (or pass --eval-dir / --summary)", file=sys.stderr)
             raise SystemExit(2)
-    rows = measured(a.eval_dir, a.summary)
+    try:
+        rows = measured(a.eval_dir, a.summary)
+    except (KeyError, ValueError) as e:  # a truncated or foreign metrics.run.json / trust_summary.json
+        print(f"error: {a.eval_dir} or {a.summary} is not a run's output ({type(e).__name__}: {e})", file=sys.stderr)
+        raise SystemExit(2) from None
     if not rows:
         print(f"error: no vertical in {a.eval_dir} has metrics.run.json and units.csv for all of {MODELS}",
               file=sys.stderr)
