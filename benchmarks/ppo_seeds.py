@@ -50,16 +50,20 @@ def summary(gains: list[float]) -> dict:
     return out
 
 
-def eos_rate(tracking_uri: str, per_update: int) -> float | None:
-    """Share of the last PPO run's rollouts that ended with EOS (TRL logs `val/num_eos_tokens`, the
-    count per update): the rest got `missing_eos_penalty` subtracted from their reward."""
-    from mlflow.tracking import MlflowClient
+def eos_counter():
+    """A TrainerCallback that keeps TRL's per-update `val/num_eos_tokens` (rollouts that ended with
+    EOS; the rest got `missing_eos_penalty` subtracted from their reward)."""
+    from transformers import TrainerCallback
 
-    client = MlflowClient(tracking_uri)
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], order_by=["start_time DESC"],
-                              max_results=1)
-    hist = client.get_metric_history(runs[0].info.run_id, "val/num_eos_tokens") if runs else []
-    return sum(m.value for m in hist) / (len(hist) * per_update) if hist else None
+    class _Eos(TrainerCallback):
+        def __init__(self) -> None:
+            self.counts: list[float] = []
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "val/num_eos_tokens" in logs:
+                self.counts.append(float(logs["val/num_eos_tokens"]))
+
+    return _Eos()
 
 
 def weight_average(model_dirs: list[Path]):
@@ -131,14 +135,16 @@ def run_seeds(base_cfg, models: Path, seeds: list[int], out_path: Path, data_dir
             scored["calls"] = []
             t0 = time.perf_counter()
             cfg = dataclasses.replace(base_cfg, seed=seed)
-            m = ppo.run(cfg, layout)
+            eos = eos_counter()
+            m = ppo.run(cfg, layout, callbacks=[eos])
             sft, final = scored["calls"]
             scored["sft"] = sft
             row = {"seed": seed, "wall_s": round(time.perf_counter() - t0, 1), "threads": torch.get_num_threads(),
                    **{k: m[k] for k in ("heldout_reward_gain", "heldout_reward_gain_ci95", "heldout_n",
                                         "heldout_reward_sft", "heldout_reward_policy", "kl_mean", "kl_last",
                                         "reward_mean", "episodes", "train_prompts")},
-                   "rollout_eos_rate": eos_rate(os.environ["MLFLOW_TRACKING_URI"], cfg.batch_size * cfg.grad_accum),
+                   "rollout_eos_rate": (sum(eos.counts) / (len(eos.counts) * cfg.batch_size * cfg.grad_accum)
+                                        if eos.counts else None),
                    "gain_per_prompt": [round(float(x), 6) for x in (final - sft)]}
             out["seeds"].append(row)
             model_dirs.append(layout.model("ppo"))
