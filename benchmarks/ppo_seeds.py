@@ -29,6 +29,7 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -103,7 +104,10 @@ def run_seeds(base_cfg, models: Path, seeds: list[int], out_path: Path, data_dir
 
     def write() -> None:
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text(json.dumps(out, indent=2) + "\n")
+        from rlhf_trust import fileio
+
+        with fileio.atomic_path(out_path) as tmp_out:  # an interrupted write never truncates earlier results
+            tmp_out.write_text(json.dumps(out, indent=2) + "\n")
 
     def layout_for(seed: int):
         run_dir = tmp / f"seed-{seed}"
@@ -198,7 +202,13 @@ def main() -> None:
     p.add_argument("--out", default=str(HERE / "results" / "ppo_seeds.json"))
     a = p.parse_args()
 
-    out = run_seeds(variant(a.params, a.set), Path(a.models), a.seeds, Path(a.out))
+    from rlhf_trust.errors import UserError
+
+    try:
+        out = run_seeds(variant(a.params, a.set), Path(a.models), a.seeds, Path(a.out))
+    except UserError as e:  # bad params or override, missing model or split: one line, the stage's exit code
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
     print(json.dumps(out["over_seeds"]))
 
 
