@@ -30,8 +30,8 @@ def test_variant_overrides_are_validated():
     from rlhf_trust.errors import ConfigError
 
     mod = _module()
-    cfg = mod.variant(ROOT / "params.yaml", ["missing_eos_penalty=0", "learning_rate=2e-4"])
-    assert cfg.missing_eos_penalty == 0 and cfg.learning_rate == 2e-4
+    cfg = mod.variant(ROOT / "params.yaml", ["missing_eos_penalty=1", "learning_rate=2e-4"])
+    assert cfg.missing_eos_penalty == 1 and cfg.learning_rate == 2e-4
     assert cfg.total_episodes == mod.variant(ROOT / "params.yaml", []).total_episodes
     with pytest.raises(ConfigError):
         mod.variant(ROOT / "params.yaml", ["temperature=0"])

@@ -128,7 +128,7 @@ class PPOConfig(TrainCommon):
     gamma: float = 1.0                       # the study's trlx gamma / lam
     lam: float = 0.95
     temperature: float = 0.7
-    missing_eos_penalty: float = 1.0
+    missing_eos_penalty: float = 0.0         # the study's trlx PPO has none (TRL suggests 1.0)
     heldout_prompts: int = 16                # held-out prompts for the final reward comparison
     reward_model: str = "rm"                 # stage whose model scores the rollouts (and inits the value model)
 
