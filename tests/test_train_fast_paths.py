@@ -5,7 +5,8 @@
 - SFT: TRL's padding-free completion-only chunked NLL on the fused head (train/fast_sft.py, the
   stage's loss) and TRL's own chunked NLL vs the plain padded full-logits NLL, and TRL's metrics;
 - RM: the sequence classifier has no LM head at all (one score per sequence);
-- the prompt-once helper those paths share (train/prefix_once.py) vs each sequence run alone."""
+- the prompt-once helper those paths share (train/prefix_once.py) vs each sequence run alone;
+- per-sequence attention on padding-free batches (train/packed_attention.py) vs transformers' sdpa."""
 
 import copy
 
@@ -100,7 +101,7 @@ def test_sft_padding_free_chunked_loss_equals_plain_nll(arch, tmp_path, monkeypa
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from rlhf_trust.train import fast_sft
+    from rlhf_trust.train import fast_sft, packed_attention
 
     model, tok = _tiny(arch)
     rows = common.clip(tok, hh_pairs(4, max_chars=200), 40, 80)
@@ -108,6 +109,8 @@ def test_sft_padding_free_chunked_loss_equals_plain_nll(arch, tmp_path, monkeypa
     calls = []
     fused = fast_sft.fused_chunked_ce
     monkeypatch.setattr(fast_sft, "fused_chunked_ce", lambda *a, **k: calls.append(1) or fused(*a, **k))
+    packed, segments = [], packed_attention._segments
+    monkeypatch.setattr(packed_attention, "_segments", lambda p: packed.append(segments(p)) or packed[-1])
     peft = _lora(model)
     out, metrics = {}, {}
     # the stage's path (TRL's chunked NLL on the fused head) vs TRL's own chunked NLL vs the plain full-logits NLL
@@ -126,6 +129,9 @@ def test_sft_padding_free_chunked_loss_equals_plain_nll(arch, tmp_path, monkeypa
         out[name] = (float(loss), _grads(trainer.model))
         metrics[name] = {k: v[-1] for k, v in trainer._metrics["train"].items()}
         assert len(calls) == 1  # the fused head ran for the stage's trainer (the first) only
+        # ... and so did per-sequence attention (4 sequences in every layer), restored afterwards
+        assert packed and all(len(p) == 4 for p in packed) and len(packed) == model.config.num_hidden_layers
+        assert trainer.model.config._attn_implementation == "sdpa"
     for name in ("fused", "chunked_nll"):
         assert abs(out[name][0] - out["nll"][0]) < 1e-4
         _close(out[name][1], out["nll"][1])
@@ -133,6 +139,46 @@ def test_sft_padding_free_chunked_loss_equals_plain_nll(arch, tmp_path, monkeypa
     assert metrics["fused"]["mean_token_accuracy"] == metrics["chunked_nll"]["mean_token_accuracy"]
     assert metrics["fused"]["entropy"] == pytest.approx(metrics["chunked_nll"]["entropy"], rel=1e-4)
     assert metrics["fused"]["num_tokens"] == metrics["chunked_nll"]["num_tokens"]
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "gemma3"])
+def test_packed_attention_equals_each_sequence_alone(arch):
+    """A padding-free row of 4 sequences: per-sequence attention gives each sequence's own logits and
+    transformers' sdpa gradients; the cases it does not cover (several rows, a sequence longer than
+    gemma's sliding window of 16) fall back to sdpa; the model is back on sdpa afterwards."""
+    from rlhf_trust.train.packed_attention import _segments, packed_attention
+
+    model, tok = _tiny(arch)
+    assert model.config._attn_implementation == "sdpa"
+    lens = [5, 12, 3, 9]
+    ids = torch.tensor([tok(r["prompt"] + r["chosen"])["input_ids"][:20] for r in hh_pairs(4)])
+    flat = torch.cat([ids[i, :n] for i, n in enumerate(lens)])[None]
+    pos = torch.cat([torch.arange(n) for n in lens])[None]
+    assert _segments(pos) == [(0, 5), (5, 17), (17, 20), (20, 29)]
+    assert _segments(pos + 1) is None and _segments(torch.stack([pos[0], pos[0]])) is None
+
+    def run(input_ids, position_ids):
+        model.zero_grad()
+        logits = model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
+        logits.square().mean().backward()
+        return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    plain, plain_grads = run(flat, pos)
+    with packed_attention(model):
+        assert model.config._attn_implementation == "packed_sdpa"
+        fast, fast_grads = run(flat, pos)
+        rows, _ = run(ids, None)  # a batch of rows: sdpa's path
+        long_seq, _ = run(ids[:1], None)  # one 20-token sequence: longer than gemma's window
+    assert model.config._attn_implementation == "sdpa"
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+    _close(fast_grads, plain_grads)
+    with torch.no_grad():
+        starts = [0, 5, 17, 20]
+        for i, n in enumerate(lens):
+            alone = model(input_ids=ids[i:i + 1, :n]).logits[0]
+            torch.testing.assert_close(fast[0, starts[i]:starts[i] + n], alone, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(rows, model(input_ids=ids).logits, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(long_seq, model(input_ids=ids[:1]).logits, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("arch", ["gpt_neox", "gemma3"])

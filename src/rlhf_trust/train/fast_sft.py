@@ -69,9 +69,12 @@ def trainer_class():
 
     class FastSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            ctx = _fused_loss(self.accelerator.unwrap_model(model)) if self.args.loss_type == "chunked_nll" \
-                else contextlib.nullcontext()
-            with ctx:
+            from rlhf_trust.train.packed_attention import packed_attention
+
+            plain = self.accelerator.unwrap_model(model)
+            loss = _fused_loss(plain) if self.args.loss_type == "chunked_nll" else contextlib.nullcontext()
+            attention = packed_attention(plain) if self.args.padding_free else contextlib.nullcontext()
+            with loss, attention:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     return FastSFTTrainer
