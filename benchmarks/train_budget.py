@@ -216,7 +216,28 @@ def _loss(stage: str, setup: str, trainer, model, batch):
 # do not count time the process waited for a core held by other sessions. With `--threads-stage auto`
 # the stage runs as the default params run it (`threads: auto`: every idle core), and wall seconds are
 # the base: meaningful only on an otherwise idle machine (the JSON records the load average).
+# SFT also runs `stage_masked`: the stage's trainer with train/packed_attention.py switched off
+# (transformers' sdpa on the block-diagonal mask), so packed attention's own gain is measured in the
+# same rounds.
 WHOLE = ("wave1", "stage")
+
+
+def _setups(stage: str) -> tuple[str, ...]:
+    return (*WHOLE, "stage_masked") if stage == "sft" else WHOLE
+
+
+@contextlib.contextmanager
+def _masked_attention(setup: str):
+    """For `stage_masked`: the SFT trainer's packed attention replaced by a no-op while inside."""
+    from rlhf_trust.train import packed_attention
+
+    real = packed_attention.packed_attention
+    if setup == "stage_masked":
+        packed_attention.packed_attention = lambda model: contextlib.nullcontext()
+    try:
+        yield
+    finally:
+        packed_attention.packed_attention = real
 
 
 def _wave1_trainer(stage: str, cfg, inp, ckpt_dir: Path):
@@ -283,6 +304,7 @@ def steps_compare(stages: list[str], params: str, out_path: str, steps: int, rou
 
     torch.set_num_threads(1)
     threads = {"wave1": 1, "stage": auto_threads() if threads_stage == "auto" else int(threads_stage)}
+    threads["stage_masked"] = threads["stage"]
     base = Path("outputs/models/base")  # RM and DPO start from it too: same network and costs as from SFT
     tok = load_tokenizer(base)
     rows_out, ratios, profiles = [], {}, {}
@@ -295,21 +317,24 @@ def steps_compare(stages: list[str], params: str, out_path: str, steps: int, rou
         with tempfile.TemporaryDirectory() as tmp:
             trainers = {"wave1": _wave1_trainer(stage, cfg, inp, Path(tmp) / "wave1"),
                         "stage": _stage_trainer(stage, cfg, inp, Path(tmp) / "stage")}
+            if "stage_masked" in _setups(stage):
+                trainers["stage_masked"] = _stage_trainer(stage, cfg, inp, Path(tmp) / "stage_masked")
             for t in trainers.values():
                 t.remove_callback(MLflowCallback)
                 t.args.disable_tqdm = True
-            runs: dict[str, list[dict]] = {s: [] for s in WHOLE}
+            runs: dict[str, list[dict]] = {s: [] for s in _setups(stage)}
             for _ in range(rounds):
-                for setup in WHOLE:
+                for setup in _setups(stage):
                     torch.set_num_threads(threads[setup])
-                    runs[setup].append(_train_timed(trainers[setup]))
+                    with _masked_attention(setup):
+                        runs[setup].append(_train_timed(trainers[setup]))
                     torch.set_num_threads(1)
                     print(stage, setup, json.dumps(runs[setup][-1]), flush=True)
             if profile_steps:
                 profiles[stage] = _profile(trainers["stage"], profile_steps)
             del trainers
         pairs = n * rounds
-        for setup in WHOLE:
+        for setup in _setups(stage):
             cpu, wall = sum(r["cpu_s"] for r in runs[setup]), sum(r["wall_s"] for r in runs[setup])
             rows_out.append({"stage": stage, "setup": setup, "threads": threads[setup], "pairs": pairs, "optimizer_steps": steps * rounds,
                              "cpu_s": round(cpu, 1), "wall_s": round(wall, 1),
@@ -318,6 +343,8 @@ def steps_compare(stages: list[str], params: str, out_path: str, steps: int, rou
         cpu = {r["setup"]: r["cpu_s"] for r in rows_out if r["stage"] == stage}
         wall = {r["setup"]: r["wall_s"] for r in rows_out if r["stage"] == stage}
         ratios[stage] = {"cpu": round(cpu["wave1"] / cpu["stage"], 2), "wall": round(wall["wave1"] / wall["stage"], 2)}
+        if "stage_masked" in wall:
+            ratios[stage]["packed_attention_wall"] = round(wall["stage_masked"] / wall["stage"], 3)
         print(stage, "stage / wave1 speed-up:", ratios[stage], flush=True)
         _write(out_path, rows_out, ratios, profiles, params, steps, rounds, threads)
 
@@ -335,7 +362,9 @@ def _write(out_path, rows_out, ratios, profiles, params, steps, rounds, threads)
                 "stage = the stage's build() with params' precision; both with the stage's TRL args (logging "
                 "every logging_steps, checkpoints every save_steps), MLflow callback removed from both; "
                 "speed-up = wave1 seconds / stage seconds (cpu: process time; with more than 1 stage "
-                "thread the wall ratio is the one that counts)"}, indent=2) + "\n")
+                "thread the wall ratio is the one that counts); sft's stage_masked = a second stage trainer "
+                "with packed attention off (transformers' sdpa on the block-diagonal mask), "
+                "packed_attention_wall = its wall seconds / the stage's"}, indent=2) + "\n")
 
 
 def _profile(trainer, steps: int) -> list[dict]:
