@@ -10,7 +10,8 @@ recomputation, and gives the same metrics (mean_token_accuracy, entropy) from th
 of TRL's path (decoder call, label shift, `num_items_in_batch` normalisation, metrics logging) is
 TRL's own: only the module-level loss function it calls is swapped, for the duration of
 `compute_loss`. Same loss and LoRA gradients as TRL's path within 1e-4 (tests). A trainable head
-(full fine-tuning) runs TRL's function unchanged.
+(full fine-tuning) runs TRL's function unchanged. With `padding_free`, attention inside
+`compute_loss` is train/packed_attention.py's one causal SDPA call per packed sequence.
 """
 
 from __future__ import annotations
