@@ -32,6 +32,11 @@ def test_tiny_base_builds_fast_and_loads_for_inference(tmp_path):
     assert len(info["md5"]) == 32 and info["sizes"]["hidden_size"] == 32
     model, tok = load_causal_lm(out)
     assert not model.training and tok.pad_token is not None and tok.padding_side == "left"
+    from rlhf_trust.attribution.fused_head import split_head
+
+    head = model.get_output_embeddings()
+    assert type(head).__name__ == "RowsFirstLinear"  # models/cpu_head.py
+    assert split_head(model)[1] is head  # the fused-head paths still take it
     assert tok.eos_token == "<eos>" and model.config.eos_token_id == tok.eos_token_id
     batch = tok([hh_prompt("Hi there"), hh_prompt("How do I bake bread at home?")], return_tensors="pt",
                 padding=True)
@@ -88,3 +93,35 @@ def test_base_stage_cli_writes_model_dir(tmp_path, monkeypatch):
     (tmp_path / "params.yaml").write_text("model:\n  spec: ./missing-model\n")
     assert cli.main(["base", "--params", "params.yaml"]) == 2
     assert json.loads((tmp_path / "outputs/models/base/stage.json").read_text())["md5"] == info["md5"]
+
+
+@pytest.mark.parametrize("shape", [(1, 8), (3, 5, 8), (64, 8), (65, 8), (2, 40, 8)])
+def test_rows_first_head_equals_linear_values_and_gradients(shape):
+    """The W @ h^T head (<= 64 rows) and its F.linear fallback (more rows) give F.linear's values
+    and gradients, in any leading shape; the weight stays the model's (tied) parameter."""
+    from rlhf_trust.models.cpu_head import rows_first_head
+
+    class LM(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = torch.nn.Linear(8, 50, bias=False)
+
+        def get_output_embeddings(self):
+            return self.head
+
+    g = torch.Generator().manual_seed(0)
+    lm = LM()
+    weight = lm.head.weight
+    x = torch.randn(*shape, generator=g, requires_grad=True)
+    want = torch.nn.functional.linear(x, weight)
+    (wx, ww) = torch.autograd.grad(want.square().sum(), (x, weight))
+    rows_first_head(lm)
+    assert type(lm.head).__name__ == "RowsFirstLinear" and lm.head.weight is weight
+    got = lm.head(x)
+    assert got.shape == want.shape and got.is_contiguous()
+    (gx, gw) = torch.autograd.grad(got.square().sum(), (x, weight))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gx, wx, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gw, ww, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(lm.head(x), want, rtol=1e-5, atol=1e-6)

@@ -151,8 +151,11 @@ def test_autocast_follows_precision(cfg, dtype):
 
 def _gemma3_lora():
     """A tiny Gemma 3 (tied head, softcap) with LoRA on every linear layer: the frozen weights are
-    the LoRA base layers and the tied LM head, as in the stages."""
+    the LoRA base layers and the tied LM head, as in the stages (whose loader gives the head the
+    rows-first product, models/cpu_head.py)."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from rlhf_trust.models.cpu_head import rows_first_head
 
     _, tok = _tiny()
     torch.manual_seed(0)
@@ -161,7 +164,7 @@ def _gemma3_lora():
                            final_logit_softcapping=30.0, pad_token_id=tok.pad_token_id,
                            eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, tie_word_embeddings=True)
     cfg._attn_implementation = "sdpa"
-    return _lora(Gemma3ForCausalLM(cfg)), tok
+    return _lora(rows_first_head(Gemma3ForCausalLM(cfg))), tok
 
 
 def test_frozen_bf16_is_bit_identical_under_autocast_and_restores_weights():

@@ -89,13 +89,13 @@ def decoder_of(model) -> tuple[Any, Any] | None:
 def split_head(model) -> tuple[Any, Any, float | None] | None:
     """(decoder, lm_head Linear, final logit softcap) of a causal LM (PEFT-wrapped or not), or None
     when the model has no such plain split (then callers use its own forward)."""
-    import torch
+    from rlhf_trust.models.cpu_head import is_plain_linear
 
     parts = decoder_of(model)
     if parts is None:
         return None
     base, decoder = parts
     head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
-    if type(head) is not torch.nn.Linear:
+    if not is_plain_linear(head):
         return None
     return decoder, head, getattr(base.config, "final_logit_softcapping", None)

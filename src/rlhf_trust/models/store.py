@@ -132,8 +132,11 @@ def load_tokenizer(model_dir: str | Path, padding_side: str = "right"):
 
 # ------------------------------------------------------------------------------------------ models
 def load_merged_causal_lm(model_dir: str | Path, dtype: str | None = None):
-    """The stage's causal LM with every adapter in its chain merged (a plain transformers model)."""
-    return _load_merged(Path(model_dir), "causal_lm", dtype)
+    """The stage's causal LM with every adapter in its chain merged (a plain transformers model),
+    its LM head ordered for a few rows at a time on a CPU (models/cpu_head.py)."""
+    from rlhf_trust.models.cpu_head import rows_first_head
+
+    return rows_first_head(_load_merged(Path(model_dir), "causal_lm", dtype))
 
 
 def load_merged_seq_cls(model_dir: str | Path, dtype: str | None = None):

@@ -30,11 +30,13 @@ def frozen_bf16(*models: Any):
     """Swap each frozen fp32 `nn.Linear` weight of `models` for a bf16 copy; restore on exit."""
     import torch
 
+    from rlhf_trust.models.cpu_head import is_plain_linear
+
     swapped = []
     mods = {id(m): (n, m) for model in models if model is not None for n, m in model.named_modules()}
     with torch.no_grad():
         for name, mod in mods.values():
-            w = mod._parameters.get("weight") if type(mod) is torch.nn.Linear else None
+            w = mod._parameters.get("weight") if is_plain_linear(mod) else None
             if w is None or w.requires_grad or w.dtype != torch.float32 or ".lora_" in f".{name}":
                 continue
             mod._parameters["weight"] = torch.nn.Parameter(w.detach().to(torch.bfloat16), requires_grad=False)
