@@ -103,24 +103,30 @@ def test_trimmed_logits_give_the_same_log_probs(base):
     assert torch.equal(na, nb) and (na > 0).all()
 
 
+@pytest.mark.parametrize("block", [4096, 16])
 @pytest.mark.parametrize("cap", [None, 2.0])
-def test_fused_head_log_probs_and_gradients_equal_the_plain_head(cap, monkeypatch):
+def test_fused_head_log_probs_and_gradients_equal_the_plain_head(cap, block, monkeypatch):
     from rlhf_trust.attribution import fused_head
 
     monkeypatch.setattr(fused_head, "CHUNK_ELEMENTS", 3 * 50)  # several chunks of 3 tokens
+    monkeypatch.setattr(fused_head, "VOCAB_BLOCK", block)  # 16: vocabulary blocks of 16, 16, 16 and 2
     g = torch.Generator().manual_seed(0)
     w, b = torch.randn(50, 8, generator=g), torch.randn(50, generator=g)
     h = torch.randn(7, 8, generator=g, requires_grad=True)
     y = torch.randint(0, 50, (7,), generator=g)
     coef = torch.randn(7, generator=g)
-    got = fused_head.token_logps(h, w, b, y, cap)
+    stats = {}
+    got = fused_head.token_logps(h, w, b, y, cap, stats)
     (gh,) = torch.autograd.grad((got * coef).sum(), h)
     z = torch.nn.functional.linear(h, w, b)
     z = cap * torch.tanh(z / cap) if cap else z
-    want = torch.log_softmax(z, -1).gather(1, y[:, None])[:, 0]
+    logp = torch.log_softmax(z, -1)
+    want = logp.gather(1, y[:, None])[:, 0]
     (wh,) = torch.autograd.grad((want * coef).sum(), h)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(gh, wh, rtol=1e-5, atol=1e-6)
+    assert stats["correct"].item() == (z.argmax(-1) == y).sum().item()
+    torch.testing.assert_close(stats["entropy_sum"], -(logp.exp() * logp).sum().detach(), rtol=1e-5, atol=1e-5)
 
 
 def test_per_example_gradients_through_the_fused_head_equal_the_plain_head(base):

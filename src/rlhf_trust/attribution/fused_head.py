@@ -14,7 +14,38 @@ from __future__ import annotations
 
 from typing import Any
 
-CHUNK_ELEMENTS = 1 << 25  # logits per chunk (128 MB in float32)
+CHUNK_ELEMENTS = 1 << 27  # logits per chunk (512 MB in float32): 512 tokens at Gemma 3's vocabulary
+VOCAB_BLOCK = 4096  # logits per token per matrix product on a CPU
+
+
+def _chunk_logits(h, weight, bias, softcap: float | None, cap_grad: bool):
+    """float32 (tokens, vocab) logits of one chunk, soft-capped (cap * tanh(z / cap)), and the cap's
+    derivative 1 - tanh^2 when `cap_grad` (else None).
+
+    On a CPU the head's product runs in vocabulary blocks and each block is capped while it is in
+    cache: at 262k columns one product writes a 1 MB row per token and runs ~1.3x slower than
+    4,096-column blocks (gemma-3-270m, 2 threads), and the cap over the whole chunk re-read it
+    three more times. Same numbers either way (each output element is the same dot product)."""
+    import torch
+
+    if h.device.type != "cpu":
+        z = torch.nn.functional.linear(h, weight, bias).float()
+        if not softcap:
+            return z, None
+        t = torch.tanh(z / softcap)
+        return t * softcap, (1 - t * t) if cap_grad else None
+    z = torch.empty(h.shape[0], weight.shape[0], dtype=torch.float32, device=h.device)
+    slope = torch.empty_like(z) if softcap and cap_grad else None
+    for b in range(0, weight.shape[0], VOCAB_BLOCK):
+        zb = torch.nn.functional.linear(h, weight[b:b + VOCAB_BLOCK],
+                                        None if bias is None else bias[b:b + VOCAB_BLOCK]).float()
+        if softcap:
+            zb.div_(softcap).tanh_()
+            if slope is not None:
+                torch.mul(zb, zb, out=slope[:, b:b + VOCAB_BLOCK]).neg_().add_(1)
+            zb.mul_(softcap)
+        z[:, b:b + VOCAB_BLOCK] = zb
+    return z, slope
 
 
 def token_logps(hidden, weight, bias, targets, softcap: float | None = None, stats: dict | None = None):
@@ -37,11 +68,7 @@ def token_logps(hidden, weight, bias, targets, softcap: float | None = None, sta
                 stats["entropy_sum"] = torch.zeros((), dtype=torch.float32, device=h.device)
             step = max(1, CHUNK_ELEMENTS // weight.shape[0])
             for s in range(0, h.shape[0], step):
-                z = torch.nn.functional.linear(h[s:s + step], weight, bias).float()
-                t = None
-                if softcap:
-                    t = torch.tanh(z / softcap)
-                    z = t * softcap
+                z, slope = _chunk_logits(h[s:s + step], weight, bias, softcap, need)
                 y = targets[s:s + step, None]
                 zmax = z.amax(dim=-1, keepdim=True)
                 zy = z.gather(1, y)
@@ -60,8 +87,8 @@ def token_logps(hidden, weight, bias, targets, softcap: float | None = None, sta
                 if need:  # d log p / d z = onehot(y) - softmax(z), through the cap, then through the head
                     d = z.div_(total.neg_())
                     d.scatter_add_(1, y, torch.ones_like(y, dtype=d.dtype))
-                    if t is not None:
-                        d.mul_(1 - t * t)
+                    if slope is not None:
+                        d.mul_(slope)
                     grad[s:s + step] = (d.to(weight.dtype) @ weight).to(h.dtype)
             if need:
                 ctx.save_for_backward(grad)
