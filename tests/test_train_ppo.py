@@ -23,10 +23,18 @@ def rm_layout(tmp_path_factory):
 FAST = {"total_episodes": 16, "response_length": 8, "heldout_prompts": 4}
 
 
-def test_ppo_trains_and_reloads(rm_layout, tmp_path):
+def test_ppo_trains_and_reloads(rm_layout, tmp_path, monkeypatch):
+    from rlhf_trust.train import response_logits
+
+    sliced = []
+    real = response_logits.TailLogits.__getitem__
+    monkeypatch.setattr(response_logits.TailLogits, "__getitem__", lambda self, k: sliced.append(k) or real(self, k))
     layout = copy_layout(rm_layout, tmp_path)
-    m = ppo.run(train_cfg("ppo", **FAST), layout)
+    cfg = train_cfg("ppo", **FAST)
+    m = ppo.run(cfg, layout)
     assert m["updates"] == 4 and m["episodes"] == 16
+    # the head ran on response positions only: per update, each reference pass and each training micro-batch
+    assert len(sliced) == 4 * cfg.grad_accum * (1 + cfg.num_ppo_epochs)
     for k in ("reward_mean", "kl_mean", "kl_last", "heldout_reward_policy", "heldout_reward_sft", "policy_loss_last"):
         assert math.isfinite(m[k]), k
     assert m["heldout_reward_gain"] == pytest.approx(m["heldout_reward_policy"] - m["heldout_reward_sft"], abs=1e-5)
@@ -172,3 +180,49 @@ def test_merged_adapter_merges_in_fp32_under_autocast_and_unmerges(rm_layout):
     assert got.keys() == expect.keys()
     assert all(torch.equal(got[k], expect[k]) for k in expect)
     torch.testing.assert_close(peft(ids).logits, before, rtol=1e-5, atol=1e-5)
+
+
+def test_response_logits_equal_trls_full_logits_and_gradients(rm_layout):
+    """Inside `response_logits_only`, TRL's PPO forward gives the same response logits, log-probs
+    and LoRA gradients as the full-head pass; generation and other calls are untouched, and any
+    other slice of the kept logits is refused."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from trl.experimental.ppo.ppo_trainer import forward
+    from trl.trainer.utils import selective_log_softmax
+
+    from rlhf_trust.models import load_merged_causal_lm, load_tokenizer
+    from rlhf_trust.train.response_logits import TailLogits, response_logits_only
+
+    torch.manual_seed(0)
+    policy = get_peft_model(load_merged_causal_lm(rm_layout.model("sft")),
+                            LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
+    pad = load_tokenizer(rm_layout.model("sft")).pad_token_id
+    ctx, resp = 6, 4
+    qr = torch.randint(5, 40, (3, ctx + resp))
+    qr[0, :2] = pad  # a left-padded query
+    qr[1, -1] = pad  # a response cut at EOS, padded after it
+
+    def logps_and_grads():
+        policy.zero_grad()
+        logits = forward(policy, qr, pad).logits[:, ctx - 1:-1]
+        logits /= 0.7
+        lp = selective_log_softmax(logits, qr[:, ctx:])
+        lp.sum().backward()
+        return lp.detach(), {n: p.grad.clone() for n, p in policy.named_parameters() if p.requires_grad}
+
+    full_lp, full_g = logps_and_grads()
+    with response_logits_only(policy, resp):
+        out = forward(policy, qr, pad)
+        assert isinstance(out.logits, TailLogits) and out.logits.tail.shape[1] == resp + 1
+        with pytest.raises(TypeError, match="only positions"):
+            out.logits[:, 0:-1]
+        tail_lp, tail_g = logps_and_grads()
+        plain = policy(input_ids=qr).logits  # not TRL's call: the whole tensor
+        assert plain.shape[1] == ctx + resp
+        gen = policy.generate(input_ids=qr[2:, :ctx], max_new_tokens=3, do_sample=False)
+    torch.testing.assert_close(tail_lp, full_lp, rtol=1e-5, atol=1e-5)
+    for n, g in full_g.items():
+        torch.testing.assert_close(tail_g[n], g, rtol=1e-4, atol=1e-6)
+    assert not isinstance(forward(policy, qr, pad).logits, TailLogits)  # hooks removed on exit
+    assert torch.equal(gen, policy.generate(input_ids=qr[2:, :ctx], max_new_tokens=3, do_sample=False))

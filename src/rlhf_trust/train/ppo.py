@@ -23,6 +23,7 @@ from typing import Any
 
 from rlhf_trust import fileio
 from rlhf_trust.train import common
+from rlhf_trust.train.response_logits import response_logits_only
 
 STAGE = "ppo"
 STATE_FILE = "ppo_state.pt"
@@ -88,8 +89,10 @@ def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None)
     common.quiet_progress(trainer)
     # TRL's PPO loop generates with the unwrapped policy and scores outside the prepared forward,
     # so the whole loop runs under autocast (bf16 matmuls, fp32 weights; no-op for float32), the
-    # frozen Linear weights as bf16 copies for the duration (train/frozen_bf16.py)
-    with common.autocast(cfg), common.frozen_weights(cfg, trainer.model, reward):
+    # frozen Linear weights as bf16 copies for the duration (train/frozen_bf16.py); the policy's LM head
+    # runs on response positions only (train/response_logits.py)
+    with common.autocast(cfg), common.frozen_weights(cfg, trainer.model, reward), \
+            response_logits_only(trainer.accelerator.unwrap_model(trainer.model).policy, cfg.response_length):
         trainer.train()
 
     policy = trainer.accelerator.unwrap_model(trainer.model).policy
