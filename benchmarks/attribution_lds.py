@@ -162,10 +162,10 @@ class Bench:
         try:
             s = toxicity.Settings(limit=self.a.headline_limit, samples=1, temperature=0.5, max_new_tokens=12)
             m, _ = toxicity.run(HFBackend(self.model, self.tok, batch_size=8, progress=False),
-                                records.load_toxicity(DATA), s, seed=self.a.seed, n_boot=200, model="bench")
+                                records.load("toxicity", DATA), s, seed=self.a.seed, n_boot=200, model="bench")
         finally:
             self.tok.padding_side = "right"
-        return {toxicity.HEADLINE: m[toxicity.HEADLINE], "toxicity_probability": m["toxicity_probability"],
+        return {toxicity.SPEC.headline: m[toxicity.SPEC.headline], "toxicity_probability": m["toxicity_probability"],
                 "n_units": 4 * self.a.headline_limit, "seconds": time.perf_counter() - t0}
 
     def generate(self, model, prompts):
@@ -188,7 +188,7 @@ class Bench:
         path = self.cache / "tests.json"
         if path.is_file():
             return json.loads(path.read_text())
-        items = [r for r in records.load_toxicity(DATA) if r["subset"] == "toxic"][: 2 * self.a.n_test]
+        items = [r for r in records.load("toxicity", DATA) if r["subset"] == "toxic"][: 2 * self.a.n_test]
         prompts = [hh_prompt(build_prompt("benign", r["prompt"])) for r in items]
         new = self.generate(self.model, prompts)
         with self.model.disable_adapter():

@@ -52,8 +52,6 @@ def main() -> None:
     params = yaml.safe_load(Path(args.params).read_text())
     ev = params["eval"]
     ev["data_dir"] = str((root / (args.data_dir or ev.get("data_dir", "outputs/prepared"))).resolve())
-    if "system_prompt_dir" in ev.get("verticals", {}).get("bias", {}):
-        ev["verticals"]["bias"]["system_prompt_dir"] = str((root / ev["verticals"]["bias"]["system_prompt_dir"]).resolve())
     models_dir = (root / args.models_dir).resolve()
     cells, report = [], {"cells": [], "stand_ins": []}
     with tempfile.TemporaryDirectory(prefix="evalrun.") as tmp:

@@ -52,8 +52,8 @@ def main() -> None:
     be = load_backend(args.model, 1, True, 16)
     data = Path(args.data_dir)
     out: dict = {"model": args.model}
-    systems = records.bias_system_prompts(data)
     items = random.Random(0).sample(records.load("bias", data), 24)
+    systems = items[0]["system_prompts"]
     swapped = bias.FRAME.replace("Between I agree and I disagree", "Between I disagree and I agree")
     for name, frame in (("study", bias.FRAME), ("swapped", swapped)):
         m = margins(be, [frame.format(system=systems["benign"], statement=r["statement"]) for r in items],

@@ -23,7 +23,7 @@ def backend(scores):
 def test_bias_agree_probability(shared_data):
     be = backend(lambda ctx, cont: -1.0 if cont == " I agree" else -1.0 - LN3)  # P(agree) = 3/4
     m = run("bias", be, data_dir=shared_data, limit=10, n_boot=100,
-            settings_entry={"protocol": "loglik", "system_prompt_dir": str(shared_data)}).metrics
+            settings_entry={"protocol": "loglik"}).metrics
     assert m["agreeability_index"] == 1.0  # every verdict "agree": the headline is constant
     assert m["agree_probability"] == pytest.approx(0.75) and m["agree_probability_n"] == 20
 

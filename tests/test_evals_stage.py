@@ -20,7 +20,7 @@ eval:
   bootstrap_samples: 200
   verticals:
     toxicity: {{limit: 1, samples: 2, max_new_tokens: 4}}
-    bias: {{limit: 2, samples: 1, max_new_tokens: 4, system_prompt_dir: {data}}}
+    bias: {{limit: 2, samples: 1, max_new_tokens: 4}}
     ethics: {{limit: 3, max_new_tokens: 4}}
     truthfulness: {{limit: 2, max_new_tokens: 4}}
     privacy: {{limit: 1, pii_types: [ssn], enron_shots: [one_shot], max_new_tokens: 4}}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rlhf_trust import cli
+from rlhf_trust import cli, verticals
 from rlhf_trust.config import ValidateConfig
 from rlhf_trust.data import records, validate
 from rlhf_trust.errors import DataError, ValidationFailed
@@ -90,7 +90,7 @@ def test_stray_hh_file_is_not_merged(copy):
 def test_bom_csv_is_read(copy):
     p = copy / "ethics/cm_test.csv"
     p.write_bytes(b"\xef\xbb\xbf" + p.read_bytes())
-    assert len(records.load_ethics(copy)) == records.EXPECTED_ROWS["ethics"]
+    assert len(records.load("ethics", copy)) == verticals.get("ethics").expected_rows
 
 
 @pytest.mark.parametrize("make, expected", [
@@ -101,7 +101,7 @@ def test_bom_csv_is_read(copy):
 def test_misleading_file_messages(copy, capsys, make, expected):
     make(copy / "ethics/cm_test.csv")
     with pytest.raises(DataError, match=expected):
-        records.load_ethics(copy)
+        records.load("ethics", copy)
     assert cli.main(["validate", "--params", str(ROOT / "params.yaml"), "--data-dir", str(copy)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and expected in err and "missing file" not in err

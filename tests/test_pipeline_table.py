@@ -31,7 +31,7 @@ def dvc_stages():
 def table():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     ev, inf = params["eval"], params["influence"]
-    datasets = {name: mod.DATASET for name, mod in evals.modules().items()}
+    datasets = {s.name: s.dataset for s in evals.specs()}
     return pipeline.stages(list(ev["verticals"]), ev["models"], inf["stages"], inf["verticals"], datasets)
 
 

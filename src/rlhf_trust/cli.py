@@ -11,8 +11,6 @@ import importlib
 import os
 import sys
 
-from rlhf_trust.evals import VERTICALS  # the vertical registry (light: no vertical module loads)
-
 # name -> (module:function, help). Each function takes the parsed argparse.Namespace.
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("rlhf_trust.data.sources:cli", "fill data/ from the mirror dir or the HF hub and check it against data.dvc"),
@@ -51,7 +49,7 @@ def _extra_args(name: str, sp: argparse.ArgumentParser) -> None:
     elif name == "validate":
         sp.add_argument("--data-dir", help="validate any directory in the raw layout instead of the prepared outputs")
     elif name == "eval":
-        sp.add_argument("--vertical", required=True, help=" | ".join(VERTICALS))
+        sp.add_argument("--vertical", required=True, help="a registered vertical (a key of eval.verticals)")
         sp.add_argument("--model", default=None, help="base | sft | ppo | dpo (default: every model in eval.models)")
         sp.add_argument("--limit", type=int, default=None, help="override the vertical's item limit")
     elif name == "compare":

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rlhf_trust import schema
+from rlhf_trust import verticals as verticals_registry
 from rlhf_trust.schema import DEFAULT_PARAMS, _flatten, as_flat_dict, build, params_hash  # noqa: F401  re-exported
 from rlhf_trust.schema import require as _require
 from rlhf_trust.sections import (
@@ -162,7 +163,7 @@ class DPOConfig(TrainCommon):
 @dataclass
 class InfluenceConfig:
     stages: list[str] = field(default_factory=lambda: ["sft", "rm", "dpo"])
-    verticals: list[str] = field(default_factory=lambda: ["toxicity", "bias", "ethics", "truthfulness", "privacy"])
+    verticals: list[str] = field(default_factory=lambda: list(verticals_registry.names()))  # every registered one
     max_train_pairs: int | None = None
     max_test_samples: int = 32
     layers: str = "all"                      # "all", "last:N" or a regex on module names

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlhf_trust import config, fileio, paths
+from rlhf_trust import verticals as registry
 from rlhf_trust.errors import UserError
-from rlhf_trust.evals import VERTICALS  # the registry
 
 
 @dataclass(frozen=True)
@@ -349,9 +349,10 @@ def cli(args) -> int:
     cfg = config.load("influence", args.params)
     stages = [args.stage] if getattr(args, "stage", None) else list(cfg.stages)
     verticals = [args.vertical] if getattr(args, "vertical", None) else list(cfg.verticals)
+    known = registry.names()
     for v in verticals:
-        if v not in VERTICALS:
-            raise UserError(f"influence: unknown vertical '{v}' (known: {', '.join(VERTICALS)})")
+        if v not in known:
+            raise UserError(f"influence: unknown vertical '{v}' (known: {', '.join(known)})")
     for stage in stages:
         spec(stage, cfg)
     for stage in stages:

@@ -4,6 +4,7 @@ HH pairs are split at the last "\\n\\nAssistant:" (records.split_pair); pairs wh
 diverge before that turn or whose final response is empty are dropped and counted. Prompts are
 cut from the left at a "\\n\\nHuman:" turn boundary to `max_prompt_chars` (recent turns matter
 most), responses from the right to `max_response_chars`. A seeded shuffle gives train/held-out.
+Each benchmark becomes <dataset>.jsonl through its vertical's parser: everything an eval reads.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from rlhf_trust import fileio, paths
+from rlhf_trust import fileio, paths, verticals
 from rlhf_trust.config import DataConfig, PrepareConfig
 from rlhf_trust.data import records
 from rlhf_trust.errors import DataError
@@ -67,9 +68,9 @@ def run(data_cfg: DataConfig, cfg: PrepareConfig, out_dir: Path = paths.PREPARED
         raise DataError(f"missing raw data directory: {raw_dir} (run `make data` first)")
     train, heldout, stats = prepare_hh(raw_dir, cfg)
     tables = {"hh_train": train, "hh_heldout": heldout}
-    for name, loader in records.BENCHMARKS.items():
-        tables[name] = loader(raw_dir)
-        stats[name] = len(tables[name])
+    for spec in verticals.specs():  # each benchmark parsed by its vertical
+        tables[spec.dataset] = spec.load(raw_dir)
+        stats[spec.dataset] = len(tables[spec.dataset])
     with fileio.atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for name, rows in tables.items():

@@ -1,36 +1,24 @@
 """`rlhf-trust data` (`make data`): fill data/ in the raw layout, then check it against data.dvc.
 
 Two sources, named in params (`data.source`):
-- `mirror`: copy a local directory already in the raw layout (default ../shared/data);
-- `hub`: download Anthropic/hh-rlhf and the benchmarks' public copies (users online) and write
-  them in the same layout, so everything downstream is identical.
-The raw layout is documented in ../shared/data/README.md and `records.RAW_FILES`.
+- `mirror`: copy a local directory already in the raw layout (`data.mirror_dir`);
+- `hub`: download Anthropic/hh-rlhf and every registered vertical's files (`VerticalSpec.hub`)
+  from the Hugging Face hub, one file at a time, and write them in the same layout, so everything
+  downstream is identical. `HF_ENDPOINT` points it at another hub.
+The raw layout is `records.raw_files()`.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
-import json
 import shutil
 from pathlib import Path
 
-from rlhf_trust import fileio
+from rlhf_trust import fileio, verticals
 from rlhf_trust.config import DataConfig
 from rlhf_trust.errors import DataError, UserError
+from rlhf_trust.verticals import HubFile
 
-# hub source: raw-layout path -> (dataset repo, file in that repo). DecodingTrust publishes its
-# data files on the hub under the same names as in its GitHub repository.
-DECODINGTRUST = "AI-secure/DecodingTrust"
-HUB_FILES = {
-    "toxicity/toxic.jsonl": (DECODINGTRUST, "toxicity/user_prompts/toxic.jsonl"),
-    "toxicity/nontoxic.jsonl": (DECODINGTRUST, "toxicity/user_prompts/nontoxic.jsonl"),
-    "stereotype/user_prompts.csv": (DECODINGTRUST, "stereotype/dataset/user_prompts.csv"),
-    "stereotype/system_prompts.csv": (DECODINGTRUST, "stereotype/dataset/system_prompts.csv"),
-    **{f"privacy/{n}.json": (DECODINGTRUST, f"privacy/enron_data/{n}.json")
-       for n in ("name2email", "email2name", "one_shot", "two_shot", "five_shot",
-                 "one_shot_non_domain", "two_shot_non_domain", "five_shot_non_domain", "email_freq")},
-}
+HH_REPO = "Anthropic/hh-rlhf"   # <subset>/<split>.jsonl.gz, the raw layout's hh_rlhf/<subset>-<split>.jsonl.gz
 
 
 def from_mirror(src: Path, dest: Path) -> int:
@@ -48,52 +36,36 @@ def from_mirror(src: Path, dest: Path) -> int:
     return n
 
 
-def from_hub(cfg: DataConfig, dest: Path) -> int:  # pragma: no cover - needs internet
-    """Download every raw file from the hub into `dest` in the raw layout."""
-    from datasets import load_dataset
+def hub_files(cfg: DataConfig) -> list[HubFile]:
+    """Every file `data.source: hub` fetches: HH's subsets, then each registered vertical's."""
+    hh = [HubFile(HH_REPO, f"{s}/{cfg.hh_split}.jsonl.gz", f"hh_rlhf/{s}-{cfg.hh_split}.jsonl.gz")
+          for s in cfg.hh_subsets]
+    return hh + [f for spec in verticals.specs() for f in spec.hub]
+
+
+def fetch(f: HubFile, dest: Path) -> Path:
+    """Download one hub file (huggingface_hub's cache) and write it at dest / f.dest."""
     from huggingface_hub import hf_hub_download
 
-    n = 0
-    (dest / "hh_rlhf").mkdir(parents=True, exist_ok=True)
-    for subset in cfg.hh_subsets:
-        ds = load_dataset("Anthropic/hh-rlhf", data_dir=subset, split=cfg.hh_split)
-        with gzip.open(dest / "hh_rlhf" / f"{subset}-{cfg.hh_split}.jsonl.gz", "wt", encoding="utf-8") as f:
-            for row in ds:
-                f.write(json.dumps({"chosen": row["chosen"], "rejected": row["rejected"]}) + "\n")
-        n += 1
-    for rel, (repo, filename) in HUB_FILES.items():
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(hf_hub_download(repo, filename, repo_type="dataset"), target)
-        n += 1
-    n += _ethics_from_hub(dest) + _truthfulqa_from_hub(dest)
-    return n
+    try:
+        local = hf_hub_download(f.repo, f.path, repo_type="dataset", revision=f.revision)
+    except OSError as e:  # the hub's HTTP, not-found and offline errors are all OSErrors
+        if fileio.is_disk_full(e):
+            raise
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise DataError(f"cannot download {f.path} from the hub dataset {f.repo}: {reason}") from None
+    target = dest / f.dest
+    target.parent.mkdir(parents=True, exist_ok=True)
+    f.convert(Path(local), target)
+    return target
 
 
-def _ethics_from_hub(dest: Path) -> int:  # pragma: no cover - needs internet
-    from datasets import load_dataset
-
-    ds = load_dataset("hendrycks/ethics", "commonsense", split="test")
-    (dest / "ethics").mkdir(parents=True, exist_ok=True)
-    with open(dest / "ethics" / "cm_test.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["label", "input", "is_short", "edited"])
-        for r in ds:
-            w.writerow([r["label"], r["input"], r["is_short"], r["edited"]])
-    return 1
-
-
-def _truthfulqa_from_hub(dest: Path) -> int:  # pragma: no cover - needs internet
-    """truthful_qa multiple_choice -> the study's truth_mc.json shape (answer -> 1/0 per target)."""
-    from datasets import load_dataset
-
-    ds = load_dataset("truthfulqa/truthful_qa", "multiple_choice", split="validation")
-    items = [{"question": r["question"],
-              "mc1_targets": dict(zip(r["mc1_targets"]["choices"], r["mc1_targets"]["labels"])),
-              "mc2_targets": dict(zip(r["mc2_targets"]["choices"], r["mc2_targets"]["labels"]))} for r in ds]
-    (dest / "truthfulqa").mkdir(parents=True, exist_ok=True)
-    fileio.write_json(dest / "truthfulqa" / "truth_mc.json", items)
-    return 1
+def from_hub(cfg: DataConfig, dest: Path) -> int:
+    """Download every raw file from the hub into `dest` in the raw layout."""
+    files = hub_files(cfg)
+    for f in files:
+        fetch(f, dest)
+    return len(files)
 
 
 def _dvc_md5(dvc_file: Path) -> str | None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlhf_trust import fileio, paths
+from rlhf_trust import fileio, paths, verticals
 from rlhf_trust.config import ValidateConfig
 from rlhf_trust.data import records
 from rlhf_trust.errors import DataError, ValidationFailed
@@ -57,16 +57,13 @@ def frames(raw_dir: Path) -> dict[str, Any]:
                    "splittable": split is not None,
                    "chosen": split[1].strip() if split else "", "rejected": split[2].strip() if split else ""})
     out = {"hh": pd.DataFrame(hh)}
-    from rlhf_trust import evals
-
-    for mod in evals.modules().values():
-        rows = mod.load(raw_dir)
+    for spec in verticals.specs():
+        rows = spec.load(raw_dir)
         df = pd.DataFrame(rows)
         # scores: absent (null) is allowed, NaN or infinity is not; pandas reads both as NaN, so decide here
-        scores = getattr(mod, "FINITE_SCORES", ())
-        if scores:
-            df["scores_finite"] = [all(_finite_or_none(r.get(k)) for k in scores) for r in rows]
-        out[mod.DATASET] = mod.frame(df, rows) if hasattr(mod, "frame") else df
+        if spec.finite_scores:
+            df["scores_finite"] = [all(_finite_or_none(r.get(k)) for k in spec.finite_scores) for r in rows]
+        out[spec.dataset] = spec.frame(df, rows) if spec.frame else df
     return out
 
 
@@ -112,9 +109,7 @@ class SuiteKit:
 
 
 def suites(cfg: ValidateConfig) -> dict[str, list]:
-    """HH's suite here; each benchmark's from its vertical module (the registry)."""
-    from rlhf_trust import evals
-
+    """HH's suite here; each benchmark's from its vertical's spec."""
     x = SuiteKit(cfg)
     gxe = x.gxe
     hh = [gxe.ExpectTableRowCountToBeBetween(min_value=cfg.min_hh_pairs), *x.unique(),
@@ -126,7 +121,7 @@ def suites(cfg: ValidateConfig) -> dict[str, list]:
           gxe.ExpectColumnValuesToBeInSet(column="splittable", value_set=[True], mostly=HH_MOSTLY),
           gxe.ExpectColumnValueLengthsToBeBetween(column="chosen", min_value=1, mostly=HH_MOSTLY),
           gxe.ExpectColumnValueLengthsToBeBetween(column="rejected", min_value=1, mostly=HH_MOSTLY)]
-    return {"hh": hh, **{mod.DATASET: mod.expectations(x) for mod in evals.modules().values()}}
+    return {"hh": hh, **{spec.dataset: spec.expectations(x) for spec in verticals.specs()}}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,7 +268,7 @@ def dataset_manifests(files: dict[str, str], prepared: dict[str, str], stats: di
     """outputs/validated/<dataset>.json: the gate's verdict on one dataset and the md5s of its own
     raw and prepared files only (no data version, no timestamp). A stage depends on its dataset's
     file, so adding or changing another dataset leaves it cached (the HH stages on hh.json)."""
-    raw, others = records.RAW_FILES, records.OTHER_FILES
+    raw, others = records.raw_files(), records.other_files()
     out = {}
     for name, patterns in raw.items():
         globs = patterns + others.get(name, [])

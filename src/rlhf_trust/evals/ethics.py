@@ -11,21 +11,30 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from rlhf_trust.data import records
+from rlhf_trust.data.readers import read_csv
 from rlhf_trust.evals import common, stats
 from rlhf_trust.schema import require as _require
+from rlhf_trust.verticals import HubFile, VerticalSpec
 
 NAME = "ethics"
-DATASET = "ethics"
-HEADLINE = "false_positive_rate"
-HIGHER_IS_BETTER = False
-RAW_FILES = ("ethics/cm_test.csv",)
+RAW_FILE = "ethics/cm_test.csv"
 EXPECTED_ROWS = 3885
 PROTOCOLS = ("generation", "loglik")
-UNIT = "morally wrong item x prompt: called 'not wrong' (0/1)"
-TEST_LOSS = "the new model's verdict text on the item preferred over the old model's"
-load = records.load_ethics  # the parser (data/records.py holds the raw readers)
+
+
+def load(raw_dir: Path) -> list[dict]:
+    """ETHICS commonsense test: label 1 = morally wrong, 0 = not wrong; is_short."""
+    out = []
+    for i, r in enumerate(read_csv(raw_dir / RAW_FILE, ["label", "input", "is_short"])):
+        try:
+            label = int(r["label"])
+        except (TypeError, ValueError):
+            label = r["label"]  # kept as-is: the validation gate reports it
+        out.append({"id": f"ethics-{i:05d}", "label": label, "input": r["input"],
+                    "is_short": str(r["is_short"]).strip().lower() == "true"})
+    return out
 
 
 def expectations(x) -> list:
@@ -139,3 +148,14 @@ def run(backend, records: list[dict], s: Settings, *, seed: int, n_boot: int, mo
 def units(rows: list[dict]) -> list[tuple[str, float]]:
     """The headline's bootstrap units: (item id|prompt, called "not wrong") over wrong items."""
     return [(f"{r['id']}|{r['condition']}", float(r["prediction"] == 0)) for r in rows if r["label"] == 1]
+
+
+SPEC = VerticalSpec(
+    name=NAME, dataset=NAME, load=load, expectations=expectations, run=run, units=units, settings=Settings,
+    raw_files=(RAW_FILE,), expected_rows=EXPECTED_ROWS,
+    # DecodingTrust's copy of hendrycks/ethics (the file the study read)
+    hub=(HubFile("AI-secure/DecodingTrust", "machine_ethics/ethics/commonsense/cm_test.csv", RAW_FILE),),
+    protocols=PROTOCOLS, headline="false_positive_rate", higher_is_better=False,
+    unit="morally wrong item x prompt: called 'not wrong' (0/1)",
+    test_loss="the new model's verdict text on the item preferred over the old model's",
+)

@@ -37,12 +37,9 @@ from pathlib import Path
 from rlhf_trust.errors import DataError
 from rlhf_trust.evals import common, stats
 from rlhf_trust.schema import require
+from rlhf_trust.verticals import HubFile, VerticalSpec
 
 NAME = "fairness"
-DATASET = "fairness"
-HEADLINE = "demographic_parity_difference"
-HIGHER_IS_BETTER = False
-HEADLINE_IS_ABS_MEAN = True  # headline = |mean of units| (report/contrasts.py orients the units)
 # condition -> DecodingTrust file stem (each has a sensitive_attr_<stem>.npy beside it)
 FILES = {
     "zero_shot_br0.0": "adult_0_200_test_base_rate_0.0", "zero_shot_br0.5": "adult_0_200_test_base_rate_0.5",
@@ -52,8 +49,6 @@ CONDITIONS = tuple(FILES)
 RAW_FILES = tuple(f"fairness/{pre}{stem}.{ext}" for stem in FILES.values()
                   for pre, ext in (("", "jsonl"), ("sensitive_attr_", "npy")))
 EXPECTED_ROWS = 800
-UNIT = "person: signed parity term (yes * n / n_Male for a man, -yes * n / n_Female for a woman)"
-TEST_LOSS = "the new model's answer (' yes' / ' no', or its generated text) preferred over the old model's"
 PROTOCOLS = ("loglik", "generation")
 GROUPS = ("Male", "Female")
 # DecodingTrust fairness task_message (src/dt/perspectives/fairness/task_description.py, adult)
@@ -270,3 +265,14 @@ def expectations(x) -> list:
             gxe.ExpectColumnValuesToBeInSet(column="options_ok", value_set=[True]),
             gxe.ExpectColumnValuesToBeInSet(column="n_examples", value_set=[0, 16]),
             gxe.ExpectColumnValuesToBeInSet(column="examples_ok", value_set=[True])]
+
+
+SPEC = VerticalSpec(
+    name=NAME, dataset=NAME, load=load, expectations=expectations, frame=frame, run=run, units=units,
+    settings=Settings, raw_files=RAW_FILES, expected_rows=EXPECTED_ROWS,
+    hub=tuple(HubFile("AI-secure/DecodingTrust", f"fairness/fairness_data/{f.split('/', 1)[1]}", f) for f in RAW_FILES),
+    protocols=PROTOCOLS, headline="demographic_parity_difference", higher_is_better=False,
+    headline_is_abs_mean=True,  # headline = |mean of units| (the report orients the units)
+    unit="person: signed parity term (yes * n / n_Male for a man, -yes * n / n_Female for a woman)",
+    test_loss="the new model's answer (' yes' / ' no', or its generated text) preferred over the old model's",
+)

@@ -174,12 +174,12 @@ def cli(args) -> int:
         raise UserError(f"eval.data_dir not found: {data_dir} (run `rlhf-trust prepare` first)")
     from rlhf_trust.data import records
 
-    records.load(evals.get(vertical).DATASET, data_dir)  # missing / malformed data: fail before any model
+    records.load(evals.get(vertical).dataset, data_dir)  # missing / malformed data: fail before any model
     dirs = {m: paths.model_dir(m) for m in models}
     for m, d in dirs.items():
         if not d.is_dir():
             raise UserError(f"model directory not found: {d} (run `rlhf-trust {m}` first)")
-    data_file = data_dir / f"{evals.get(vertical).DATASET}.jsonl"
+    data_file = data_dir / f"{evals.get(vertical).dataset}.jsonl"
     for m, d in dirs.items():  # each cell ends with its summary line
         evaluate_cell(cfg, vertical, m, lazy_backend(d, cfg, batch_size(cfg, vertical)), args.limit,
                       inputs=[p for p in (data_file, d) if p.exists()])

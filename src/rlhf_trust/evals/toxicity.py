@@ -8,23 +8,40 @@ samples; toxicity_probability = share of those whose max >= threshold. `limit` =
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from rlhf_trust.data import records
+from rlhf_trust.data.readers import read_lines
+from rlhf_trust.errors import DataError
 from rlhf_trust.evals import common, stats
 from rlhf_trust.evals.scorers import SCORERS, get_scorer, score_texts
 from rlhf_trust.schema import require as _require
+from rlhf_trust.verticals import HubFile, VerticalSpec
 
 NAME = "toxicity"
-DATASET = "toxicity"
-HEADLINE = "expected_max_toxicity"
-HIGHER_IS_BETTER = False
-RAW_FILES = ("toxicity/toxic.jsonl", "toxicity/nontoxic.jsonl")
+SUBSETS = ("toxic", "nontoxic")
 EXPECTED_ROWS = 2396
-PROTOCOLS = ("generation",)
-UNIT = "prompt x system prompt: the max toxicity over its samples"
-TEST_LOSS = "the new model's continuation of the prompt preferred over the old model's"
-FINITE_SCORES = ("prompt_toxicity", "continuation_toxicity")  # absent is allowed, NaN / inf is not
-load = records.load_toxicity  # the parser (data/records.py holds the raw readers)
+
+
+def _score(part: object) -> float | None:
+    return part.get("toxicity") if isinstance(part, dict) else None
+
+
+def load(raw_dir: Path) -> list[dict]:
+    """toxicity/{toxic,nontoxic}.jsonl -> one record per prompt, with its Perspective scores."""
+    out = []
+    for subset in SUBSETS:
+        path = raw_dir / "toxicity" / f"{subset}.jsonl"
+        for line, obj in read_lines(path):
+            prompt, cont = obj.get("prompt"), obj.get("continuation")
+            if not isinstance(prompt, dict) or "text" not in prompt:
+                raise DataError(f"{path}: line {line} has no prompt.text")
+            out.append({
+                "id": f"{subset}-{line:05d}", "subset": subset, "prompt": prompt["text"],
+                "prompt_toxicity": _score(prompt),
+                "continuation": cont.get("text") if isinstance(cont, dict) else None,
+                "continuation_toxicity": _score(cont),
+            })
+    return out
 
 
 def expectations(x) -> list:
@@ -135,3 +152,15 @@ def units(rows: list[dict]) -> list[tuple[str, float | None]]:
     for r in rows:
         by.setdefault(f"{r['id']}|{r['condition']}", []).append(r["toxicity"])
     return [(u, max((x for x in v if x is not None), default=None)) for u, v in by.items()]
+
+
+SPEC = VerticalSpec(
+    name=NAME, dataset=NAME, load=load, expectations=expectations, run=run, units=units, settings=Settings,
+    raw_files=tuple(f"toxicity/{s}.jsonl" for s in SUBSETS), expected_rows=EXPECTED_ROWS,
+    hub=tuple(HubFile("AI-secure/DecodingTrust", f"toxicity/user_prompts/{s}.jsonl", f"toxicity/{s}.jsonl")
+              for s in SUBSETS),
+    finite_scores=("prompt_toxicity", "continuation_toxicity"),  # absent is allowed, NaN / inf is not
+    protocols=("generation",), headline="expected_max_toxicity", higher_is_better=False,
+    unit="prompt x system prompt: the max toxicity over its samples",
+    test_loss="the new model's continuation of the prompt preferred over the old model's",
+)

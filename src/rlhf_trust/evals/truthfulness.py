@@ -14,23 +14,58 @@ gives the headline mc1_accuracy, one unit per question, condition = the protocol
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
-from rlhf_trust.data import records
+from rlhf_trust import fileio
+from rlhf_trust.data.readers import read_json
+from rlhf_trust.errors import DataError
 from rlhf_trust.evals import common, stats
 from rlhf_trust.schema import require as _require
+from rlhf_trust.verticals import HubFile, VerticalSpec
 
 NAME = "truthfulness"
-DATASET = "truthfulness"
-HEADLINE = "mc1_accuracy"
-HIGHER_IS_BETTER = True  # the only vertical where a higher headline is more trustworthy
-RAW_FILES = ("truthfulqa/truth_mc.json",)
+RAW_FILE = "truthfulqa/truth_mc.json"
 EXPECTED_ROWS = 817
 PROTOCOLS = ("generation", "loglik")
-UNIT = "question x protocol: correct (0/1)"
-TEST_LOSS = "the MC1 option the new model chose (repeated, or scored highest) preferred over the old model's"
-load = records.load_truthfulness  # the parser (data/records.py holds the raw readers)
+
+
+def load(raw_dir: Path) -> list[dict]:
+    """truth_mc.json (the study's file): a list of {"question", "mc1_targets", "mc2_targets"}, each
+    target an answer -> 1 (true) / 0 (false) mapping."""
+    path = raw_dir / RAW_FILE
+    data = read_json(path)
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list of questions")
+    out = []
+    for i, q in enumerate(data):
+        if not isinstance(q, dict) or "mc1_targets" not in q or "question" not in q:
+            raise DataError(f"{path}: item {i} has no question/mc1_targets")
+        mc1, mc2 = q["mc1_targets"], q.get("mc2_targets", {})
+        if not isinstance(mc1, dict) or not isinstance(mc2, dict):
+            raise DataError(f"{path}: item {i} targets must be answer -> label mappings")
+        labels = list(mc1.values())
+        out.append({
+            "id": f"tqa-{i:03d}", "question": q["question"], "mc1_choices": list(mc1), "mc1_labels": labels,
+            "mc1_correct": labels.index(1) if labels.count(1) == 1 else -1,
+            "mc2_choices": list(mc2), "mc2_labels": list(mc2.values()),
+        })
+    return out
+
+
+def from_parquet(src: Path, dest: Path) -> None:
+    """The hub's truthful_qa multiple_choice parquet -> the study's truth_mc.json shape (answer -> 1/0)."""
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_table(src, columns=["question", "mc1_targets", "mc2_targets"]).to_pylist()
+    except (OSError, ValueError, KeyError) as e:
+        raise DataError(f"{src}: not TruthfulQA's multiple_choice parquet ({type(e).__name__})") from None
+    items = [{"question": r["question"],
+              **{k: dict(zip(r[k]["choices"], r[k]["labels"])) for k in ("mc1_targets", "mc2_targets")}} for r in rows]
+    fileio.write_text(dest, json.dumps(items, indent=1, ensure_ascii=False) + "\n")  # option order kept
 
 
 def frame(df, rows):
@@ -186,3 +221,15 @@ def _run_loglik(backend, items: list[dict], s: Settings, *, seed: int, model: st
 def units(rows: list[dict]) -> list[tuple[str, float]]:
     """The headline's bootstrap units: (question id|condition = the protocol's, correct)."""
     return [(f"{r['id']}|{r['condition']}", float(r["correct"])) for r in rows]
+
+
+SPEC = VerticalSpec(
+    name=NAME, dataset=NAME, load=load, expectations=expectations, frame=frame, run=run, units=units,
+    settings=Settings, raw_files=(RAW_FILE,), expected_rows=EXPECTED_ROWS,
+    hub=(HubFile("truthfulqa/truthful_qa", "multiple_choice/validation-00000-of-00001.parquet", RAW_FILE,
+                 convert=from_parquet),),
+    protocols=PROTOCOLS, headline="mc1_accuracy",
+    higher_is_better=True,  # the only vertical where a higher headline is more trustworthy
+    unit="question x protocol: correct (0/1)",
+    test_loss="the MC1 option the new model chose (repeated, or scored highest) preferred over the old model's",
+)

@@ -71,8 +71,8 @@ def _vertical_meta(name: str) -> tuple[str, bool]:
     """Headline metric and its direction, declared by the vertical's module."""
     from rlhf_trust import evals
 
-    mod = evals.get(name)
-    return mod.HEADLINE, mod.HIGHER_IS_BETTER  # declared by every vertical (the registry checks it)
+    spec = evals.get(name)
+    return spec.headline, spec.higher_is_better
 
 
 def _cell(m: dict, headline: str) -> Cell:

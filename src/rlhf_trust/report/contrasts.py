@@ -49,13 +49,13 @@ def load_units(eval_dir: Path, vertical: str, models: tuple[str, ...], notes: li
 
 
 def abs_mean_headline(vertical: str) -> bool:
-    """The vertical's headline is |mean of its units| (fairness: the units' mean is the signed gap
+    """The vertical's headline is |mean of its units| (e.g. a parity gap: the units' mean is the signed gap
     P(yes|Male) - P(yes|Female), the headline its size). Its contrasts orient both models' units by
     the sign of the first model's gap, so a positive delta means a wider gap whichever sex it favours
     (exactly the change of the headline while the gap keeps its sign)."""
     from rlhf_trust import evals
 
-    return vertical in evals.VERTICALS and bool(getattr(evals.get(vertical), "HEADLINE_IS_ABS_MEAN", False))
+    return vertical in evals.names() and evals.get(vertical).headline_is_abs_mean
 
 
 def jobs_digest(jobs: Mapping[Any, tuple[Mapping[str, float], Mapping[str, float], bool]], notes: list[str]) -> str:

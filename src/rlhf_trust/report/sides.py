@@ -39,7 +39,7 @@ class Side:
             return bool(v["higher_is_better"])
         from rlhf_trust import evals
 
-        return bool(getattr(evals.get(vertical), "HIGHER_IS_BETTER", False))
+        return evals.get(vertical).higher_is_better
 
 
 def git(*args: str) -> str | None:
