@@ -122,12 +122,10 @@ def test_smoke_pipeline_is_tracked_on_the_team_server(servers, smoke):
     dvc_stages = subprocess.run([str(Path(sys.executable).parent / "dvc"), "stage", "list", "--name-only"],
                                 cwd=wt, capture_output=True, text=True, check=True).stdout.split()
     smoke = yaml.safe_load((wt / "params.yaml").read_text())
-    cells = []  # one MLflow run per cell: eval@<v> runs one per model, influence_<s> one per vertical
+    cells = []  # one MLflow run per cell: eval@<v> runs one per model, influence@<s>-<v> one
     for st in dvc_stages:
         if st.startswith("eval@"):
             cells += [f"eval_{st[5:]}@{m}" for m in smoke["eval"]["models"]]
-        elif st.startswith("influence_"):
-            cells += [f"influence@{st[10:]}-{v}" for v in smoke["influence"]["verticals"]]
         else:
             cells.append(st)
     runs = _stage_runs(s.tracking_uri)

@@ -1,7 +1,8 @@
 """`rlhf-trust influence`: attribution scores of every HH training pair for each RLHF stage x trust vertical.
 
-One process per RLHF stage handles all its verticals (the model loads once, the train gradients are
-computed once); influence.method picks the score that ranks pairs (exact, datainf, gradsim, repsim, ekfac),
+`--stage S` without `--vertical` handles all of S's verticals in one process (the model loads once);
+DVC runs one cell per (stage, vertical), and the first cell of a stage writes the train gradients
+that its other cells read back from the store; influence.method picks the score that ranks pairs (exact, datainf, gradsim, repsim, ekfac),
 influence.compare the other methods computed beside it (one column each, Spearman between them).
 
 Stages (the study's attribute_{sft,ppo,dpo}.py, with its defects fixed, docs/influence.md):

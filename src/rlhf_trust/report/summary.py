@@ -143,11 +143,11 @@ def as_json(res: Results) -> dict[str, Any]:
 def plot_csv(v: Vertical) -> str:
     buf = _io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["stage", v.headline, "ci_low", "ci_high"])
+    w.writerow(["stage", "value", "ci_low", "ci_high", "metric"])  # one schema for every vertical (dvc.yaml plots)
     for s in STAGES:
         c = v.cells.get(s)
         if c is not None and c.value is not None:
-            w.writerow([s, c.value, c.low, c.high])
+            w.writerow([s, c.value, c.low, c.high, v.headline])
     return buf.getvalue()
 
 
