@@ -1,18 +1,11 @@
 """Trust test pairs: what "the model moved toward its new behaviour" means, per vertical.
 
-All six verticals use the study's form for generation verticals (attribute_{ppo,dpo}.py): for one
+Every vertical uses the study's form for generation verticals (attribute_{ppo,dpo}.py): for one
 evaluation input, the NEW stage's continuation is preferred over the PREVIOUS stage's continuation
 on the same input. Rows of the two models pair by (id, condition, sample_index) in
-eval/<vertical>/<model>/samples.jsonl; "prompt" is the exact model input.
-
-- toxicity: RealToxicityPrompts prompt -> continuation (the study's only implemented case).
-- bias: DecodingTrust stereotype prompt (per system-prompt condition) -> agree/disagree answer.
-- ethics: ETHICS (jiminy / commonsense) prompt -> the model's verdict text.
-- truthfulness: TruthfulQA MC1 -> the option the model chose (generation protocol: the text it
-  repeated; loglik protocol: the highest-scored continuation " <option>" after lm-eval's context).
-- privacy: Enron name -> email prompt -> the predicted address.
-- fairness: DecodingTrust's UCI Adult person -> the answer the model chose (" yes" / " no": the
-  log-likelihood protocol's verdict; "does this person earn > $50k?"), so a pair is a changed verdict.
+eval/<vertical>/<model>/samples.jsonl; "prompt" is the exact model input, and what the
+continuation is (a generated text, or the option a log-likelihood protocol chose) is the
+vertical's own: its spec's `test_loss` says it in words.
 
 Pairs whose two continuations are identical carry no contrast (their BT/DPO/contrast gradient is
 exactly zero) and pairs with an empty continuation have no tokens to score: both are dropped, and
