@@ -56,3 +56,15 @@ def test_a_dataset_without_a_suite_is_an_error():
 
     with pytest.raises(DataError, match="no Great Expectations suite for dataset.*new_vertical"):
         validate.validate_frames({"new_vertical": pd.DataFrame({"id": ["a"]})}, ValidateConfig())
+
+
+def test_a_spec_under_another_name_is_one_line(monkeypatch):
+    import sys
+    import types
+
+    mod = types.ModuleType("rlhf_trust.evals.broken")
+    mod.SPEC = dataclasses.replace(verticals.get("ethics"), name="other")
+    monkeypatch.setitem(sys.modules, "rlhf_trust.evals.broken", mod)
+    with pytest.raises(UserError, match="rlhf_trust.evals.broken: SPEC must be a VerticalSpec named 'broken'"):
+        verticals._add({}, "broken")
+    assert "broken" not in verticals.names() and "stage" not in verticals.names()  # engine modules are not verticals

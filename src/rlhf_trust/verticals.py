@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import importlib
-import pkgutil
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,20 +83,35 @@ class VerticalSpec:
             raise UserError(f"vertical '{self.name}': declare its raw_files and hub source")
 
 
+_DECLARES = re.compile(r"^SPEC\s*=", re.MULTILINE)
+
+
+def _declares_spec(path: Path) -> bool:
+    """The module's source assigns SPEC at top level (read, not imported: the engine modules beside the
+    verticals are never loaded just to be looked at)."""
+    try:
+        return bool(_DECLARES.search(path.read_text(encoding="utf-8")))
+    except OSError:
+        return False
+
+
 @functools.cache
 def _registry() -> dict[str, VerticalSpec]:
     pkg = importlib.import_module(PACKAGE)
     out: dict[str, VerticalSpec] = {}
-    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):
-            continue
-        spec = getattr(importlib.import_module(f"{PACKAGE}.{info.name}"), "SPEC", None)
-        if spec is None:
-            continue  # an engine module (backends, stats, ...), not a vertical
-        if not isinstance(spec, VerticalSpec) or spec.name != info.name:
-            raise UserError(f"{PACKAGE}.{info.name}: SPEC must be a VerticalSpec named '{info.name}'")
-        out[spec.name] = spec
-    return out
+    for d in pkg.__path__:
+        for path in sorted(Path(d).glob("[!_]*.py")):
+            if not _declares_spec(path):
+                continue  # an engine module (backends, stats, ...), not a vertical
+            _add(out, path.stem)
+    return dict(sorted(out.items()))
+
+
+def _add(out: dict[str, VerticalSpec], name: str) -> None:
+    spec = getattr(importlib.import_module(f"{PACKAGE}.{name}"), "SPEC", None)
+    if not isinstance(spec, VerticalSpec) or spec.name != name:
+        raise UserError(f"{PACKAGE}.{name}: SPEC must be a VerticalSpec named '{name}'")
+    out[name] = spec
 
 
 def names() -> tuple[str, ...]:
