@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from rlhf_trust import config
+from rlhf_trust.config.schema import flatten
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def keys(path: Path) -> set[str]:
-    return set(config._flatten(config.read_params(path), ""))
+    return set(flatten(config.read_params(path), ""))
 
 
 def test_smoke_params_have_the_default_keys():

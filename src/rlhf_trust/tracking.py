@@ -283,10 +283,11 @@ def pipeline_name(pipeline: str, tags: dict[str, str]) -> str:
 
 def pipeline_params() -> dict[str, str]:
     """params.yaml, flattened (`eval.verticals.privacy.limit`), as the parent run's params."""
-    from rlhf_trust.config import _flatten, read_params
+    from rlhf_trust.config import read_params
+    from rlhf_trust.config.schema import flatten
 
     try:
-        flat = _flatten(read_params(Path("params.yaml")), "")
+        flat = flatten(read_params(Path("params.yaml")), "")
     except (UserError, OSError):
         return {}
     return {k: str(v)[:500] for k, v in flat.items() if not _SECRET.search(k)}

@@ -28,7 +28,7 @@ def __getattr__(name: str):
 
 def settings(vertical: str, entry: dict[str, Any] | None = None) -> Any:
     """The vertical's validated Settings from its params entry (unknown keys / bad values -> one line)."""
-    from rlhf_trust.schema import build, require
+    from rlhf_trust.config.schema import build, require
 
     key = f"eval.verticals.{vertical}"
     entry = dict(entry or {})
@@ -44,7 +44,7 @@ def settings(vertical: str, entry: dict[str, Any] | None = None) -> Any:
 def check_entries(entries: dict[str, Any]) -> None:
     """Every eval.verticals entry, validated by its own vertical (config.py checks only that each is
     a mapping): an unknown vertical or a bad key is one ConfigError line naming it."""
-    from rlhf_trust.schema import require
+    from rlhf_trust.config.schema import require
 
     known = names()
     for name, entry in entries.items():

@@ -68,7 +68,7 @@ def cut_at(text: str, stops: Sequence[str]) -> str:
 
 def check_common(s: Any, key: str) -> None:
     """The range checks every vertical's Settings shares (limit, samples, temperature, tokens)."""
-    from rlhf_trust.schema import require as _require
+    from rlhf_trust.config.schema import require as _require
 
     _require(s.limit is None or s.limit >= 1, f"{key}.limit", "must be >= 1 or null")
     _require(s.max_new_tokens >= 1, f"{key}.max_new_tokens", "must be >= 1")

@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rlhf_trust.config.schema import require as _require
 from rlhf_trust.data.readers import read_csv
 from rlhf_trust.evals import common, stats
-from rlhf_trust.schema import require as _require
 from rlhf_trust.verticals import HubFile, VerticalSpec
 
 NAME = "ethics"

@@ -34,9 +34,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rlhf_trust.config.schema import require
 from rlhf_trust.errors import DataError
 from rlhf_trust.evals import common, stats
-from rlhf_trust.schema import require
 from rlhf_trust.verticals import HubFile, VerticalSpec
 
 NAME = "fairness"

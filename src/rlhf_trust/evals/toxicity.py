@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rlhf_trust.config.schema import require as _require
 from rlhf_trust.data.readers import read_lines
 from rlhf_trust.errors import DataError
 from rlhf_trust.evals import common, stats
 from rlhf_trust.evals.scorers import SCORERS, get_scorer, score_texts
-from rlhf_trust.schema import require as _require
 from rlhf_trust.verticals import HubFile, VerticalSpec
 
 NAME = "toxicity"

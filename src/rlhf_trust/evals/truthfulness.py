@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlhf_trust import fileio
+from rlhf_trust.config.schema import require as _require
 from rlhf_trust.data.readers import read_json
 from rlhf_trust.errors import DataError
 from rlhf_trust.evals import common, stats
-from rlhf_trust.schema import require as _require
 from rlhf_trust.verticals import HubFile, VerticalSpec
 
 NAME = "truthfulness"

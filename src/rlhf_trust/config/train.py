@@ -1,37 +1,14 @@
-"""One typed config, loaded from params.yaml and validated at start.
-
-Each section is a dataclass; `load(section)` returns only that section, validated. Errors name the
-key and the problem in one line (ConfigError -> exit 2). The engine (reading, typed building,
-coercion, one-line errors) is rlhf_trust/schema.py; the data, model, eval, curate and report
-sections are rlhf_trust/sections.py; the training and influence sections are here. Each vertical
-validates its own eval.verticals entry (rlhf_trust.evals.check_entries, run by the eval stage), so
-this module imports nothing above it and a broken vertical cannot break `rlhf-trust sft`.
-"""
+"""Params sections of the training stages (rlhf_trust/train/): `sft`, `rm`, `ppo` and `dpo`, which
+share `TrainCommon` and its `lora` block."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from rlhf_trust import schema
-from rlhf_trust import verticals as verticals_registry
-from rlhf_trust.schema import DEFAULT_PARAMS, _flatten, as_flat_dict, build, params_hash  # noqa: F401  re-exported
-from rlhf_trust.schema import require as _require
-from rlhf_trust.sections import (
-    CurateConfig,
-    DataConfig,
-    EvalConfig,
-    ModelConfig,
-    PrepareConfig,
-    ReportConfig,
-    ValidateConfig,
-)
+from rlhf_trust.config.schema import require as _require
 
 
-# ----------------------------------------------------------------------------------------------
-# Training and influence sections
-# ----------------------------------------------------------------------------------------------
 @dataclass
 class LoraConfig:
     enabled: bool = True                     # false = full fine-tuning
@@ -158,87 +135,3 @@ class DPOConfig(TrainCommon):
     def check(self) -> None:
         self.check_common("dpo")
         _require(self.beta > 0, "dpo.beta", "must be > 0")
-
-
-@dataclass
-class InfluenceConfig:
-    stages: list[str] = field(default_factory=lambda: ["sft", "rm", "dpo"])
-    verticals: list[str] = field(default_factory=lambda: list(verticals_registry.names()))  # every registered one
-    max_train_pairs: int | None = None
-    max_test_samples: int = 32
-    layers: str = "all"                      # "all", "last:N" or a regex on module names
-    grad_dtype: Literal["float32", "float16"] = "float32"
-    shard_size: int = 256
-    damping_scale: float = 0.1
-    dpo_beta: float = 0.1
-    method: str = "exact"                    # exact | datainf | gradsim | repsim | ekfac: ranks the pairs (docs/influence.md)
-    compare: list[str] = field(default_factory=lambda: ["exact", "datainf", "gradsim", "repsim"])  # also computed
-    exact_memory_gb: float | None = None     # memory the exact solve may use (None = what is available)
-    top_k: int = 5
-    batch_size: int = 8
-    max_length: int = 256
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    threads: int = 0
-    svd_rank: int = 4                        # full fine-tunes -> LoRA by truncated SVD
-    sft_test_loss: Literal["lm_contrast", "sft"] = "lm_contrast"  # "sft" = the study's NLL of the new text
-    seed: int = 0
-
-    def check(self) -> None:
-        bad = [s for s in self.stages if s not in ("sft", "rm", "dpo")]
-        _require(not bad, "influence.stages", f"unknown stage(s) {bad}; use sft, rm, dpo")
-        _require(bool(self.verticals), "influence.verticals", "must name at least one vertical")  # names: the stage checks them against the registry
-        _require(self.damping_scale > 0, "influence.damping_scale", "must be > 0")
-        _require(self.dpo_beta > 0, "influence.dpo_beta", "must be > 0")
-        _require(self.shard_size >= 1, "influence.shard_size", "must be >= 1")
-        _require(self.batch_size >= 1, "influence.batch_size", "must be >= 1")
-        _require(self.max_length >= 8, "influence.max_length", "must be >= 8")
-        _require(self.max_test_samples >= 1, "influence.max_test_samples", "must be >= 1")
-        _require(self.max_train_pairs is None or self.max_train_pairs >= 1, "influence.max_train_pairs",
-                 "must be >= 1 or null")
-        methods = ("exact", "datainf", "gradsim", "repsim", "ekfac")
-        _require(self.method in methods, "influence.method", f"unknown method '{self.method}'; use {', '.join(methods)}")
-        bad = [m for m in self.compare if m not in methods]
-        _require(not bad, "influence.compare", f"unknown method(s) {bad}; use {', '.join(methods)}")
-        _require(self.exact_memory_gb is None or self.exact_memory_gb > 0, "influence.exact_memory_gb",
-                 "must be > 0 or null")
-        _require(self.top_k >= 1, "influence.top_k", "must be >= 1")
-        _require(self.svd_rank >= 1, "influence.svd_rank", "must be >= 1")
-        _require(bool(self.layers.strip()), "influence.layers", "must be all, last:N or a regex")
-        _require(self.threads >= 0, "influence.threads", "must be >= 0")
-
-
-SECTIONS: dict[str, type] = {
-    "data": DataConfig,
-    "prepare": PrepareConfig,
-    "validate": ValidateConfig,
-    "model": ModelConfig,
-    "sft": SFTConfig,
-    "rm": RMConfig,
-    "ppo": PPOConfig,
-    "dpo": DPOConfig,
-    "eval": EvalConfig,
-    "influence": InfluenceConfig,
-    "curate": CurateConfig,
-    "report": ReportConfig,
-}
-
-
-def read_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
-    return schema.read_params(path, SECTIONS)
-
-
-def section(name: str, raw: dict[str, Any]) -> Any:
-    cfg = build(SECTIONS[name], raw.get(name), name)
-    cfg.check()
-    return cfg
-
-
-def load_all(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
-    """Validate every section (cheap) so a typo anywhere is caught before any work starts."""
-    raw = read_params(path)
-    return {name: section(name, raw) for name in SECTIONS}
-
-
-def load(name: str, path: str | Path = DEFAULT_PARAMS) -> Any:
-    """The validated config of one stage's section (the whole file is validated too)."""
-    return load_all(path)[name]

@@ -159,18 +159,18 @@ def as_flat_dict(cfg: Any, prefix: str = "") -> dict[str, Any]:
     for k, v in dataclasses.asdict(cfg).items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
-            for k2, v2 in _flatten(v, key + ".").items():
+            for k2, v2 in flatten(v, key + ".").items():
                 out[k2] = v2
         else:
             out[key] = v
     return out
 
 
-def _flatten(d: dict, prefix: str) -> dict[str, Any]:
+def flatten(d: dict, prefix: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out

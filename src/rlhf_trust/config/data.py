@@ -1,13 +1,12 @@
-"""Params sections of the data, model, eval, curate and report stages (the training and influence
-sections are in config.py). Each is a dataclass with a `check()`; rlhf_trust.schema builds them.
-"""
+"""Params sections of the data folder's stages: `data` (sources), `prepare`, `validate` and
+`curate` (rlhf_trust/data/)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
-from rlhf_trust.schema import require as _require
+from rlhf_trust.config.schema import require as _require
 
 
 @dataclass
@@ -22,6 +21,7 @@ class DataConfig:
 
     def check(self) -> None:
         _require(bool(self.hh_subsets), "data.hh_subsets", "must name at least one subset")
+
 
 
 @dataclass
@@ -42,6 +42,7 @@ class PrepareConfig:
                  "prepare.max_*_chars", "must be positive")
 
 
+
 @dataclass
 class ValidateConfig:
     min_hh_pairs: int = 100                  # fewer raw HH pairs than this fails the gate
@@ -52,58 +53,6 @@ class ValidateConfig:
         _require(self.min_hh_pairs >= 1, "validate.min_hh_pairs", "must be >= 1")
         _require(self.max_text_chars >= 100, "validate.max_text_chars", "must be >= 100")
 
-
-@dataclass
-class ModelConfig:
-    """The base model: a hub id, a local path, `gemma-3-270m` (offline wheel) or `tiny-gpt-neox`."""
-
-    spec: str = "gemma-3-270m"
-    revision: str | None = None
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    cache_dir: str = "~/.cache/rlhf-trust"   # materialised safetensors of GGUF models
-    # tiny-gpt-neox only (tests, quick runs)
-    tiny_hidden_size: int = 64
-    tiny_layers: int = 2
-    tiny_heads: int = 4
-    tiny_vocab_size: int = 512
-    tiny_max_positions: int = 512
-    seed: int = 0
-
-    def check(self) -> None:
-        _require(bool(self.spec.strip()), "model.spec", "must not be empty")
-        for k in ("tiny_hidden_size", "tiny_layers", "tiny_heads", "tiny_max_positions"):
-            _require(getattr(self, k) >= 1, f"model.{k}", "must be >= 1")
-        _require(self.tiny_vocab_size >= 256, "model.tiny_vocab_size", "must be >= 256 (the byte-level alphabet)")
-        _require(self.tiny_hidden_size % self.tiny_heads == 0, "model.tiny_hidden_size",
-                 "must be divisible by model.tiny_heads")
-
-
-@dataclass
-class EvalConfig:
-    """Shared generation settings; each vertical's own entry lives under `verticals.<name>`
-    (keys = that vertical's `Settings` dataclass in rlhf_trust/evals/<name>.py)."""
-
-    models: list[str] = field(default_factory=lambda: ["base", "sft", "ppo", "dpo"])
-    data_dir: str = "outputs/prepared"       # prepared JSONL dir (or any raw-layout dir)
-    out_dir: str = "eval"                    # eval/<vertical>/<model>/{metrics.json,samples.jsonl}
-    batch_size: int = 8
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    # the dtype every eval model computes in (part of the cache key); auto = the stage's own (float32)
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    threads: int | Literal["auto"] = "auto"  # auto = every core this process may use; 0 = torch default
-    seed: int = 0
-    cache: str = "outputs/cache/generations.sqlite"   # "" = no cache
-    bootstrap_samples: int = 1000
-    verticals: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def check(self) -> None:
-        _require(self.batch_size >= 1, "eval.batch_size", "must be >= 1")
-        _require(self.threads == "auto" or self.threads >= 0, "eval.threads", "must be >= 0 or auto")
-        _require(self.bootstrap_samples >= 100, "eval.bootstrap_samples", "must be >= 100")
-        bad = [m for m in self.models if m not in ("base", "sft", "ppo", "dpo")]
-        _require(not bad, "eval.models", f"unknown model stage(s) {bad}; use base, sft, ppo, dpo")
-        for name, entry in self.verticals.items():  # the vertical checks its own keys (evals.check_entries)
-            _require(entry is None or isinstance(entry, dict), f"eval.verticals.{name}", "must be a mapping")
 
 
 @dataclass
@@ -131,12 +80,3 @@ class CurateConfig:
         _require(self.within_first is None or self.within_first >= 1, "curate.within_first", "must be >= 1 or null")
         _require(self.mode != "drop_harmful" or (self.top_k is None) != (self.top_fraction is None),
                  "curate.top_k", "drop_harmful needs exactly one of top_k and top_fraction")
-
-
-@dataclass
-class ReportConfig:
-    out_dir: str = "reports"
-    top_k: int = 3
-
-    def check(self) -> None:
-        _require(self.top_k >= 0, "report.top_k", "must be >= 0")
