@@ -39,7 +39,7 @@ repro: data                 ## the whole pipeline (dvc repro)
 
 # The whole DAG on a random tiny model (params/smoke.yaml) in a throw-away git worktree, so the
 # workspace's dvc.lock / metrics / eval / influence / reports stay as committed. The worktree gets
-# the working tree's uncommitted changes too; MLflow runs land in the main store (tracking.py
+# the working tree's uncommitted changes too; MLflow runs land in the main store (rlhf_trust.tracking
 # anchors the store at the main checkout, or $$MLFLOW_TRACKING_URI). One fork server imports torch,
 # transformers, MLflow and GX once for the 18 stage processes (src/rlhf_trust/preload.py).
 SMOKE_DIR ?= .smoke

@@ -153,7 +153,7 @@ def test_smoke_pipeline_is_tracked_on_the_team_server(servers, smoke):
         assert tags["mlflow.parentRunId"] == parent[0]["info"]["run_id"]
         assert tags["git.commit"] and tags["data.version"] and tags["params.hash"]
         # params: exactly what the stage's params section (params/smoke.yaml) says
-        expected = tracking._safe_params(config.load(_section(stage), smoke_params))
+        expected = tracking.safe_params(config.load(_section(stage), smoke_params))
         got = {p["key"]: p["value"] for p in data.get("params", [])}
         assert expected and {k: got.get(k) for k in expected} == expected, stage
         metrics = {m["key"] for m in data.get("metrics", [])}
