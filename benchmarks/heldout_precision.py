@@ -7,7 +7,7 @@ code on the same units under three set-ups, side by side in one process:
 - fp32: `heldout_precision: float32`;
 - bf16_recast: bf16 autocast with frozen weights as the stages had them (autocast re-casts every
   frozen weight, the tied 262k head included, on every forward / head chunk / decoded token);
-- bf16: `common.heldout_autocast(cfg, *models)` in bf16: autocast with the frozen Linear weights held as
+- bf16: `precision.heldout_autocast(cfg, *models)` in bf16: autocast with the frozen Linear weights held as
   bf16 copies for the pass (train/frozen_bf16.py: each cast once per pass), what the stages run.
 
 It reports per set-up the statistic with its bootstrap CI and seconds, and against fp32 the share of
@@ -30,10 +30,10 @@ SETUPS = ("fp32", "bf16_recast", "bf16")
 
 
 def _ctx(cfg, setup: str, models: tuple):
-    from rlhf_trust.train import common
+    from rlhf_trust.train import precision
 
     c = dataclasses.replace(cfg, heldout_precision="float32" if setup == "fp32" else "bfloat16")
-    return common.heldout_autocast(c, *(models if setup == "bf16" else ()))
+    return precision.heldout_autocast(c, *(models if setup == "bf16" else ()))
 
 
 def _units(stage: str, cfg, rows: list[dict], m: dict):
@@ -64,10 +64,10 @@ def run(a) -> dict:
 
     from rlhf_trust import config
     from rlhf_trust.models import load_merged_causal_lm, load_merged_seq_cls, load_tokenizer
-    from rlhf_trust.train import common
+    from rlhf_trust.train import inputs
 
     torch.set_num_threads(a.threads)
-    layout = common.Layout(data_dir=a.data, models_dir=a.models)
+    layout = inputs.Layout(data_dir=a.data, models_dir=a.models)
     tok = load_tokenizer(a.models / "sft")
     m = {"tok": tok, "tok_left": load_tokenizer(a.models / "sft", padding_side="left"),
          "rm": load_merged_seq_cls(a.models / "rm"), "sft": load_merged_causal_lm(a.models / "sft")}
@@ -86,7 +86,7 @@ def run(a) -> dict:
                                   eval_batch_size=a.ppo_batch or cfg.eval_batch_size) if stage == "ppo" \
             else dataclasses.replace(cfg, max_heldout_pairs=a.pairs)
         torch.set_num_threads(a.threads)  # stage_inputs applies the stage's `threads`
-        rows = common.stage_inputs(stage, cfg, layout, parent="sft").heldout
+        rows = inputs.stage_inputs(stage, cfg, layout, parent="sft").heldout
         torch.set_num_threads(a.threads)
         res, vals = {}, {}
         for setup in a.setups:

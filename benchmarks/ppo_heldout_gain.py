@@ -25,11 +25,11 @@ def run(models: Path, params: str, n_prompts: int, threads: int) -> dict:
 
     from rlhf_trust import config
     from rlhf_trust.models import load_merged_causal_lm, load_merged_seq_cls, load_stage_info, load_tokenizer
-    from rlhf_trust.train import common, ppo
+    from rlhf_trust.train import inputs, ppo
 
     cfg = dataclasses.replace(config.load("ppo", params), heldout_prompts=n_prompts)
     # the stage's own held-out rows: prepared split, prompts clipped to their last max_prompt_length tokens
-    rows = common.stage_inputs("ppo", cfg, common.Layout()).heldout
+    rows = inputs.stage_inputs("ppo", cfg, inputs.Layout()).heldout
     torch.set_num_threads(threads)
     tok = load_tokenizer(models / "sft", padding_side="left")
     policy = load_merged_causal_lm(models / "ppo").eval()

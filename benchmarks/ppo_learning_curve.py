@@ -49,7 +49,7 @@ def main() -> None:
     from transformers import TrainerCallback
 
     from rlhf_trust import config
-    from rlhf_trust.train import common, ppo
+    from rlhf_trust.train import inputs, ppo
     from rlhf_trust.train.scoring import mean_ci95
 
     cfg = config.load("ppo", a.params)
@@ -66,12 +66,12 @@ def main() -> None:
     (tmp / "models").mkdir()
     for name in ("sft", "rm"):
         os.symlink(Path(a.models).resolve() / name, tmp / "models" / name)
-    layout = common.Layout(models_dir=tmp / "models", checkpoints_dir=tmp / "checkpoints", metrics_dir=tmp)
+    layout = inputs.Layout(models_dir=tmp / "models", checkpoints_dir=tmp / "checkpoints", metrics_dir=tmp)
     if a.data_dir:
         layout = dataclasses.replace(layout, data_dir=Path(a.data_dir))
     from rlhf_trust.models import load_merged_seq_cls, load_tokenizer
 
-    inp = common.stage_inputs("ppo", cfg, layout)  # the stage's own clipped held-out rows
+    inp = inputs.stage_inputs("ppo", cfg, layout)  # the stage's own clipped held-out rows
     prompts = list(dict.fromkeys(r["prompt"] for r in inp.heldout))[: cfg.heldout_prompts]
     tok = load_tokenizer(inp.parent, padding_side="left")
     reward = load_merged_seq_cls(Path(a.models) / "rm").requires_grad_(False).eval()

@@ -39,7 +39,7 @@ def main() -> None:
     from transformers import TrainerCallback
 
     from rlhf_trust import config
-    from rlhf_trust.train import common, ppo
+    from rlhf_trust.train import inputs, ppo
 
     t: dict[str, float] = {}
     tail = ppo.response_logits_only
@@ -64,7 +64,7 @@ def main() -> None:
             for k, v in {"precision": prec, "total_episodes": a.episodes, "heldout_prompts": 2, "threads": a.threads,
                          "heldout_precision": "bfloat16"}.items():
                 object.__setattr__(cfg, k, v)
-            layout = common.Layout(data_dir=Path(a.data), models_dir=models, checkpoints_dir=Path(tmp) / f"ckpt{i}",
+            layout = inputs.Layout(data_dir=Path(a.data), models_dir=models, checkpoints_dir=Path(tmp) / f"ckpt{i}",
                                    metrics_dir=Path(tmp) / "metrics")
             torch.set_num_threads(a.threads)
             m = ppo.run(cfg, layout, callbacks=[Timer()])

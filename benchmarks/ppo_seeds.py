@@ -89,7 +89,7 @@ def run_seeds(base_cfg, models: Path, seeds: list[int], out_path: Path, data_dir
     import torch
 
     from rlhf_trust.models import load_merged_seq_cls, load_tokenizer
-    from rlhf_trust.train import common, ppo
+    from rlhf_trust.train import inputs, ppo
     from rlhf_trust.train.scoring import mean_ci95
 
     base_cfg = dataclasses.replace(base_cfg, resume=False)
@@ -115,7 +115,7 @@ def run_seeds(base_cfg, models: Path, seeds: list[int], out_path: Path, data_dir
         for name in ("sft", "rm"):
             if not (run_dir / "models" / name).exists():
                 os.symlink(Path(models).resolve() / name, run_dir / "models" / name)
-        layout = common.Layout(models_dir=run_dir / "models", checkpoints_dir=run_dir / "checkpoints",
+        layout = inputs.Layout(models_dir=run_dir / "models", checkpoints_dir=run_dir / "checkpoints",
                                metrics_dir=run_dir)
         return dataclasses.replace(layout, data_dir=Path(data_dir)) if data_dir else layout
 
@@ -166,7 +166,7 @@ def run_seeds(base_cfg, models: Path, seeds: list[int], out_path: Path, data_dir
         soup = weight_average(model_dirs)
         tok = load_tokenizer(model_dirs[0], padding_side="left")
         reward = load_merged_seq_cls(Path(models) / "rm").requires_grad_(False).eval()
-        rows = common.stage_inputs("ppo", base_cfg, layout_for(seeds[0])).heldout
+        rows = inputs.stage_inputs("ppo", base_cfg, layout_for(seeds[0])).heldout
         prompts = list(dict.fromkeys(r["prompt"] for r in rows))[: base_cfg.heldout_prompts]
         gain = (ppo._scored(soup, reward, tok, prompts, base_cfg) - scored["sft"]).numpy()
         out["soup"] = {"seeds": seeds, "heldout_reward_gain": float(gain.mean()),

@@ -53,7 +53,8 @@ def child(stage: str, params: str, out: str) -> None:
         return
     import importlib
 
-    from rlhf_trust.train import common
+    from rlhf_trust.train import stage_cli
+    from rlhf_trust.train.inputs import PARENT, Layout
 
     mod = importlib.import_module(f"rlhf_trust.train.{stage}")
     captured = {}
@@ -62,9 +63,9 @@ def child(stage: str, params: str, out: str) -> None:
         captured.update(mod.run(cfg, layout, callbacks=[Timer()]))
         return captured
 
-    layout = common.Layout()
-    inputs = [layout.split("hh_train"), layout.split("hh_heldout"), layout.model(common.PARENT[stage])]
-    common.run_cli(stage, ns, run, inputs)
+    layout = Layout()
+    inputs = [layout.split("hh_train"), layout.split("hh_heldout"), layout.model(PARENT[stage])]
+    stage_cli.run_cli(stage, ns, run, inputs)
     Path(out).write_text(json.dumps({"metrics": captured, "train_seconds": timer["end"] - timer["begin"]}))
 
 
@@ -76,7 +77,7 @@ def child(stage: str, params: str, out: str) -> None:
 # (train/fast_rm.py), padding-free SFT with TRL's chunked NLL on the fused head (train/fast_sft.py);
 # autocast_bf16 = new + bf16 autocast around the loss with fp32 weights (the previous bf16 set-up:
 # autocast recasts every frozen weight per call); new_bf16 = that + the frozen Linear weights held as
-# bf16 copies (train/frozen_bf16.py), as `precision: bfloat16` now trains (common.mixed_precision).
+# bf16 copies (train/frozen_bf16.py), as `precision: bfloat16` now trains (precision.mixed_precision).
 SETUPS = ("today", "new", "autocast_bf16", "new_bf16")
 
 
@@ -84,9 +85,9 @@ def _trainer(stage: str, cfg, model, tok, rows, out_dir: str, padding_free: bool
     from datasets import Dataset
 
     from rlhf_trust.models import seq_cls_from_causal
-    from rlhf_trust.train import common
+    from rlhf_trust.train import trl_setup
 
-    peft = common.lora_config(cfg, "SEQ_CLS" if stage == "rm" else "CAUSAL_LM")
+    peft = trl_setup.lora_config(cfg, "SEQ_CLS" if stage == "rm" else "CAUSAL_LM")
     if stage == "sft":
         from trl import SFTConfig, SFTTrainer
 
@@ -128,17 +129,18 @@ def compare(stages: list[str], params: str, out_path: str, steps: int, threads_n
 
     from rlhf_trust import config
     from rlhf_trust.models import load_merged_causal_lm, load_tokenizer
-    from rlhf_trust.train import common
-    from rlhf_trust.train.common import auto_threads
+    from rlhf_trust.train import inputs
     from rlhf_trust.train.frozen_bf16 import frozen_bf16
+    from rlhf_trust.train.precision import autocast
+    from rlhf_trust.train.runtime import auto_threads
 
     rows_out, ratios = [], {}
     base = Path("outputs/models/base")
     tok = load_tokenizer(base)
     for stage in stages:
         cfg = config.load(stage, params)
-        rows = common.load_split("hh_train", common.Layout(data_dir=Path("outputs/prepared")), None, stage)
-        rows = common.clip(tok, rows[: cfg.batch_size * steps], cfg.max_prompt_length, cfg.max_length)
+        rows = inputs.load_split("hh_train", inputs.Layout(data_dir=Path("outputs/prepared")), None, stage)
+        rows = inputs.clip(tok, rows[: cfg.batch_size * steps], cfg.max_prompt_length, cfg.max_length)
         with tempfile.TemporaryDirectory() as tmp:
             trainer = _trainer(stage, cfg, load_merged_causal_lm(base), tok, rows, tmp)
             model = trainer.model
@@ -161,7 +163,7 @@ def compare(stages: list[str], params: str, out_path: str, steps: int, threads_n
                     # the swap is made once per training run: outside the timed step
                     with frozen_bf16(model) if setup == "new_bf16" else contextlib.nullcontext():
                         t0 = time.perf_counter()
-                        with common.autocast(SimpleNamespace(precision=precision, device="cpu")):
+                        with autocast(SimpleNamespace(precision=precision, device="cpu")):
                             loss = _loss(stage, setup, new_tr if setup != "today" else trainer, model, batch)
                         loss.backward()
                         times[setup].append(time.perf_counter() - t0)
@@ -246,7 +248,7 @@ def _wave1_trainer(stage: str, cfg, inp, ckpt_dir: Path):
     from datasets import Dataset
 
     from rlhf_trust.models import load_merged_causal_lm, seq_cls_from_causal
-    from rlhf_trust.train import common
+    from rlhf_trust.train import trl_setup
 
     c = dataclasses.replace(cfg, precision="float32")
     model = load_merged_causal_lm(inp.parent)
@@ -254,25 +256,25 @@ def _wave1_trainer(stage: str, cfg, inp, ckpt_dir: Path):
         from trl import SFTConfig, SFTTrainer
 
         data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["chosen"]} for r in inp.train])
-        args = common.trl_args(SFTConfig, c, ckpt_dir, stage, max_length=cfg.max_length, completion_only_loss=True,
+        args = trl_setup.trl_args(SFTConfig, c, ckpt_dir, stage, max_length=cfg.max_length, completion_only_loss=True,
                                packing=False, dataset_num_proc=None)
         return SFTTrainer(model=model, args=args, train_dataset=data, processing_class=inp.tok,
-                          peft_config=common.lora_config(c, "CAUSAL_LM"))
+                          peft_config=trl_setup.lora_config(c, "CAUSAL_LM"))
     data = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in inp.train])
     if stage == "rm":
         from trl import RewardConfig, RewardTrainer
 
         model = seq_cls_from_causal(model, num_labels=1)
         model.config.pad_token_id = inp.tok.pad_token_id
-        args = common.trl_args(RewardConfig, c, ckpt_dir, stage, max_length=cfg.max_length)
+        args = trl_setup.trl_args(RewardConfig, c, ckpt_dir, stage, max_length=cfg.max_length)
         return RewardTrainer(model=model, args=args, train_dataset=data, processing_class=inp.tok,
-                             peft_config=common.lora_config(c, "SEQ_CLS"))
+                             peft_config=trl_setup.lora_config(c, "SEQ_CLS"))
     from trl import DPOConfig, DPOTrainer
 
-    args = common.trl_args(DPOConfig, c, ckpt_dir, stage, max_length=cfg.max_length, beta=cfg.beta,
+    args = trl_setup.trl_args(DPOConfig, c, ckpt_dir, stage, max_length=cfg.max_length, beta=cfg.beta,
                            loss_type=[cfg.loss_type])
     return DPOTrainer(model=model, ref_model=None, args=args, train_dataset=data, processing_class=inp.tok,
-                      peft_config=common.lora_config(c, "CAUSAL_LM"))
+                      peft_config=trl_setup.lora_config(c, "CAUSAL_LM"))
 
 
 def _stage_trainer(stage: str, cfg, inp, ckpt_dir: Path):
@@ -299,7 +301,7 @@ def steps_compare(stages: list[str], params: str, out_path: str, steps: int, rou
 
     from rlhf_trust import config
     from rlhf_trust.models import load_tokenizer
-    from rlhf_trust.train import common
+    from rlhf_trust.train import inputs
     from rlhf_trust.train.runtime import auto_threads
 
     torch.set_num_threads(1)
@@ -311,8 +313,8 @@ def steps_compare(stages: list[str], params: str, out_path: str, steps: int, rou
     for stage in stages:
         cfg = dataclasses.replace(config.load(stage, params), max_steps=steps, threads=1, resume=False)
         n = cfg.batch_size * cfg.grad_accum * steps
-        rows = common.load_split("hh_train", common.Layout(data_dir=Path("outputs/prepared")), n, stage)
-        inp = common.Inputs(parent=base, tok=tok, train=common.clip(tok, rows, cfg.max_prompt_length, cfg.max_length),
+        rows = inputs.load_split("hh_train", inputs.Layout(data_dir=Path("outputs/prepared")), n, stage)
+        inp = inputs.Inputs(parent=base, tok=tok, train=inputs.clip(tok, rows, cfg.max_prompt_length, cfg.max_length),
                             heldout=[], data_md5="")
         with tempfile.TemporaryDirectory() as tmp:
             trainers = {"wave1": _wave1_trainer(stage, cfg, inp, Path(tmp) / "wave1"),
@@ -420,7 +422,7 @@ def compare_heldout(params: str, out_path: str, pairs: int) -> None:
 
     from rlhf_trust import config
     from rlhf_trust.models import load_merged_causal_lm, load_tokenizer, seq_cls_from_causal
-    from rlhf_trust.train import common
+    from rlhf_trust.train import inputs
 
     torch.set_num_threads(1)
     base = Path("outputs/models/base")
@@ -428,8 +430,8 @@ def compare_heldout(params: str, out_path: str, pairs: int) -> None:
     rows_out, ratios = [], {}
     for stage in ("dpo", "rm"):
         cfg = config.load(stage, params)
-        rows = common.load_split("hh_heldout", common.Layout(data_dir=Path("outputs/prepared")), pairs, stage)
-        rows = common.clip(tok, rows, cfg.max_prompt_length, cfg.max_length)
+        rows = inputs.load_split("hh_heldout", inputs.Layout(data_dir=Path("outputs/prepared")), pairs, stage)
+        rows = inputs.clip(tok, rows, cfg.max_prompt_length, cfg.max_length)
         model = load_merged_causal_lm(base)
         if stage == "rm":
             model = seq_cls_from_causal(model, num_labels=1)

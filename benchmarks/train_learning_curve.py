@@ -24,12 +24,12 @@ HERE = Path(__file__).resolve().parent
 
 
 def evaluate(stage: str, trainer, inp, cfg) -> dict:
-    from rlhf_trust.train import common, dpo, rm
+    from rlhf_trust.train import dpo, precision, rm
 
     model = trainer.model
     was_training = model.training
     model.eval()
-    with common.heldout_autocast(cfg):
+    with precision.heldout_autocast(cfg):
         if stage == "rm":
             out = rm.heldout_metrics(model, inp.tok, inp.heldout, cfg.eval_batch_size)
         else:
@@ -45,12 +45,12 @@ def run(stage: str, params: str, points: list[int], precision: str, lr: float | 
     from transformers import TrainerCallback
 
     from rlhf_trust import config, fileio
-    from rlhf_trust.train import common, dpo, rm
+    from rlhf_trust.train import checkpoints, dpo, inputs, rm
 
     cfg = config.load(stage, params)
     cfg = dataclasses.replace(cfg, max_train_pairs=max(points), precision=precision,
                               learning_rate=lr or cfg.learning_rate, save_steps=10**9)
-    inp = common.stage_inputs(stage, cfg, common.Layout(), parent=getattr(cfg, "init_from", None))
+    inp = inputs.stage_inputs(stage, cfg, inputs.Layout(), parent=getattr(cfg, "init_from", None))
     per_step = cfg.batch_size * cfg.grad_accum
     setup = {"stage": stage, "params": params, "precision": precision, "learning_rate": cfg.learning_rate,
              "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum, "max_length": cfg.max_length,
@@ -61,8 +61,8 @@ def run(stage: str, params: str, points: list[int], precision: str, lr: float | 
         done = {"setup": setup, "points": []}
     seen = {p["pairs_seen"] for p in done["points"]}
     ckpt_dir = workdir / f"{stage}_{precision}"
-    fp = common.fingerprint(cfg, {"data": inp.data_md5, "parent": common.model_md5(inp.parent)})
-    resume = common.checkpoint_to_resume(ckpt_dir, fp, True)
+    fp = checkpoints.fingerprint(cfg, {"data": inp.data_md5, "parent": checkpoints.model_md5(inp.parent)})
+    resume = checkpoints.checkpoint_to_resume(ckpt_dir, fp, True)
     steps = {p // per_step: p for p in points}
     t0 = [time.perf_counter()]
 
@@ -87,7 +87,7 @@ def run(stage: str, params: str, points: list[int], precision: str, lr: float | 
         trainer = rm.build(cfg, inp, ckpt_dir, [Curve()])
     else:
         trainer, _ = dpo.build(cfg, inp, ckpt_dir, [Curve()])
-    common.train(trainer, resume)
+    checkpoints.train(trainer, resume)
     return done
 
 

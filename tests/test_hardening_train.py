@@ -18,7 +18,7 @@ from train_support import KillAt, make_layout, train_cfg
 
 from rlhf_trust import cli, fileio
 from rlhf_trust.models import load_stage_info
-from rlhf_trust.train import common, ppo, sft
+from rlhf_trust.train import checkpoints, ppo, sft
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("train_steps", "train_loss_last", "train_loss_mean", "heldout_chosen_nll_per_token")
@@ -54,17 +54,17 @@ def test_ppo_checkpoint_with_a_pickled_command_is_refused(tmp_path, capsys):
     marker = tmp_path / "pwned"
     ckpt_dir = tmp_path / "checkpoints" / "ppo"
     fp = {"params": {"x": 1}, "inputs": {}}
-    assert common.checkpoint_to_resume(ckpt_dir, fp, True) is None
+    assert checkpoints.checkpoint_to_resume(ckpt_dir, fp, True) is None
     ck = ckpt_dir / "checkpoint-2"
     ck.mkdir()
     torch.save({"update": 2, "policy": {}, "value": {}, "optimizer": {}, "log_history": []}, ck / ppo.STATE_FILE)
     torch.save(ppo._rng_state(), ck / "rng-0.pt")
-    assert common.checkpoint_to_resume(ckpt_dir, fp, True) == str(ck)  # a genuine one is used
+    assert checkpoints.checkpoint_to_resume(ckpt_dir, fp, True) == str(ck)  # a genuine one is used
     with open(ck / "rng-0.pt", "wb") as f:  # the attack from the issue
         pickle.dump(_Evil(marker), f)
     with pytest.raises(pickle.UnpicklingError):
         ppo.load_state(ck)
-    assert common.checkpoint_to_resume(ckpt_dir, fp, True) is None
+    assert checkpoints.checkpoint_to_resume(ckpt_dir, fp, True) is None
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("rlhf-trust")]
     assert len(err) == 1, err
     assert err[0].startswith("rlhf-trust ppo: warning: unusable checkpoint checkpoint-2 (rng-0.pt: UnpicklingError")

@@ -228,7 +228,7 @@ def test_server_dying_mid_stage_keeps_the_outputs(servers, smoke, tmp_path, monk
     """A real TRL stage (SFT) whose tracking server is stopped after its first step."""
     from transformers import TrainerCallback
 
-    from rlhf_trust.train import common, sft
+    from rlhf_trust.train import sft, stage_cli
 
     s, env, _ = servers
     wt, _ = smoke
@@ -249,7 +249,7 @@ def test_server_dying_mid_stage_keeps_the_outputs(servers, smoke, tmp_path, monk
 
     t0 = time.monotonic()
     try:
-        rc = common.run_cli("sft", argparse.Namespace(params="params.yaml"),
+        rc = stage_cli.run_cli("sft", argparse.Namespace(params="params.yaml"),
                             lambda cfg, layout: sft.run(cfg, layout, callbacks=[StopServerAfterFirstStep()]), [])
     finally:
         import mlflow

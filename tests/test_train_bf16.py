@@ -1,4 +1,4 @@
-"""bf16 mixed precision (`<stage>.precision: bfloat16`, train/common.autocast): on a fixed batch the
+"""bf16 mixed precision (`<stage>.precision: bfloat16`, train/precision.autocast): on a fixed batch the
 loss and LoRA gradients of each stage's training step under the trainer's autocast are close to the
 fp32 ones on tiny-gpt-neox, and the bf16 path really ran (the loss differs from fp32's).
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 from train_support import hh_pairs, native_bf16
 
-from rlhf_trust.train import common
+from rlhf_trust.train import inputs, precision
 
 torch.set_num_threads(1)
 
@@ -46,7 +46,7 @@ def _lora(model, task="CAUSAL_LM"):
 def _step(trainer, batch, cfg):
     """Loss and gradients of one training step as Trainer runs it (compute_loss in its context)."""
     m = trainer.model
-    common.mixed_precision(trainer, cfg)
+    precision.mixed_precision(trainer, cfg)
     m.train()
     m.zero_grad()
     with trainer.compute_loss_context_manager():
@@ -71,7 +71,7 @@ def _assert_close_bf16(fp32, bf16):
 
 
 def _rows(tok):
-    return common.clip(tok, hh_pairs(4, max_chars=200), 40, 80)
+    return inputs.clip(tok, hh_pairs(4, max_chars=200), 40, 80)
 
 
 def test_sft_bf16_close_to_fp32(tmp_path):
@@ -143,9 +143,9 @@ def test_dpo_bf16_close_to_fp32(tmp_path):
 @pytest.mark.parametrize(("cfg", "dtype"), [(BF16, torch.bfloat16), (FP32, torch.float32)])
 def test_autocast_follows_precision(cfg, dtype):
     a = torch.randn(4, 8)
-    with common.autocast(cfg):
+    with precision.autocast(cfg):
         assert (a @ a.T).dtype == dtype
-    with common.heldout_autocast(SimpleNamespace(**{**vars(cfg), "heldout_precision": "float32"})):
+    with precision.heldout_autocast(SimpleNamespace(**{**vars(cfg), "heldout_precision": "float32"})):
         assert (a @ a.T).dtype == torch.float32
 
 
@@ -218,7 +218,7 @@ def test_bf16_stage_training_restores_fp32_weights(tmp_path):
     lora = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     args = SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_length=None, padding_free=True,
                      completion_only_loss=True, report_to=[], use_cpu=True, seed=0, max_steps=1, save_strategy="no")
-    trainer = common.mixed_precision(trainer_class()(model=model, args=args, train_dataset=data,
+    trainer = precision.mixed_precision(trainer_class()(model=model, args=args, train_dataset=data,
                                                      processing_class=tok), BF16)
     trainer.train()
     for n, p in trainer.model.named_parameters():
@@ -238,9 +238,9 @@ def test_bf16_falls_back_to_float32_without_native_cpu_bf16(monkeypatch, capsys)
     monkeypatch.setattr(store, "_BF16_WARNED", set())
     a = torch.randn(4, 8)
     lin = torch.nn.Linear(8, 8).requires_grad_(False)
-    with common.autocast(BF16), common.frozen_weights(BF16, lin), common.heldout_autocast(BF16, lin):
+    with precision.autocast(BF16), precision.frozen_weights(BF16, lin), precision.heldout_autocast(BF16, lin):
         assert (a @ a.T).dtype == torch.float32 and lin.weight.dtype == torch.float32
-    with common.autocast(BF16):
+    with precision.autocast(BF16):
         pass
     err = capsys.readouterr().err
     assert err.count("no native bf16") == 2  # once per field (precision, heldout_precision), not per call

@@ -14,7 +14,7 @@ import pytest
 import torch
 from train_support import hh_pairs
 
-from rlhf_trust.train import common
+from rlhf_trust.train import inputs
 
 torch.set_num_threads(1)
 
@@ -63,7 +63,7 @@ def test_dpo_fast_path_equals_trl(arch, tmp_path):
     from rlhf_trust.train.fast_dpo import trainer_class
 
     model, tok = _tiny(arch)
-    rows = common.clip(tok, hh_pairs(4, max_chars=200), 40, 80)
+    rows = inputs.clip(tok, hh_pairs(4, max_chars=200), 40, 80)
     args = DPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_length=80, report_to=[],
                      use_cpu=True, beta=0.1, seed=0)
     trainer = trainer_class()(model=_lora(model), ref_model=None, args=args, processing_class=tok,
@@ -104,7 +104,7 @@ def test_sft_padding_free_chunked_loss_equals_plain_nll(arch, tmp_path, monkeypa
     from rlhf_trust.train import fast_sft, packed_attention
 
     model, tok = _tiny(arch)
-    rows = common.clip(tok, hh_pairs(4, max_chars=200), 40, 80)
+    rows = inputs.clip(tok, hh_pairs(4, max_chars=200), 40, 80)
     data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["chosen"]} for r in rows])
     calls = []
     fused = fast_sft.fused_chunked_ce
@@ -197,7 +197,7 @@ def test_rm_shared_prompt_equals_trl(arch, tmp_path):
     torch.manual_seed(1)
     rm = get_peft_model(rm, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="SEQ_CLS",
                                        init_lora_weights=False))
-    rows = common.clip(tok, hh_pairs(4, max_chars=200), 40, 80)
+    rows = inputs.clip(tok, hh_pairs(4, max_chars=200), 40, 80)
     args = RewardConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_length=80, report_to=[],
                         use_cpu=True, seed=0)
     trainer = trainer_class()(model=rm, args=args, processing_class=tok,
@@ -226,7 +226,7 @@ def test_heldout_pair_logps_with_shared_prompt_equal_plain(arch):
 
     model, tok = _tiny(arch)
     model = _lora(model).eval()
-    rows = common.clip(tok, hh_pairs(5, max_chars=200), 40, 80)
+    rows = inputs.clip(tok, hh_pairs(5, max_chars=200), 40, 80)
     prompts, chosen, rejected = ([r[k] for r in rows] for k in ("prompt", "chosen", "rejected"))
     (s1, n1), (s2, n2) = scoring._tokenize(tok, prompts, chosen), scoring._tokenize(tok, prompts, rejected)
     assert all(a[:len(a) - i] == b[:len(b) - j] for a, i, b, j in zip(s1, n1, s2, n2))  # the shared path runs
@@ -280,7 +280,7 @@ def test_reward_scores_length_sorted_batches_equal_one_by_one(arch):
     model, tok = _tiny(arch)
     rm = seq_cls_from_causal(model, num_labels=1).eval()
     rm.config.pad_token_id = tok.pad_token_id
-    rows = common.clip(tok, hh_pairs(5, max_chars=200), 40, 80)
+    rows = inputs.clip(tok, hh_pairs(5, max_chars=200), 40, 80)
     prompts, chosen = [r["prompt"] for r in rows], [r["chosen"] for r in rows]
     batched = scoring.reward_scores(rm, tok, prompts, chosen, batch_size=3)
     alone = torch.cat([scoring.reward_scores(rm, tok, [p], [c], 1) for p, c in zip(prompts, chosen)])

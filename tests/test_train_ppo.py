@@ -94,13 +94,13 @@ def test_ppo_bf16_trains_with_frozen_bf16_weights(rm_layout, tmp_path):
 def _only_lora_trainable(monkeypatch, module):
     """Record, at save time, which parameters of the stage's model require a gradient."""
     seen = {}
-    save = module.common.save_model_dir
+    save = module.checkpoints.save_model_dir
 
     def spy(model, *a, **kw):
         seen.update({n: p.requires_grad for n, p in model.named_parameters()})
         return save(model, *a, **kw)
 
-    monkeypatch.setattr(module.common, "save_model_dir", spy)
+    monkeypatch.setattr(module.checkpoints, "save_model_dir", spy)
     return seen
 
 
@@ -127,7 +127,7 @@ def test_ppo_heldout_scores_the_saved_merged_policy(rm_layout, tmp_path, monkeyp
     import torch
 
     from rlhf_trust.models import load_merged_causal_lm, load_merged_seq_cls, load_tokenizer
-    from rlhf_trust.train import common
+    from rlhf_trust.train import inputs
 
     probe = torch.arange(3, 40).reshape(1, -1)
     seen = []
@@ -145,7 +145,7 @@ def test_ppo_heldout_scores_the_saved_merged_policy(rm_layout, tmp_path, monkeyp
     m = ppo.run(cfg, layout)
     stage_sft, stage_final = seen
     seen.clear()
-    rows = common.stage_inputs("ppo", cfg, layout).heldout
+    rows = inputs.stage_inputs("ppo", cfg, layout).heldout
     tok = load_tokenizer(layout.model("sft"), padding_side="left")
     saved = load_merged_causal_lm(layout.model("ppo")).eval()
     again = ppo.heldout_metrics(saved, load_merged_seq_cls(layout.model("rm")).requires_grad_(False).eval(),

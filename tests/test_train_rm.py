@@ -66,9 +66,9 @@ def test_rm_bf16_training_keeps_fp32_heldout(sft_layout, tmp_path):
 
 def _clipped(layout, tok):
     from rlhf_trust.data import records
-    from rlhf_trust.train import common
+    from rlhf_trust.train import inputs
 
-    return common.clip(tok, records.load("hh_heldout", layout.data_dir), 48, 96)
+    return inputs.clip(tok, records.load("hh_heldout", layout.data_dir), 48, 96)
 
 
 def test_rm_heldout_accuracy_on_hand_made_case(sft_layout, tmp_path):

@@ -3,7 +3,7 @@ import torch
 from train_support import hh_pairs, native_bf16, tiny_texts
 
 from rlhf_trust.models import build_tiny_base, load_merged_causal_lm, load_tokenizer
-from rlhf_trust.train import common, scoring
+from rlhf_trust.train import inputs, precision, scoring
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +31,7 @@ def test_clip_keeps_last_prompt_tokens_and_first_response_tokens(tmp_path):
     build_tiny_base(tmp_path / "b", tiny_texts())
     tok = load_tokenizer(tmp_path / "b")
     row = hh_pairs(1, max_chars=2000)[0]
-    (c,) = common.clip(tok, [row], 20, 40)
+    (c,) = inputs.clip(tok, [row], 20, 40)
     assert row["prompt"].endswith(c["prompt"]) and c["prompt"].endswith("\n\nAssistant:")
     assert len(tok(c["prompt"], add_special_tokens=False)["input_ids"]) <= 21
     for side in ("chosen", "rejected"):
@@ -78,10 +78,10 @@ def test_heldout_bf16_casts_frozen_weights_once_with_the_same_scores(tmp_path):
     args = (model, tok, [r["prompt"] for r in rows], [r["chosen"] for r in rows], 2)  # 3 batches
     cfg = SimpleNamespace(precision="float32", heldout_precision="bfloat16", device="cpu")
     fp32 = scoring.sequence_logps(*args)[0]
-    with common.heldout_autocast(cfg):
+    with precision.heldout_autocast(cfg):
         recast = scoring.sequence_logps(*args)[0]
         n_recast = _casts(lambda: scoring.sequence_logps(*args))
-    with common.heldout_autocast(cfg, model):
+    with precision.heldout_autocast(cfg, model):
         assert model.get_output_embeddings().weight.dtype == torch.bfloat16  # swapped for the pass
         once = scoring.sequence_logps(*args)[0]
         n_once = _casts(lambda: scoring.sequence_logps(*args))  # weights already bf16: activations only
@@ -90,6 +90,6 @@ def test_heldout_bf16_casts_frozen_weights_once_with_the_same_scores(tmp_path):
     assert n_once < n_recast
     for n, p in model.named_parameters():
         assert p is before[n][0] and p.requires_grad == before[n][1] and torch.equal(p, before[n][2]), n
-    with common.heldout_autocast(SimpleNamespace(**{**vars(cfg), "heldout_precision": "float32"}), model):
+    with precision.heldout_autocast(SimpleNamespace(**{**vars(cfg), "heldout_precision": "float32"}), model):
         assert model.get_output_embeddings().weight.dtype == torch.float32  # fp32 passes: nothing swapped
         assert torch.equal(scoring.sequence_logps(*args)[0], fp32)

@@ -52,7 +52,7 @@ def state_snapshot(model) -> dict[str, torch.Tensor]:
 def make_layout(tmp: Path, n_train: int = 24, n_heldout: int = 8, **sizes):
     """A temp project layout: prepared HH splits from real data + a tiny-gpt-neox base model."""
     from rlhf_trust.models import build_tiny_base
-    from rlhf_trust.train.common import Layout
+    from rlhf_trust.train.inputs import Layout
 
     layout = Layout(data_dir=tmp / "prepared", models_dir=tmp / "models", checkpoints_dir=tmp / "checkpoints",
                     metrics_dir=tmp / "metrics")
@@ -75,7 +75,7 @@ def copy_layout(src, dst: Path):
     """An independent copy of a layout (data + models) so a test can write stage outputs."""
     import shutil
 
-    from rlhf_trust.train.common import Layout
+    from rlhf_trust.train.inputs import Layout
 
     shutil.copytree(src.data_dir, dst / "prepared")
     shutil.copytree(src.models_dir, dst / "models")

@@ -1,7 +1,7 @@
 """Known upstream noise, silenced at its source before a stage imports the libraries.
 
 Only messages we have read and judged harmless are listed, each matched on its exact text, so any
-other warning still shows. Per-step training dicts are turned off in `train.common.quiet_progress`.
+other warning still shows. Per-step training dicts are turned off in `train.checkpoints.quiet_progress`.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ class TrainCommon:
     resume: bool = True                      # continue from outputs/checkpoints/<stage> if it matches
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     threads: int | Literal["auto"] = "auto"  # auto = the cores not busy elsewhere; 0 = torch default
-    # mixed precision: fp32 master weights, bf16 autocast (CPU: AMX; GPU: TRL's bf16); train/common.autocast
+    # mixed precision: fp32 master weights, bf16 autocast (CPU: AMX; GPU: TRL's bf16); train/precision.autocast
     precision: Literal["float32", "bfloat16", "float16"] = "float32"
     heldout_precision: Literal["float32", "bfloat16"] = "float32"  # the held-out metric passes
     gradient_checkpointing: bool = False

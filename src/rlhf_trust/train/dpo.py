@@ -7,12 +7,12 @@ held-out preference accuracy (with a bootstrap CI) and implicit-reward margin.
 
 from __future__ import annotations
 
-from rlhf_trust.train import common, scoring
+from rlhf_trust.train import checkpoints, inputs, monitor, precision, scoring, stage_cli, trl_setup
 
 STAGE = "dpo"
 
 
-def build(cfg, inp: common.Inputs, ckpt_dir, callbacks: list | None = None):
+def build(cfg, inp: inputs.Inputs, ckpt_dir, callbacks: list | None = None):
     """The policy (SFT + LoRA), its reference (None with LoRA: the adapter-disabled network) and
     their trainer, in `cfg.precision` (the stage's and benchmarks/train_learning_curve.py's)."""
     from datasets import Dataset
@@ -23,32 +23,32 @@ def build(cfg, inp: common.Inputs, ckpt_dir, callbacks: list | None = None):
 
     train = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in inp.train])
     model = load_merged_causal_lm(inp.parent)
-    peft = common.lora_config(cfg, "CAUSAL_LM")
+    peft = trl_setup.lora_config(cfg, "CAUSAL_LM")
     ref = None if peft else load_merged_causal_lm(inp.parent)  # full fine-tuning: an explicit frozen SFT copy
-    args = common.trl_args(DPOConfig, cfg, ckpt_dir, STAGE, max_length=cfg.max_length, beta=cfg.beta,
+    args = trl_setup.trl_args(DPOConfig, cfg, ckpt_dir, STAGE, max_length=cfg.max_length, beta=cfg.beta,
                            loss_type=[cfg.loss_type])
     trainer = trainer_class()(model=model, ref_model=ref, args=args, train_dataset=train, processing_class=inp.tok,
-                              peft_config=peft, callbacks=[common.nan_guard(STAGE)] + list(callbacks or []))
-    return common.mixed_precision(trainer, cfg), ref
+                              peft_config=peft, callbacks=[monitor.nan_guard(STAGE)] + list(callbacks or []))
+    return precision.mixed_precision(trainer, cfg), ref
 
 
-def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None) -> dict:
-    layout = layout or common.Layout()
-    inp = common.stage_inputs(STAGE, cfg, layout)
+def run(cfg, layout: inputs.Layout | None = None, callbacks: list | None = None) -> dict:
+    layout = layout or inputs.Layout()
+    inp = inputs.stage_inputs(STAGE, cfg, layout)
     parent, tok, rows, heldout, md5 = inp.parent, inp.tok, inp.train, inp.heldout, inp.data_md5
     ckpt_dir = layout.checkpoints(STAGE)
-    resume = common.checkpoint_to_resume(
-        ckpt_dir, common.fingerprint(cfg, {"data": md5, "parent": common.model_md5(parent)}), cfg.resume)
+    resume = checkpoints.checkpoint_to_resume(
+        ckpt_dir, checkpoints.fingerprint(cfg, {"data": md5, "parent": checkpoints.model_md5(parent)}), cfg.resume)
     trainer, ref = build(cfg, inp, ckpt_dir, callbacks)
-    common.train(trainer, resume)
-    metrics = {**common.train_metrics(trainer), **common.count_params(trainer.model),
-               "train_pairs": len(rows), "train_tokens": common.train_tokens(tok, rows, ("chosen", "rejected"), cfg),
-               "resumed_from_step": common.checkpoint_step(resume), "beta": cfg.beta}
-    with common.heldout_autocast(cfg, trainer.model, ref):
+    checkpoints.train(trainer, resume)
+    metrics = {**monitor.train_metrics(trainer), **monitor.count_params(trainer.model),
+               "train_pairs": len(rows), "train_tokens": monitor.train_tokens(tok, rows, ("chosen", "rejected"), cfg),
+               "resumed_from_step": checkpoints.checkpoint_step(resume), "beta": cfg.beta}
+    with precision.heldout_autocast(cfg, trainer.model, ref):
         metrics.update(heldout_metrics(trainer.model, ref, tok, heldout, cfg.beta, cfg.eval_batch_size))
-    common.save_model_dir(trainer.model, tok, layout.model(STAGE), stage=STAGE, task="causal_lm",
+    checkpoints.save_model_dir(trainer.model, tok, layout.model(STAGE), stage=STAGE, task="causal_lm",
                           parent=parent, data_md5=md5, cfg=cfg)
-    common.discard_checkpoints(ckpt_dir)
+    checkpoints.discard_checkpoints(ckpt_dir)
     return metrics
 
 
@@ -72,6 +72,6 @@ def heldout_metrics(policy, ref, tok, rows: list[dict], beta: float, batch_size:
 
 
 def cli(args) -> int:
-    layout = common.Layout()
-    return common.run_cli(STAGE, args, run, [layout.split("hh_train"), layout.split("hh_heldout"),
+    layout = inputs.Layout()
+    return stage_cli.run_cli(STAGE, args, run, [layout.split("hh_train"), layout.split("hh_heldout"),
                                              layout.model("sft")])

@@ -12,9 +12,9 @@ untied only for the duration (the embedding lookup keeps the fp32 table). On exi
 Parameter objects are put back (ties included), so later passes and saved models see the weights
 they had before.
 
-The one helper for this problem: training enters it around TRL's `train()` (`common.mixed_precision`,
+The one helper for this problem: training enters it around TRL's `train()` (`precision.mixed_precision`,
 SFT / RM / DPO, whose every loss runs under autocast) or around PPO's loop (run whole under
-autocast); held-out passes through `common.heldout_autocast(cfg, *models)` in bf16. Not for code
+autocast); held-out passes through `precision.heldout_autocast(cfg, *models)` in bf16. Not for code
 that runs the model outside autocast while swapped (an fp32 input to a bf16 weight raises), nor for
 a pass that changes the weights in place (a LoRA merge): merge first, then swap.
 """

@@ -22,14 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from rlhf_trust import fileio
-from rlhf_trust.train import common
+from rlhf_trust.errors import UserError
+from rlhf_trust.train import checkpoints, inputs, monitor, precision, runtime, stage_cli, trl_setup
 from rlhf_trust.train.response_logits import response_logits_only
 
 STAGE = "ppo"
 STATE_FILE = "ppo_state.pt"
 
 
-def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None) -> dict:
+def run(cfg, layout: inputs.Layout | None = None, callbacks: list | None = None) -> dict:
     import torch
     from datasets import Dataset
     from torch.utils.data import DataLoader
@@ -37,13 +38,13 @@ def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None)
 
     from rlhf_trust.models import load_merged_causal_lm, load_merged_seq_cls, load_tokenizer
 
-    layout = layout or common.Layout()
-    inp = common.stage_inputs(STAGE, cfg, layout)
-    rm_dir = common.parent_dir(STAGE, layout, cfg.reward_model)
+    layout = layout or inputs.Layout()
+    inp = inputs.stage_inputs(STAGE, cfg, layout)
+    rm_dir = inputs.parent_dir(STAGE, layout, cfg.reward_model)
     tok = load_tokenizer(inp.parent, padding_side="left")
     prompts = list(dict.fromkeys(r["prompt"] for r in inp.train))
     ckpt_dir = layout.checkpoints(STAGE)
-    args = common.trl_args(
+    args = trl_setup.trl_args(
         PPOConfig, cfg, ckpt_dir, STAGE, num_ppo_epochs=cfg.num_ppo_epochs,
         num_mini_batches=cfg.num_mini_batches, local_rollout_forward_batch_size=cfg.batch_size,
         response_length=cfg.response_length, stop_token="eos", temperature=cfg.temperature,
@@ -57,9 +58,9 @@ def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None)
     per_update = cfg.batch_size * cfg.grad_accum * world
     updates = math.ceil(cfg.total_episodes / per_update)
     order = schedule(len(prompts), updates * per_update, cfg.seed)
-    fp = common.fingerprint(cfg, {"data": inp.data_md5, "parent": common.model_md5(inp.parent),
-                                  "reward": common.model_md5(rm_dir), "world_size": world})
-    last = common.checkpoint_to_resume(ckpt_dir, fp, cfg.resume)
+    fp = checkpoints.fingerprint(cfg, {"data": inp.data_md5, "parent": checkpoints.model_md5(inp.parent),
+                                  "reward": checkpoints.model_md5(rm_dir), "world_size": world})
+    last = checkpoints.checkpoint_to_resume(ckpt_dir, fp, cfg.resume)
     state = load_state(Path(last)) if last else None
     done = state["update"] if state else 0
 
@@ -70,8 +71,8 @@ def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None)
     dataset = Dataset.from_dict({"input_ids": ids})
     args.total_episodes = len(ids)
     trainer = PPOTrainer(args=args, processing_class=tok, model=policy, ref_model=None, reward_model=reward,
-                         value_model=value, train_dataset=dataset, peft_config=common.lora_config(cfg, "CAUSAL_LM"),
-                         callbacks=[common.nan_guard(STAGE), checkpointer(ckpt_dir, done, updates, cfg.save_steps,
+                         value_model=value, train_dataset=dataset, peft_config=trl_setup.lora_config(cfg, "CAUSAL_LM"),
+                         callbacks=[monitor.nan_guard(STAGE), checkpointer(ckpt_dir, done, updates, cfg.save_steps,
                                                                            state)] + list(callbacks or []))
     # The prompt schedule replaces TRL's shuffled loader (fixed order -> exact resume).
     # Its own generator: creating the loader's iterator must not draw from the global RNG, or a
@@ -86,27 +87,27 @@ def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None)
         object.__setattr__(trainer.model, "policy", trainer.accelerator.unwrap_model(trainer.model).policy)
     if state:
         restore(trainer, state)
-    common.quiet_progress(trainer)
+    checkpoints.quiet_progress(trainer)
     # TRL's PPO loop generates with the unwrapped policy and scores outside the prepared forward,
     # so the whole loop runs under autocast (bf16 matmuls, fp32 weights; no-op for float32), the
     # frozen Linear weights as bf16 copies for the duration (train/frozen_bf16.py); the policy's LM head
     # runs on response positions only (train/response_logits.py)
-    with common.autocast(cfg), common.frozen_weights(cfg, trainer.model, reward), \
+    with precision.autocast(cfg), precision.frozen_weights(cfg, trainer.model, reward), \
             response_logits_only(trainer.accelerator.unwrap_model(trainer.model).policy, cfg.response_length):
         trainer.train()
 
     policy = trainer.accelerator.unwrap_model(trainer.model).policy
     history = (state["log_history"] if state else []) + list(trainer.state.log_history)
-    metrics = {**rollout_metrics(history), **common.count_params(policy),
+    metrics = {**rollout_metrics(history), **monitor.count_params(policy),
                "updates": updates, "episodes": updates * per_update, "train_prompts": len(prompts),
                "train_tokens": sum(len(tok(prompts[i])["input_ids"]) + cfg.response_length for i in order),
                "resumed_from_update": done}
     # scored as saved: merged LoRA, in heldout_precision (heldout_metrics)
     metrics.update(heldout_metrics(policy, reward, tok, inp.heldout, cfg, inp.parent))
-    common.save_model_dir(policy, load_tokenizer(inp.parent), layout.model(STAGE), stage=STAGE,
+    checkpoints.save_model_dir(policy, load_tokenizer(inp.parent), layout.model(STAGE), stage=STAGE,
                           task="causal_lm", parent=inp.parent, data_md5=inp.data_md5, cfg=cfg,
                           extra={"reward_model_dir": str(rm_dir.resolve())})
-    common.discard_checkpoints(ckpt_dir)
+    checkpoints.discard_checkpoints(ckpt_dir)
     return metrics
 
 
@@ -132,7 +133,7 @@ def value_model(rm_dir: Path, cfg: Any):
 
     # PEFT injects the LoRA layers in place; TRL's PolicyAndValueWrapper needs the plain model
     # (it reads `value.<base_model_prefix>` and `value.score`), so hand it the wrapped model.
-    return get_peft_model(value, common.lora_config(cfg, "SEQ_CLS")).base_model.model
+    return get_peft_model(value, trl_setup.lora_config(cfg, "SEQ_CLS")).base_model.model
 
 
 # ------------------------------------------------------------------------------------------ resume
@@ -180,7 +181,7 @@ def restore(trainer, state: dict) -> None:
     for module, key in ((wrapper.policy, "policy"), (wrapper.value_model, "value")):
         missing = set(state[key]) - {n for n, _ in module.named_parameters()}
         if missing:
-            raise common.UserError(f"{STAGE}: checkpoint does not match the model ({sorted(missing)[:2]})")
+            raise UserError(f"{STAGE}: checkpoint does not match the model ({sorted(missing)[:2]})")
         with torch.no_grad():
             params = dict(module.named_parameters())
             for n, t in state[key].items():
@@ -220,10 +221,10 @@ def checkpointer(ckpt_dir: Path, done: int, total: int, every: int, previous: di
                 with fileio.atomic_path(target) as tmp:
                     tmp.mkdir()
                     torch.save(blob, tmp / STATE_FILE)
-            common.barrier()
+            runtime.barrier()
             with fileio.atomic_path(target / f"rng-{os.environ.get('RANK', '0')}.pt") as tmp:
                 torch.save(_rng_state(), tmp)  # sampling RNG differs per rank
-            common.barrier()
+            runtime.barrier()
             if state.is_world_process_zero:
                 for old in Path(ckpt_dir).glob("checkpoint-*"):
                     if old.name != target.name:
@@ -237,13 +238,13 @@ def rollout_metrics(history: list[dict]) -> dict:
     """Mean/last reward-model score and KL to the reference over the PPO updates."""
     rows = [h for h in history if "objective/scores" in h]
     if not rows:
-        raise common.UserError(f"{STAGE}: no PPO update ran")
+        raise UserError(f"{STAGE}: no PPO update ran")
     out = {}
     for key, name in (("objective/scores", "reward"), ("objective/kl", "kl"), ("objective/rlhf_reward", "rlhf_reward"),
                       ("loss/policy_avg", "policy_loss"), ("loss/value_avg", "value_loss")):
         vals = [float(h[key]) for h in rows if key in h]
         if any(not math.isfinite(v) for v in vals):
-            raise common.UserError(f"{STAGE}: {key} is not finite; lower ppo.learning_rate or check the data")
+            raise UserError(f"{STAGE}: {key} is not finite; lower ppo.learning_rate or check the data")
         out[f"{name}_mean"] = sum(vals) / len(vals)
         out[f"{name}_last"] = vals[-1]
     return out
@@ -307,7 +308,7 @@ def _scored(policy, reward, tok, prompts: list[str], cfg) -> Any:
     One precision context per model: a policy whose weights change in place between passes (the
     merge) must be swapped after the change, and autocast keeps its cast cache until its outermost
     context closes."""
-    with common.heldout_autocast(cfg, policy, reward):
+    with precision.heldout_autocast(cfg, policy, reward):
         return generate_and_score(policy, reward, tok, prompts, cfg)
 
 
@@ -328,6 +329,6 @@ def merged_adapter(policy):
 
 
 def cli(args) -> int:
-    layout = common.Layout()
-    return common.run_cli(STAGE, args, run, [layout.split("hh_train"), layout.split("hh_heldout"),
+    layout = inputs.Layout()
+    return stage_cli.run_cli(STAGE, args, run, [layout.split("hh_train"), layout.split("hh_heldout"),
                                              layout.model("sft"), layout.model("rm")])

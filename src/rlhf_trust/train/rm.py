@@ -4,12 +4,12 @@ reports held-out pairwise accuracy."""
 
 from __future__ import annotations
 
-from rlhf_trust.train import common, scoring
+from rlhf_trust.train import checkpoints, inputs, monitor, precision, scoring, stage_cli, trl_setup
 
 STAGE = "rm"
 
 
-def build(cfg, inp: common.Inputs, ckpt_dir, callbacks: list | None = None):
+def build(cfg, inp: inputs.Inputs, ckpt_dir, callbacks: list | None = None):
     """The reward model (SFT network + a new score head, LoRA) and its trainer, in `cfg.precision`
     (the stage's and benchmarks/train_learning_curve.py's)."""
     from datasets import Dataset
@@ -21,30 +21,30 @@ def build(cfg, inp: common.Inputs, ckpt_dir, callbacks: list | None = None):
     train = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in inp.train])
     model = seq_cls_from_causal(load_merged_causal_lm(inp.parent), num_labels=1)
     model.config.pad_token_id = inp.tok.pad_token_id
-    args = common.trl_args(RewardConfig, cfg, ckpt_dir, STAGE, max_length=cfg.max_length)
+    args = trl_setup.trl_args(RewardConfig, cfg, ckpt_dir, STAGE, max_length=cfg.max_length)
     trainer = trainer_class()(model=model, args=args, train_dataset=train, processing_class=inp.tok,
-                              peft_config=common.lora_config(cfg, "SEQ_CLS"),
-                              callbacks=[common.nan_guard(STAGE)] + list(callbacks or []))
-    return common.mixed_precision(trainer, cfg)
+                              peft_config=trl_setup.lora_config(cfg, "SEQ_CLS"),
+                              callbacks=[monitor.nan_guard(STAGE)] + list(callbacks or []))
+    return precision.mixed_precision(trainer, cfg)
 
 
-def run(cfg, layout: common.Layout | None = None, callbacks: list | None = None) -> dict:
-    layout = layout or common.Layout()
-    inp = common.stage_inputs(STAGE, cfg, layout, parent=cfg.init_from)
+def run(cfg, layout: inputs.Layout | None = None, callbacks: list | None = None) -> dict:
+    layout = layout or inputs.Layout()
+    inp = inputs.stage_inputs(STAGE, cfg, layout, parent=cfg.init_from)
     parent, tok, rows, heldout, md5 = inp.parent, inp.tok, inp.train, inp.heldout, inp.data_md5
     ckpt_dir = layout.checkpoints(STAGE)
-    resume = common.checkpoint_to_resume(
-        ckpt_dir, common.fingerprint(cfg, {"data": md5, "parent": common.model_md5(parent)}), cfg.resume)
+    resume = checkpoints.checkpoint_to_resume(
+        ckpt_dir, checkpoints.fingerprint(cfg, {"data": md5, "parent": checkpoints.model_md5(parent)}), cfg.resume)
     trainer = build(cfg, inp, ckpt_dir, callbacks)
-    common.train(trainer, resume)
-    metrics = {**common.train_metrics(trainer), **common.count_params(trainer.model),
-               "train_pairs": len(rows), "train_tokens": common.train_tokens(tok, rows, ("chosen", "rejected"), cfg),
-               "resumed_from_step": common.checkpoint_step(resume)}
-    with common.heldout_autocast(cfg, trainer.model):
+    checkpoints.train(trainer, resume)
+    metrics = {**monitor.train_metrics(trainer), **monitor.count_params(trainer.model),
+               "train_pairs": len(rows), "train_tokens": monitor.train_tokens(tok, rows, ("chosen", "rejected"), cfg),
+               "resumed_from_step": checkpoints.checkpoint_step(resume)}
+    with precision.heldout_autocast(cfg, trainer.model):
         metrics.update(heldout_metrics(trainer.model, tok, heldout, cfg.eval_batch_size))
-    common.save_model_dir(trainer.model, tok, layout.model(STAGE), stage=STAGE, task="seq_cls",
+    checkpoints.save_model_dir(trainer.model, tok, layout.model(STAGE), stage=STAGE, task="seq_cls",
                           parent=parent, data_md5=md5, cfg=cfg)
-    common.discard_checkpoints(ckpt_dir)
+    checkpoints.discard_checkpoints(ckpt_dir)
     return metrics
 
 
@@ -57,6 +57,6 @@ def heldout_metrics(model, tok, rows: list[dict], batch_size: int) -> dict:
 
 
 def cli(args) -> int:
-    layout = common.Layout()
-    return common.run_cli(STAGE, args, run, [layout.split("hh_train"), layout.split("hh_heldout"),
+    layout = inputs.Layout()
+    return stage_cli.run_cli(STAGE, args, run, [layout.split("hh_train"), layout.split("hh_heldout"),
                                              layout.model("sft")])

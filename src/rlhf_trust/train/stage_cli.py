@@ -1,0 +1,61 @@
+"""The DVC stage of a training step (`rlhf-trust sft|rm|ppo|dpo`): params, the stage's MLflow run,
+the work, then its model directory and metrics written once as one unit.
+
+Each stage module (sft, rm, ppo, dpo) exposes `run(cfg, layout=None) -> metrics` (the work, also
+called by tests and benchmarks) and `cli(args)` (the DVC stage, through `run_cli`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rlhf_trust import fileio
+from rlhf_trust.train.checkpoints import output_unit
+from rlhf_trust.train.inputs import Layout
+from rlhf_trust.train.runtime import is_main_process
+
+LOG_MODEL_MAX_BYTES = 64 << 20
+
+# Each stage's DVC metrics (and summary line): its held-out numbers and the size of its data.
+SUMMARY_KEYS = {
+    "sft": ("heldout_chosen_nll_per_token", "train_loss_last", "train_pairs"),
+    "rm": ("heldout_accuracy", "heldout_n", "heldout_margin", "train_loss_last", "train_pairs"),
+    "ppo": ("heldout_reward_gain", "heldout_n", "kl_mean", "kl_last", "episodes"),
+    "dpo": ("heldout_accuracy", "heldout_n", "heldout_margin", "train_loss_last", "train_pairs"),
+}
+
+
+def run_cli(stage: str, args: Any, run: Callable[..., dict], inputs: list[Path]) -> int:
+    """The DVC stage: load params, open the stage's MLflow run, run, write metrics once."""
+    from rlhf_trust import config
+    from rlhf_trust.tracking import track_stage
+
+    cfg = config.load(stage, args.params)
+    layout = Layout()
+    if not is_main_process():  # under `accelerate launch` only rank 0 tracks and writes metrics
+        run(cfg, layout)
+        return 0
+
+    def body(sr):
+        metrics = run(cfg, layout)
+        model_dir = layout.model(stage)
+        sr.set_tags({"model.dir": str(model_dir), "model.md5": fileio.read_json(model_dir / "stage.json")["md5"]})
+        size = sum(f.stat().st_size for f in model_dir.rglob("*") if f.is_file())
+        # adapters are small: log the directory; full weights: path + md5 (tags) and stage.json only
+        sr.log_artifact(model_dir if size <= LOG_MODEL_MAX_BYTES else model_dir / "stage.json",
+                        artifact_path="model")
+        tags = sr.run.data.tags
+        sr.register_model(stage, "model", {"data.version": tags.get("data.version", ""),
+                                           "git.commit": tags.get("git.commit", ""),
+                                           "git.dirty": tags.get("git.dirty", ""),
+                                           "model.md5": fileio.read_json(model_dir / "stage.json")["md5"]})
+        return metrics
+
+    from rlhf_trust.runinfo import run_info_path
+
+    with output_unit(stage, layout.model(stage), [layout.metrics(stage), run_info_path(layout.metrics(stage))]):
+        track_stage(stage, body, cfg=cfg, inputs=[p for p in inputs if Path(p).exists()],
+                    metric_keys=SUMMARY_KEYS.get(stage), metrics_path=layout.metrics(stage))
+    return 0
