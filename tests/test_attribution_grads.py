@@ -106,7 +106,7 @@ def test_trimmed_logits_give_the_same_log_probs(base):
 @pytest.mark.parametrize("block", [4096, 16])
 @pytest.mark.parametrize("cap", [None, 2.0])
 def test_fused_head_log_probs_and_gradients_equal_the_plain_head(cap, block, monkeypatch):
-    from rlhf_trust.attribution import fused_head
+    from rlhf_trust.models import fused_head
 
     monkeypatch.setattr(fused_head, "CHUNK_ELEMENTS", 3 * 50)  # several chunks of 3 tokens
     monkeypatch.setattr(fused_head, "VOCAB_BLOCK", block)  # 16: vocabulary blocks of 16, 16, 16 and 2

@@ -32,7 +32,7 @@ def test_tiny_base_builds_fast_and_loads_for_inference(tmp_path):
     assert len(info["md5"]) == 32 and info["sizes"]["hidden_size"] == 32
     model, tok = load_causal_lm(out)
     assert not model.training and tok.pad_token is not None and tok.padding_side == "left"
-    from rlhf_trust.attribution.fused_head import split_head
+    from rlhf_trust.models.fused_head import split_head
 
     head = model.get_output_embeddings()
     assert type(head).__name__ == "RowsFirstLinear"  # models/cpu_head.py

@@ -170,7 +170,7 @@ def _gemma3_lora():
 def test_frozen_bf16_is_bit_identical_under_autocast_and_restores_weights():
     """Frozen Linear weights held as bf16 copies (train/frozen_bf16.py) give exactly autocast's loss and
     gradients (autocast casts them to bf16 anyway), and exit puts back the very fp32 tensors (tie too)."""
-    from rlhf_trust.attribution.fused_head import split_head, token_logps
+    from rlhf_trust.models.fused_head import split_head, token_logps
     from rlhf_trust.train.frozen_bf16 import frozen_bf16
 
     model, tok = _gemma3_lora()

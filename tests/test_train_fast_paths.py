@@ -78,7 +78,7 @@ def test_dpo_fast_path_equals_trl(arch, tmp_path):
         for n, p in m.named_parameters():
             if p.requires_grad and "lora_B" in n:
                 p.add_(0.05 * torch.randn_like(p))
-    from rlhf_trust.attribution.fused_head import split_head
+    from rlhf_trust.models.fused_head import split_head
     from rlhf_trust.train.fast_dpo import _shared_prompt_logps
 
     with torch.no_grad():  # the fast path runs each prompt once (both completions on its KV cache)
@@ -242,7 +242,7 @@ def test_prefix_once_equals_each_full_sequence_alone(arch):
     """The shared helper (train/prefix_once.py): prefixes of unequal lengths, three continuations
     each, unequal lengths: hidden states and summed continuation log-probs equal each prefix +
     continuation run alone and unpadded; bf16 weights stay bf16 (log-probs come back float32)."""
-    from rlhf_trust.attribution.fused_head import split_head
+    from rlhf_trust.models.fused_head import split_head
     from rlhf_trust.train.prefix_once import continuation_logps, prefix_once
 
     model, tok = _tiny(arch)

@@ -134,9 +134,12 @@ class PerExampleGrads:
 def store_key(**parts) -> str:
     """Names a gradient store by everything its numbers depend on, the gradient code included
     (a store written by older loss or packing code is never resumed into)."""
+    from rlhf_trust.models import fused_head
+
     code = hashlib.sha256()
-    for mod in ("grads", "losses", "packing", "fused_head"):
-        code.update((Path(__file__).parent / f"{mod}.py").read_bytes())
+    here = Path(__file__).parent
+    for path in (here / "grads.py", here / "losses.py", here / "packing.py", Path(fused_head.__file__)):
+        code.update(path.read_bytes())
     parts = {**parts, "code": code.hexdigest()}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -123,7 +123,7 @@ def _fused_token_logps(model, batch: dict, pred):
     class on one sequence, the split does not reproduce the model's own logits."""
     import torch
 
-    from rlhf_trust.attribution import fused_head
+    from rlhf_trust.models import fused_head
 
     name = type(model).__name__
     parts = fused_head.split_head(model) if _FUSED_OK.get(name, True) else None

@@ -70,7 +70,7 @@ def logps(model, packed: dict):
     the model has no decoder + Linear head split (callers then run the two sequences)."""
     import torch
 
-    from rlhf_trust.attribution import fused_head
+    from rlhf_trust.models import fused_head
 
     parts = fused_head.split_head(model)
     if parts is None or (parts[1].weight.requires_grad and torch.is_grad_enabled()):
@@ -91,7 +91,7 @@ def rewards(model, packed: dict):
     `score` head at each branch's last token; None when the model has no such split."""
     import torch
 
-    from rlhf_trust.attribution import fused_head
+    from rlhf_trust.models import fused_head
 
     parts = fused_head.decoder_of(model)
     if parts is None or getattr(parts[0], "score", None) is None:

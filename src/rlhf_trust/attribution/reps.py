@@ -10,7 +10,7 @@ from __future__ import annotations
 
 
 def _hidden(model, batch):
-    from rlhf_trust.attribution import fused_head
+    from rlhf_trust.models import fused_head
 
     parts = fused_head.decoder_of(model)
     if parts is not None:

@@ -1,5 +1,5 @@
 """TRL's DPOTrainer with the LM head run only on completion tokens (the chunked head of
-attribution/fused_head.py) for the policy and the reference pass.
+models/fused_head.py) for the policy and the reference pass.
 
 Why hand-written: TRL 1.12's DPO computes `model(...).logits` for every position of prompt and
 both responses, twice (policy with gradient, reference without), and its `padding_free` option is
@@ -21,7 +21,7 @@ def completion_logps(model: Any, inputs: dict) -> Any:
     or None when `model` has no plain decoder + frozen Linear head split."""
     import torch
 
-    from rlhf_trust.attribution.fused_head import split_head, token_logps
+    from rlhf_trust.models.fused_head import split_head, token_logps
 
     parts = split_head(model)
     if parts is None or parts[1].weight.requires_grad:

@@ -26,7 +26,7 @@ def shared_prefix_rewards(model: Any, inputs: dict) -> Any:
     common prefix run once; None when the model has no decoder + `score` split."""
     import torch
 
-    from rlhf_trust.attribution.fused_head import decoder_of
+    from rlhf_trust.models.fused_head import decoder_of
     from rlhf_trust.train.prefix_once import prefix_once
 
     parts = decoder_of(model)

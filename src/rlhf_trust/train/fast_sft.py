@@ -1,5 +1,5 @@
 """TRL's SFTTrainer with its chunked completion-only NLL (`loss_type="chunked_nll"`, TRL's default)
-computed by the project's fused head (attribution/fused_head.py) when the LM head is frozen.
+computed by the project's fused head (models/fused_head.py) when the LM head is frozen.
 
 Why hand-written: TRL 1.12's chunked NLL already skips prompt tokens, but each 256-token chunk
 runs `h.float() @ w.float().t()` under gradient checkpointing, so on this CPU every chunk copies
@@ -23,7 +23,7 @@ from typing import Any
 def fused_chunked_ce(hidden_states, lm_head_weight, chunk_size, labels=None, shift_labels=None,
                      num_items_in_batch=None, final_logit_softcapping=None, lm_head_bias=None):
     """TRL's `_chunked_cross_entropy_loss` contract: (loss, correct tokens, entropy sum, valid tokens)."""
-    from rlhf_trust.attribution.fused_head import token_logps
+    from rlhf_trust.models.fused_head import token_logps
 
     if shift_labels is not None:
         hidden, labels = hidden_states.reshape(-1, hidden_states.size(-1)), shift_labels.reshape(-1)
@@ -44,7 +44,7 @@ def _fused_loss(model: Any):
     """TRL's module-level chunked loss swapped for `fused_chunked_ce` when the head is frozen and plain."""
     from trl.trainer import sft_trainer
 
-    from rlhf_trust.attribution.fused_head import split_head
+    from rlhf_trust.models.fused_head import split_head
 
     parts = split_head(model)
     if parts is None or parts[1].weight.requires_grad:

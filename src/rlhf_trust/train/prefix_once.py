@@ -69,7 +69,7 @@ def continuation_logps(decoder: Any, head: Any, softcap: Any, prefixes: list, co
     head (`head`, a Linear, with the final logit `softcap`) run on continuation tokens only."""
     import torch
 
-    from rlhf_trust.attribution.fused_head import token_logps
+    from rlhf_trust.models.fused_head import token_logps
 
     c = prefix_once(decoder, prefixes, continuations, repeat)
     keep = c.mask.bool()

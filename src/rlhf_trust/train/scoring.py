@@ -92,7 +92,7 @@ def pair_logps(model: Any, tok: Any, prompts: list[str], first: list[str], secon
     """
     import torch
 
-    from rlhf_trust.attribution.fused_head import split_head
+    from rlhf_trust.models.fused_head import split_head
     from rlhf_trust.train.prefix_once import continuation_logps
 
     seq1, n1 = _tokenize(tok, prompts, first)
