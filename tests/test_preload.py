@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from rlhf_trust import preload
+from rlhf_trust import preload_client
 
 
 def _server(tmp_path):
@@ -31,12 +31,12 @@ def test_a_stage_runs_in_the_servers_child_with_the_callers_cwd_stdio_and_status
     proc, path = _server(tmp_path)
     try:
         monkeypatch.chdir(work)
-        rc = preload.run_via_server(path, ["rlhf-trust", "prepare"])
+        rc = preload_client.run_via_server(path, ["rlhf-trust", "prepare"])
         err = capfd.readouterr().err
         assert rc == 2  # unusable params: the stage's own exit code, through the server
         assert "rlhf-trust prepare: error: params: prepare.seed: must be an integer" in err  # on our stderr
         # a bad command line: argparse's exit status 2 comes back too
-        assert preload.run_via_server(path, ["rlhf-trust", "no-such-stage"]) == 2
+        assert preload_client.run_via_server(path, ["rlhf-trust", "no-such-stage"]) == 2
         assert "invalid choice" in capfd.readouterr().err
         assert proc.poll() is None  # the server outlives its children
     finally:
@@ -45,8 +45,8 @@ def test_a_stage_runs_in_the_servers_child_with_the_callers_cwd_stdio_and_status
 
 
 def test_without_a_server_the_command_runs_itself(tmp_path):
-    assert preload.run_via_server(str(tmp_path / "none"), ["rlhf-trust", "--version"]) is None
-    env = {**os.environ, preload.ENV: str(tmp_path / "none")}
+    assert preload_client.run_via_server(str(tmp_path / "none"), ["rlhf-trust", "--version"]) is None
+    env = {**os.environ, preload_client.ENV: str(tmp_path / "none")}
     out = subprocess.run([sys.executable, "-m", "rlhf_trust.cli", "--version"], env=env, capture_output=True,
                          text=True, check=True).stdout
     assert "rlhf-trust" in out
@@ -54,7 +54,7 @@ def test_without_a_server_the_command_runs_itself(tmp_path):
 
 def test_the_wrapper_runs_the_command_with_the_socket_in_its_environment_and_returns_its_status(tmp_path):
     env = {**os.environ, "RLHF_TRUST_PRELOAD_MODULES": ""}
-    code = f"import os, sys; print(os.environ[{preload.ENV!r}]); sys.exit(3)"
+    code = f"import os, sys; print(os.environ[{preload_client.ENV!r}]); sys.exit(3)"
     run = subprocess.run([sys.executable, "-m", "rlhf_trust.preload", "--", sys.executable, "-c", code],
                          check=False, env=env, capture_output=True, text=True, timeout=60)
     assert run.returncode == 3

@@ -65,7 +65,7 @@ def _extra_args(name: str, sp: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     if argv is None and os.environ.get("RLHF_TRUST_PRELOAD"):  # under `python -m rlhf_trust.preload`
-        from rlhf_trust.preload import run_via_server
+        from rlhf_trust.preload_client import run_via_server
 
         rc = run_via_server(os.environ["RLHF_TRUST_PRELOAD"], sys.argv)
         if rc is not None:

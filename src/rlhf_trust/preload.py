@@ -10,8 +10,9 @@ would (same code, its own process, pid and MLflow run) and reports its exit stat
 stage process gets (DVC's SIGTERM/SIGINT) are passed on to the child.
 
 Nothing else changes: without $RLHF_TRUST_PRELOAD, or when the server does not answer, the stage runs
-in its own process as always. Hand-written because no library forks a pre-imported Python for a
-command line (multiprocessing's forkserver runs functions, not a CLI with the caller's stdio).
+in its own process as always (the stage's side is rlhf_trust/preload_client.py). Hand-written
+because no library forks a pre-imported Python for a command line (multiprocessing's forkserver
+runs functions, not a CLI with the caller's stdio).
 Only third-party libraries (and the few light modules of this package that set their environment)
 are preloaded, so each stage runs the code of the moment it starts.
 """
@@ -24,69 +25,13 @@ import socket
 import struct
 import sys
 
-ENV = "RLHF_TRUST_PRELOAD"
+from rlhf_trust.preload_client import ENV, HEADER, recv_exact, send_msg
+
 # what the stages import, heaviest first (a failed import only means that stage pays for it itself)
 PRELOAD = ("mlflow", "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store",
            "pandas", "great_expectations", "torch", "transformers", "peft", "trl", "datasets", "accelerate",
            "scipy.stats", "sklearn.svm")
 FIRST = 5  # imported before the server listens: what validate and curate need (MLflow, its store, GX)
-_LEN = struct.Struct("!I")
-
-
-def _send(sock: socket.socket, data: bytes) -> None:
-    sock.sendall(_LEN.pack(len(data)) + data)
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("closed")
-        buf += chunk
-    return buf
-
-
-def _recv(sock: socket.socket) -> bytes:
-    return _recv_exact(sock, _LEN.unpack(_recv_exact(sock, _LEN.size))[0])
-
-
-# ---------------------------------------------------------------------------------------------
-# client: `rlhf-trust <stage>` with $RLHF_TRUST_PRELOAD set (cli.main)
-# ---------------------------------------------------------------------------------------------
-def run_via_server(path: str, argv: list[str]) -> int | None:
-    """Run this command line in a child of the server at `path`; its exit status, or None when no
-    server answers (the caller then runs the command itself)."""
-    import json
-
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect(path)
-    except OSError:
-        sock.close()
-        return None
-    with sock:
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        payload = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
-        socket.send_fds(sock, [_LEN.pack(len(payload)) + payload], [0, 1, 2])
-        try:
-            pid = int(_recv(sock))  # the server sends the child's pid once it has forked
-        except (ConnectionError, ValueError):
-            return None
-
-        def forward(signum, frame):
-            try:
-                os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
-
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, forward)
-        try:
-            return int(_recv(sock))
-        except (ConnectionError, ValueError):
-            return 1  # the child died without a status (killed by a signal)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,7 +67,7 @@ def _child(conn: socket.socket, request: dict, fds: list[int]) -> None:
             except (OSError, ValueError):
                 pass
         try:
-            _send(conn, str(int(rc)).encode())
+            send_msg(conn, str(int(rc)).encode())
         except OSError:
             pass
     os._exit(int(rc))  # not the server's exit path (its socket, its loop); the stage already ended its run
@@ -176,10 +121,10 @@ def serve(path: str) -> None:
         conn, _ = srv.accept()
         try:
             msg, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
-            size = _LEN.unpack(msg[:_LEN.size])[0]
-            data = msg[_LEN.size:]
+            size = HEADER.unpack(msg[:HEADER.size])[0]
+            data = msg[HEADER.size:]
             if len(data) < size:
-                data += _recv_exact(conn, size - len(data))
+                data += recv_exact(conn, size - len(data))
             import json
 
             request = json.loads(data)
@@ -190,7 +135,7 @@ def serve(path: str) -> None:
         if pid == 0:
             srv.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            _send(conn, str(os.getpid()).encode())
+            send_msg(conn, str(os.getpid()).encode())
             _child(conn, request, fds)
         for fd in fds:
             os.close(fd)

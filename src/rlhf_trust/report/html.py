@@ -6,7 +6,7 @@ import base64
 import html
 from pathlib import Path
 
-from rlhf_trust.report import contrasts, summary
+from rlhf_trust.report import contrasts, tables
 from rlhf_trust.report.collect import STAGES, Results
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -17,7 +17,7 @@ img{max-width:420px;border:1px solid #eee}code{background:#f6f8fa;padding:1px 4p
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
     def td(x: str) -> str:
-        cls = "up" if "▲" in x else "down" if "▼" in x else "missing" if x == summary.DASH else ""
+        cls = "up" if "▲" in x else "down" if "▼" in x else "missing" if x == tables.DASH else ""
         return f'<td class="{cls}">{html.escape(x)}</td>' if cls else f"<td>{html.escape(x)}</td>"
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(td(str(c)) for c in r) + "</tr>" for r in rows)
@@ -33,9 +33,9 @@ def render(res: Results, figures: dict[str, str], out_dir: Path, k: int) -> str:
     p = res.provenance
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Trustworthiness summary</title>",
              f"<style>{CSS}</style></head><body><h1>Trustworthiness summary</h1>",
-             *([f"<p><strong>{summary.SMOKE_BANNER}</strong></p>"] if p.get("smoke") else []),
+             *([f"<p><strong>{tables.SMOKE_BANNER}</strong></p>"] if p.get("smoke") else []),
              "<p>Headline metric per trust vertical and alignment stage, with bootstrap 95% CIs.</p>",
-             _table(["vertical", "metric", *STAGES], summary.table_rows(res)),
+             _table(["vertical", "metric", *STAGES], tables.table_rows(res)),
              f"<h2>Changes</h2><p>{html.escape(contrasts.LEGEND)}</p>",
              _table(contrasts.HEADER, contrasts.rows(res.contrasts, [v.name for v in res.verticals]))]
     if res.notes:
@@ -45,12 +45,12 @@ def render(res: Results, figures: dict[str, str], out_dir: Path, k: int) -> str:
         parts.append(f"<h2>{html.escape(v.name)}</h2>")
         if v.name in figures:
             parts.append(_img(out_dir / figures[v.name]))
-        rows = summary.top_pairs(v, k)
+        rows = tables.top_pairs(v, k)
         if rows:
             parts.append("<p>Most influential HH pairs (DataInf; negative = lowers the test loss).</p>")
             parts.append(_table(["stage", "kind", "score", "pair", "prompt", "chosen", "rejected"], rows))
     if res.stages:
-        parts += ["<h2>Stages</h2>", _table(["stage", "cost", "MLflow run"], summary.stage_rows(res))]
+        parts += ["<h2>Stages</h2>", _table(["stage", "cost", "MLflow run"], tables.stage_rows(res))]
     runs = "".join(f"<li>{html.escape(n)}: <code>{html.escape(str(r))}</code></li>"
                    for n, r in sorted(p.get("mlflow_runs", {}).items()))
     parts += ["<h2>Provenance</h2><ul>",

@@ -14,29 +14,8 @@ from typing import Any
 
 from rlhf_trust import fileio
 from rlhf_trust.report import contrasts
-from rlhf_trust.report.collect import STAGES, Cell, Results, Vertical, collect
-
-DASH = "—"
-SMOKE_BANNER = "smoke run (random tiny model): numbers are not results"
-
-
-def fmt(x: float | None, digits: int = 3) -> str:
-    return DASH if x is None else f"{x:.{digits}f}"
-
-
-def cell_text(c: Cell | None) -> str:
-    if c is None or c.value is None:
-        return DASH
-    return f"{c.value:.3f} [{c.low:.3f}, {c.high:.3f}]" if c.has_ci else f"{c.value:.3f}"
-
-
-def table_rows(res: Results) -> list[list[str]]:
-    rows = []
-    for v in res.verticals:
-        direction = "higher" if v.higher_is_better else "lower"
-        rows.append([v.name, f"{v.headline} ({direction} = more trustworthy)",
-                     *(cell_text(v.cells.get(s)) for s in STAGES)])
-    return rows
+from rlhf_trust.report.collect import STAGES, Results, Vertical, collect
+from rlhf_trust.report.tables import DASH, SMOKE_BANNER, stage_rows, table_rows, top_pairs
 
 
 def md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -45,24 +24,6 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
-
-
-def short(text: str, n: int = 160) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= n else text[: n - 1] + "…"
-
-
-def top_pairs(v: Vertical, k: int) -> list[list[str]]:
-    rows = []
-    for stage, items in v.top.items():
-        for kind in ("helpful", "harmful"):
-            picked = [r for r in items if r.get("kind") == kind][:k]
-            for r in picked:
-                score = r.get("score")
-                rows.append([stage, kind, DASH if score is None else f"{score:.3g}", str(r.get("id", "")),
-                             short(r.get("prompt", ""), 90), short(r.get("chosen", ""), 80),
-                             short(r.get("rejected", ""), 80)])
-    return rows
 
 
 def method_notes(v: Vertical) -> list[str]:
@@ -79,15 +40,6 @@ def method_notes(v: Vertical) -> list[str]:
         agree = "" if method == "datainf" or rho is None else f", Spearman with DataInf {rho:.2f}"
         out.append(f"- {stage}: ranked by `{method}`, {lds}{agree}")
     return [*out, ""] if out else []
-
-
-def stage_rows(res: Results) -> list[list[str]]:
-    keys = ("stage_wall_s", "tokens_per_s", "stage_peak_rss_mb")
-    rows = []
-    for s, m in res.stages.items():
-        shown = [f"{k}={m[k]:.1f}" if isinstance(m.get(k), (int, float)) else None for k in keys]
-        rows.append([s, ", ".join(x for x in shown if x) or DASH, m.get("mlflow_run_id", DASH)])
-    return rows
 
 
 def markdown(res: Results, figures: dict[str, str], k: int) -> str:
