@@ -42,7 +42,7 @@ def settings(vertical: str, entry: dict[str, Any] | None = None) -> Any:
 
 
 def check_entries(entries: dict[str, Any]) -> None:
-    """Every eval.verticals entry, validated by its own vertical (config.py checks only that each is
+    """Every eval.verticals entry, validated by its own vertical (config.EvalConfig checks only that each is
     a mapping): an unknown vertical or a bad key is one ConfigError line naming it."""
     from rlhf_trust.config.schema import require
 
