@@ -194,7 +194,8 @@ def test_fairness_test_pairs_contrast_the_two_models_verdicts(tmp_path, monkeypa
     monkeypatch.setenv("RLHF_TRUST_ROOT", str(tmp_path))
     monkeypatch.chdir(tmp_path)
     people = fairness.load(DATA)
-    s = fairness.Settings(limit=6, conditions=["zero_shot_br0.5"])
+    # uncalibrated: these scripted answers ignore the person, so a content-free one would tie them
+    s = fairness.Settings(limit=6, conditions=["zero_shot_br0.5"], calibration="none")
     verdicts = {"old": lambda p, c: 1.0 if c == " no" else 0.0,               # always " no"
                 "new": lambda p, c: 1.0 if (c == " yes") == (len(p) % 2 == 0) else 0.0}  # some " yes"
     rows = {}

@@ -91,17 +91,17 @@ def test_cached_rerun_makes_zero_model_calls(shared_data, tmp_path):
     first = CallableBackend(fn, fingerprint="m1")
     cache = Cache(tmp_path / "c.sqlite")
     m1 = evaluate("bias", CachedBackend(first, cache, progress=False), data_dir=shared_data, limit=5)
-    assert first.calls == 5 * 2 * 4
+    assert first.calls == 5 * 4  # 5 statements x 4 samples (the study's frame, no system prompt)
     again = CallableBackend(fn, fingerprint="m1")
     cb = CachedBackend(again, Cache(tmp_path / "c.sqlite"), progress=False)
     m2 = evaluate("bias", cb, data_dir=shared_data, limit=5)
-    assert again.calls == 0 and cb.misses == 0 and cb.hits == 40 and m1 == m2
+    assert again.calls == 0 and cb.misses == 0 and cb.hits == 20 and m1 == m2
     # another seed (sampled vertical) or another model is a different key
     evaluate("bias", cb, data_dir=shared_data, limit=5, seed=1)
-    assert again.calls == 40
+    assert again.calls == 20
     other = CallableBackend(fn, fingerprint="m2")
     evaluate("bias", CachedBackend(other, cache, progress=False), data_dir=shared_data, limit=5)
-    assert other.calls == 40
+    assert other.calls == 20
 
 
 def test_greedy_cache_ignores_seed_and_covers_loglik(tmp_path):

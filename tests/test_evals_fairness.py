@@ -28,8 +28,11 @@ def scripted(kind, truth):
 
 
 def evaluate(backend, data_dir, protocol, **entry):
+    """Uncalibrated: these scripted answers test the metrics; a content-free person would get the
+    same answer as some real people, and calibration would turn those into ties."""
+    cal = {"calibration": "none"} if protocol == "loglik" else {}
     return run("fairness", backend, data_dir=data_dir, n_boot=200,
-               settings_entry={"protocol": protocol, **entry})
+               settings_entry={"protocol": protocol, **cal, **entry})
 
 
 @pytest.mark.parametrize("protocol", ["loglik", "generation"])
@@ -54,6 +57,26 @@ def test_known_answers_all_800_people(shared_data, truth, protocol):
     assert m["demographic_parity_difference"] == 1.0 and m["equalized_odds_difference"] == 1.0
     assert m["demographic_parity_signed"] == 1.0 and m["accuracy"] == 0.75
     assert m["parse_failure_rate"] == 0.0
+
+
+@pytest.mark.parametrize("protocol", ["loglik", "generation"])
+def test_dp_and_eo_per_base_rate_setting(shared_data, truth, protocol):
+    """DecodingTrust reports each base-rate setting: known DP and EO per setting and pooled, for a
+    model that always says yes, one that is always right and one that says yes iff the person is a man."""
+    zero = ["zero_shot_br0.0", "zero_shot_br0.5", "zero_shot_br1.0"]
+
+    def per_setting(kind):
+        m = evaluate(scripted(kind, truth), shared_data, protocol, conditions=zero).metrics
+        by = m["by_condition"]
+        return ([by[c]["demographic_parity_difference"] for c in zero], [by[c]["equalized_odds_difference"] for c in zero],
+                m["demographic_parity_difference"], m["equalized_odds_difference"])
+
+    # br1.0: every man earns > $50k and no woman does, so no label has both sexes: EO undefined there
+    assert per_setting("yes") == ([0.0, 0.0, 0.0], [0.0, 0.0, None], 0.0, 0.0)
+    dp, eo, dp_all, eo_all = per_setting("right")  # a perfect classifier: the data's base-rate gaps, equal odds
+    assert dp == pytest.approx([0.0, 0.5, 1.0]) and eo == [0.0, 0.0, None]
+    assert dp_all == pytest.approx(0.5) and eo_all == 0.0  # pooled: men 225/300 earn > $50k, women 75/300
+    assert per_setting("sex") == ([1.0, 1.0, 1.0], [1.0, 1.0, None], 1.0, 1.0)
 
 
 def test_units_mean_is_the_signed_parity_gap(shared_data, truth):

@@ -3,6 +3,7 @@ the rows the influence stage reads, and the params checks."""
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -45,6 +46,12 @@ def test_loglik_headline_units_and_rows(qa, shared_data):
         assert r["condition"] == "mc1_loglik" and r["prompt"] == truthfulness.loglik_context(qa_question(r))
         assert r["generation"] == " " + r["options"][r["chosen_index"]]
         assert r["correct"] == (r["chosen_index"] == r["true_index"]) and len(r["loglik_choices"]) == len(r["options"])
+    # the graded metric: 1 - P(true option), softmax over the options' scores, paired like the headline
+    p_false = [1 - math.exp(r["loglik_choices"][r["true_index"]]) / sum(map(math.exp, r["loglik_choices"]))
+               for r in res.rows]
+    assert res.graded_units == [(u, pytest.approx(p)) for (u, _), p in zip(res.units, p_false)]
+    assert res.metrics["graded"] == "mc1_false_probability"
+    assert res.metrics["mc1_false_probability"] == pytest.approx(sum(p_false) / len(p_false))
     gen = run("truthfulness", CallableBackend(lambda p, i: " (0)"), data_dir=shared_data, limit=40, n_boot=50,
               settings_entry={"protocol": "generation"})
     assert [u.split("|")[0] for u, _ in gen.units] == [u.split("|")[0] for u, _ in res.units]  # same questions

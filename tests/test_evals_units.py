@@ -46,11 +46,12 @@ def test_units_agree_with_headline_and_n(vertical, shared_data, tmp_path):
 def test_loglik_protocol_picks_the_likelier_verdict(vertical, answer, headline, shared_data):
     """A backend that 'prefers' what it would say (a continuation is likely when its answer starts
     with it, as an LM's next tokens) gives the same verdict under the log-likelihood protocol as
-    under generation; one row per unit, no parse failures."""
+    under generation; one row per unit, no parse failures. Uncalibrated: the backend ignores the
+    item, so its content-free prior is its answer, and calibration would leave a tie."""
     backend = CallableBackend(lambda prompt, i: answer,
                               loglik=lambda ctx, cont: 0.0 if answer.startswith(cont) else -5.0)
     res = evals.run(vertical, backend, data_dir=shared_data, limit=6, n_boot=50,
-                    settings_entry={"protocol": "loglik"})
+                    settings_entry={"protocol": "loglik", "calibration": "none"})
     assert res.metrics[res.metrics["headline"]] == headline
     assert res.metrics["parse_failure_rate"] == 0.0
     assert len(res.rows) == len({(r["id"], r["condition"]) for r in res.rows})

@@ -69,6 +69,11 @@ class VerticalSpec:
     frame: Callable[[Any, list[dict]], Any] | None = None  # computed columns the suite checks
     finite_scores: tuple[str, ...] = ()         # numeric fields that may be absent but never NaN / inf
     headline_is_abs_mean: bool = False          # headline = |mean of units| (report orients the units)
+    # a graded metric beside the headline (e.g. the calibrated probability of the untrustworthy
+    # verdict): its name, direction and per-unit values (units_graded.csv, the ids of units.csv)
+    graded: str | None = None
+    graded_higher_is_better: bool = False
+    graded_units: Callable[[list[dict]], list[tuple[str, float | None]]] | None = None
 
     def __post_init__(self) -> None:
         bad = [p for p in self.protocols if p not in KNOWN_PROTOCOLS]

@@ -5,6 +5,12 @@ A vertical is one module here, evals/<name>.py, declaring `SPEC = rlhf_trust.ver
 test loss), plus one params entry (eval.verticals.<name>). The registry finds the modules by their
 SPEC (rlhf_trust.verticals): no list of verticals is kept anywhere else. Vertical modules import
 only light code, so finding them all is cheap.
+
+Optionally a SPEC declares a graded metric beside the headline (`graded`, e.g. the calibrated
+probability of the untrustworthy verdict, `graded_higher_is_better`, `graded_units(rows)`:
+units_graded.csv, the schema of units.csv; empty where the protocol has no graded score). A cell's
+metrics carry `constant`: true when every unit has the same verdict (no change between models is
+detectable); a vertical whose unit values are not its verdicts sets it itself.
 """
 
 from __future__ import annotations
@@ -59,6 +65,8 @@ class Result:
     # the headline's bootstrap units (unit_id, value), units without a value dropped: the same
     # ids for every model on the same items, so two models' cells pair by id (units.csv)
     units: list[tuple[str, float]] = dataclasses.field(default_factory=list)
+    # the graded metric's units (units_graded.csv): same ids, empty where there is none
+    graded_units: list[tuple[str, float]] = dataclasses.field(default_factory=list)
 
 
 def run(vertical: str, backend: Any, *, data_dir: str | Path, limit: int | None = None, seed: int = 0,
@@ -82,7 +90,10 @@ def run(vertical: str, backend: Any, *, data_dir: str | Path, limit: int | None 
     head = {"vertical": vertical, "model": name, "headline": spec.headline, "seed": seed,
             "settings": dataclasses.asdict(s)}
     units = [(u, float(v)) for u, v in spec.units(rows) if v is not None]
-    return Result({**head, **metrics}, rows, units)
+    graded = [(u, float(v)) for u, v in (spec.graded_units(rows) if spec.graded_units else []) if v is not None]
+    head["graded"] = spec.graded if graded else None
+    metrics.setdefault("constant", len({v for _, v in units}) <= 1)
+    return Result({**head, **metrics}, rows, units, graded)
 
 
 def evaluate(vertical: str, backend: Any, *, data_dir: str | Path, limit: int | None = None,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import math
 import random
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -90,17 +90,74 @@ def row(vertical: str, model: str, rec_id: str, condition: str, sample_index: in
             "sample_index": sample_index, "prompt": prompt, "generation": generation, **scores}
 
 
-def verdicts(backend, prompts: list[str], options: tuple[str, ...]) -> list[tuple[str, list[float]]]:
-    """lm-eval-style multiple choice: per prompt, the most likely of `options` (summed log-probs, the
-    first on a tie) and the options' probabilities normalised over the options (softmax of the
-    summed log-probs). The verdict is the headline's binary unit; the normalised probability is a
-    graded score of the same preference, which still moves when a model's verdict is constant."""
-    scores = backend.loglikelihood([(p, o) for p in prompts for o in options])
+@dataclass
+class Verdict:
+    """One multiple-choice item scored on whole verdicts (lm-eval's `acc` / `acc_norm`).
+
+    loglik: each verdict's summed token log-probs; raw: their argmax (acc); norm: the argmax of
+    log-prob per character of the verdict (acc_norm); p: softmax of loglik over the verdicts;
+    q: p after contextual calibration (= p without it); verdict: argmax of q (the decided one);
+    prior: the content-free distribution q divided by (None without calibration)."""
+
+    verdict: str
+    raw: str
+    norm: str
+    loglik: list[float]
+    p: list[float]
+    q: list[float]
+    prior: list[float] | None = None
+
+
+def _argmax(xs: Sequence[float]) -> int:
+    return max(range(len(xs)), key=lambda j: (xs[j], -j))  # the first on a tie
+
+
+def verdicts(backend, prompts: Sequence[str], options: Sequence[str], *,
+             conditions: Sequence[str] | None = None,
+             content_free: dict[str, list[str]] | None = None) -> tuple[list[Verdict], dict[str, Any]]:
+    """Score every prompt's `options` as whole continuations (summed log-probs of all their
+    tokens) and decide a verdict per prompt.
+
+    With `content_free` (condition -> content-free prompts of that condition's frame) each prompt's
+    distribution is divided by its condition's content-free distribution (evals/calibration.py);
+    `conditions[k]` names prompt k's condition. The content-free prompts are scored in the same
+    backend call, so they share its batches and cache. Returns the verdicts and the calibration's
+    record (per condition: each content-free input's distribution, their mean and Zhao's factors)."""
+    from rlhf_trust.evals import calibration
+
+    options = list(options)
     n = len(options)
+    conds = list(conditions) if conditions is not None else [""] * len(prompts)
+    cf = dict(content_free or {})
+    cf_prompts = [q for c in cf for q in cf[c]]
+    pairs = [(p, o) for p in [*prompts, *cf_prompts] for o in options]
+    scores = backend.loglikelihood(pairs) if pairs else []
+    rows = [list(scores[k * n:(k + 1) * n]) for k in range(len(prompts) + len(cf_prompts))]
+    record: dict[str, Any] = {"method": "contextual" if cf else "none", "verdicts": options}
+    names = [o.strip() for o in options]  # the record's keys (and so MLflow's): "not wrong", not " not wrong"
+    priors: dict[str, list[float]] = {}
+    at = len(prompts)
+    for c, qs in cf.items():
+        dists = [calibration.softmax(r) for r in rows[at:at + len(qs)]]
+        at += len(qs)
+        priors[c] = calibration.prior(dists)
+        record.setdefault("by_condition", {})[c] = {
+            "content_free_p": [dict(zip(names, d)) for d in dists],
+            "prior": dict(zip(names, priors[c])),
+            "factors": dict(zip(names, calibration.factors(priors[c]))),
+        }
     out = []
+    chars = [max(1, len(o)) for o in options]
     for k in range(len(prompts)):
-        s = scores[k * n:(k + 1) * n]
-        top = max(s)
-        e = [math.exp(x - top) for x in s]
-        out.append((options[max(range(n), key=lambda j: (s[j], -j))], [x / sum(e) for x in e]))
-    return out
+        s = rows[k]
+        p = calibration.softmax(s)
+        q = calibration.apply(p, priors[conds[k]] if cf else None)
+        out.append(Verdict(verdict=options[_argmax(q)], raw=options[_argmax(s)],
+                           norm=options[_argmax([x / m for x, m in zip(s, chars)])], loglik=s, p=p, q=q,
+                           prior=priors[conds[k]] if cf else None))
+    return out, record
+
+
+def is_constant(values: Sequence[Any]) -> bool:
+    """True when every unit has the same verdict (nothing a contrast between models could detect)."""
+    return len(set(values)) <= 1

@@ -5,7 +5,7 @@ process: the four cells share the interpreter, the imports and the MLflow set-up
 `LazyBackend` behind the sqlite cache: its weights are loaded on the first cache miss only, so an
 unchanged model (every unit cached) costs no model load and no model call. Each cell runs inside
 an MLflow run named "eval_<V>@<M>" and writes eval/<V>/<M>/{metrics.json, metrics.run.json,
-samples.jsonl, units.csv} atomically.
+samples.jsonl, units.csv, units_graded.csv} atomically.
 """
 
 from __future__ import annotations
@@ -141,6 +141,8 @@ def evaluate_cell(cfg: Any, vertical: str, model: str, backend: Any, limit: int 
                         model=model)
         fileio.write_jsonl(samples_path, res.rows)
         write_units(samples_path.with_name("units.csv"), res.units)
+        # the graded metric's units (header only where the vertical's protocol has none)
+        write_units(samples_path.with_name("units_graded.csv"), res.graded_units)
         sr.log_artifact(samples_path)
         return {**res.metrics,
                 "model_calls": getattr(cached, "misses", None),
