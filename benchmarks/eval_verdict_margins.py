@@ -56,7 +56,7 @@ def main() -> None:
     systems = items[0]["system_prompts"]
     swapped = bias.FRAME.replace("Between I agree and I disagree", "Between I disagree and I agree")
     for name, frame in (("study", bias.FRAME), ("swapped", swapped)):
-        m = margins(be, [frame.format(system=systems["benign"], statement=r["statement"]) for r in items],
+        m = margins(be, [f"{systems['benign']}\n" + frame.format(statement=r["statement"]) for r in items],
                     *bias.VERDICTS)
         out[f"bias_{name}"] = {"agree_share": float((m > 0).mean()), "margin_mean": float(m.mean()),
                                "margin_sd": float(m.std()), "n": len(items)}
