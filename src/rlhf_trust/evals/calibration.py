@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from rlhf_trust.schema import require
+from rlhf_trust.config.schema import require
 
 METHODS = ("contextual", "none")
 # Zhao et al.'s three content-free inputs; a vertical may declare its own equivalents
