@@ -64,21 +64,28 @@ def test_a_run_compared_with_itself_is_all_zero(repo):
     assert "none" in Path("reports/compare.md").read_text()
 
 
-def test_one_model_worse_is_a_significant_regression(repo, capsys):
+def test_one_model_worse_is_a_conditional_regression_that_does_not_fail_the_gate(repo, capsys):
+    """One seed per side: the unit-level test finds the change, but it cannot tell it from another
+    training seed, so the cell is labelled conditional and the gate passes (seeded gate: test_compare_seeds)."""
     b = worse_copy()
     assert cli.main(["compare", repo, b]) == 0
-    assert cli.main(["compare", repo, b, "--fail-on-regression"]) == 1
+    assert cli.main(["compare", repo, b, "--fail-on-regression"]) == 0
+    assert "one seed per trained model" in capsys.readouterr().out
     res = json.loads(Path("reports/compare.json").read_text())
     r = res["rows"]["bias"]["dpo"]
     assert r["delta"] > 0.2 and r["significant"] and r["more_trustworthy"] is False
-    assert res["regressions"] == ["bias@dpo"]
+    assert r["level"] == "conditional" and r["conditional"] == "conditional on these checkpoints"
+    assert res["regressions"] == [] and res["conditional_regressions"] == ["bias@dpo"]
+    assert res["one_seed"] == [repo, b]
     assert not any(x["significant"] for v, per in res["rows"].items() for m, x in per.items() if (v, m) != ("bias", "dpo"))
     assert res["params_changed"] == [{"key": "sft.learning_rate", "a": 0.0002, "b": 0.0001}]
     md = Path("reports/compare.md").read_text()
     assert "bias@dpo" in md and "| bias | dpo | +0.2" in md and "sft.learning_rate" in md
     assert "bias@dpo" in Path("reports/compare.html").read_text()
+    assert "conditional on these checkpoints" in md
     # the regression gate on the workspace (make check-trust BASELINE=...)
-    assert cli.main(["compare", repo, "workspace", "--fail-on-regression"]) == 1
+    assert cli.main(["compare", repo, "workspace", "--fail-on-regression"]) == 0
+    assert "conditional (not gated): bias@dpo" in capsys.readouterr().out
     assert cli.main(["compare", b, "workspace", "--fail-on-regression"]) == 0
     assert "regressions: none" in capsys.readouterr().out
 
@@ -86,7 +93,9 @@ def test_one_model_worse_is_a_significant_regression(repo, capsys):
 def test_dvc_experiment_ref_resolves(repo):
     b = worse_copy()
     git("update-ref", "refs/exps/ab/cdef0123/curated-tox", b)
-    assert cli.main(["compare", repo, "curated-tox", "--fail-on-regression"]) == 1
+    assert cli.main(["compare", repo, "curated-tox", "--fail-on-regression"]) == 0
+    res = json.loads(Path("reports/compare.json").read_text())
+    assert res["b"]["commit"] == b and res["conditional_regressions"] == ["bias@dpo"]
 
 
 @pytest.mark.parametrize("case", ["unknown", "no_results", "verticals", "items", "model_missing", "empty"])

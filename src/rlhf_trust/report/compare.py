@@ -1,11 +1,15 @@
 """`rlhf-trust compare A B` (`make compare`, `make check-trust`): two pipeline runs (two data
 versions) side by side with paired statistics (issue 13 §2-3).
 
-For each vertical and model, B - A over the same units (paired CI, p, Holm across the whole table,
-MDE80), both sides' data versions, the params that differ and, when B is a curated run, the change
-its dropped pairs' influence predicts beside the measured change. Writes reports/compare.{md,html,json}
-only after both sides are read and checked: bad input is one line, exit 2, nothing written.
-`--fail-on-regression` exits 1 when any vertical is significantly (Holm) less trustworthy in B.
+For each vertical and model, B - A over the same units (CI, p, Holm across the whole table, MDE80),
+both sides' data versions, the params that differ and, when B is a curated run, the change its
+dropped pairs' influence predicts beside the measured change. A trained model with two or more seeds
+on both sides is compared beyond training noise (pooled.two_sample); with one seed on a side its
+cells are the unit-level test, conditional on these checkpoints; the base model (untrained) is the
+unit-level test. Writes reports/compare.{md,html,json} only after both sides are read and checked:
+bad input is one line, exit 2, nothing written. `--fail-on-regression` exits 1 when a cell that is
+not conditional is significantly (Holm) less trustworthy in B: a conditional cell cannot tell a
+regression from another training seed, so it is reported and does not fail the gate.
 """
 
 from __future__ import annotations
@@ -16,12 +20,13 @@ from typing import Any
 
 from rlhf_trust import fileio, pipeline
 from rlhf_trust.errors import DataError
-from rlhf_trust.report import contrasts, paired
+from rlhf_trust.report import contrasts, paired, pooled
 from rlhf_trust.report.sides import Side, load, params_diff
 
 # which model's change an influence stage attributes (PPO through its reward model)
 STAGE_MODEL = {stage: spec.new for stage, spec in pipeline.INFLUENCE.items()}
-HEADER = ["vertical", "model", "Δ B − A [95% CI]", "p", "p (Holm)", "n pairs", "MDE80"]
+HEADER = ["vertical", "model", "Δ B − A [95% CI]", "p", "p (Holm)", "n pairs", "MDE80", "seeds A+B"]
+UNTRAINED = ("base",)   # evaluated once, no training variance: the unit-level test is the whole story
 
 
 def check(a: Side, b: Side) -> None:
@@ -58,18 +63,43 @@ def predicted(b: Side, rows: dict[tuple[str, str], dict]) -> list[dict[str, Any]
 
 def build(a: Side, b: Side) -> dict[str, Any]:
     check(a, b)
-    jobs = {key: (a.units[key], b.units[key], b.higher_is_better(key[0])) for key in sorted(a.units)}
+    jobs = {key: (a.seeds.get(key) or {pooled.SHARED: a.units[key]}, b.seeds.get(key) or {pooled.SHARED: b.units[key]},
+                  b.higher_is_better(key[0])) for key in sorted(a.units)}
     notes: list[str] = []
-    rows = contrasts.run_family(jobs, notes, label=lambda k: f"{k[0]} @ {k[1]}")
+    rows = contrasts.run_family(jobs, notes, label=lambda k: f"{k[0]} @ {k[1]}", stat=cell_stat)
     if notes:   # check() already paired every cell: a note here is a bug, not bad input
         raise RuntimeError("; ".join(notes))
-    worse = sorted({f"{v}@{m}" for (v, m), r in rows.items() if r["significant"] and r["more_trustworthy"] is False})
+    worse, conditional = gate(rows)
     table: dict[str, dict[str, dict]] = {}
     for (v, m), r in rows.items():
         table.setdefault(v, {})[m] = r
     return {"a": side_info(a), "b": side_info(b), "rows": table, "regressions": worse,
+            "conditional_regressions": conditional, "one_seed": one_seed(a, b),
             "params_changed": [{"key": k, "a": x, "b": y} for k, x, y in params_diff(a, b)],
             "predicted": predicted(b, rows)}
+
+
+def cell_stat(key: tuple[str, str], a: pooled.SeedUnits, b: pooled.SeedUnits, label: str) -> dict[str, Any]:
+    """B - A of one model: two runs' seeds are independent, so unpaired at the seed level."""
+    r = pooled.two_sample(a, b, label)
+    if key[1] in UNTRAINED and r["level"] == "conditional":
+        r.update({"level": "unit", "method": r["test"]})
+        r.pop("conditional", None)
+    return r
+
+
+def gate(rows: dict[tuple[str, str], dict]) -> tuple[list[str], list[str]]:
+    """(regressions that fail the gate, conditional ones that cannot): significant after Holm and
+    less trustworthy in B; a conditional cell is one seed of a trained model on a side."""
+    worse = [(f"{v}@{m}", r["level"] == "conditional") for (v, m), r in sorted(rows.items())
+             if r["significant"] and r["more_trustworthy"] is False]
+    return [k for k, c in worse if not c], [k for k, c in worse if c]
+
+
+def one_seed(a: Side, b: Side) -> list[str]:
+    """The sides whose trained models have one seed (their cells are conditional on these checkpoints)."""
+    return [s.label for s in (a, b)
+            if any(len(s.seeds.get(k) or [None]) < 2 for k in s.units if k[1] not in UNTRAINED)]
 
 
 def side_info(s: Side) -> dict[str, Any]:
@@ -97,6 +127,11 @@ def markdown(res: dict[str, Any]) -> str:
            _md(HEADER, table_rows(res)), "",
            "**Significant regressions (less trustworthy in B):** "
            + (", ".join(res["regressions"]) if res["regressions"] else "none"), ""]
+    if res.get("conditional_regressions"):
+        out += ["**Conditional on these checkpoints (one seed on a side, not gated):** "
+                + ", ".join(res["conditional_regressions"]), ""]
+    out += [f"{lbl}: one seed per trained model; its cells are conditional on these checkpoints." for lbl in
+            res.get("one_seed", [])] + ([""] if res.get("one_seed") else [])
     if res["predicted"]:
         out += ["## Predicted (influence of the dropped pairs) vs measured", "",
                 _md(["stage", "vertical", "dropped", "predicted Δ test loss (+ = the stage's change shrinks)",
@@ -131,6 +166,10 @@ def html_page(res: dict[str, Any]) -> str:
                                      ["training set", str(a["train_data.version"]), str(b["train_data.version"])]]),
              f"<h2>B − A</h2><p>{e(contrasts.LEGEND)}</p>", _table(HEADER, table_rows(res)),
              f"<p><strong>Significant regressions:</strong> {e(', '.join(res['regressions']) or 'none')}</p>"]
+    if res.get("conditional_regressions"):
+        parts.append(f"<p>Conditional on these checkpoints (not gated): {e(', '.join(res['conditional_regressions']))}</p>")
+    parts += [f"<p>{e(lbl)}: one seed per trained model; its cells are conditional on these checkpoints.</p>"
+              for lbl in res.get("one_seed", [])]
     if res["predicted"]:
         parts += ["<h2>Predicted vs measured</h2>",
                   _table(["stage", "vertical", "dropped", "predicted Δ test loss", "measured Δ"], predicted_rows(res))]
@@ -150,8 +189,13 @@ def write(res: dict[str, Any], out_dir: Path) -> None:
 def cli(args) -> int:
     res = build(load(args.a), load(args.b))
     write(res, Path(args.out_dir))
+    for lbl in res["one_seed"]:
+        print(f"{lbl}: one seed per trained model; its cells are conditional on these checkpoints and do not "
+              "fail the gate (train two or more seeds to compare beyond training noise)")
     n = sum(map(len, res["rows"].values()))
     sig = sum(r["significant"] for per in res["rows"].values() for r in per.values())
     print(f"compare {args.a} -> {args.b}: {n} cells, {sig} significant after Holm, "
-          f"regressions: {', '.join(res['regressions']) or 'none'} ({args.out_dir}/compare.md)")
+          f"regressions: {', '.join(res['regressions']) or 'none'}"
+          + (f", conditional (not gated): {', '.join(res['conditional_regressions'])}"
+             if res["conditional_regressions"] else "") + f" ({args.out_dir}/compare.md)")
     return 1 if args.fail_on_regression and res["regressions"] else 0

@@ -1,7 +1,8 @@
 """One side of `rlhf-trust compare`: a git revision, a DVC experiment, an MLflow pipeline run id, or
 the workspace; read from git alone (`git show`), so any committed run can be compared.
 
-A side is its per-unit outcomes (eval/<vertical>/<model>/units.csv), its report's provenance and
+A side is its per-unit outcomes (eval/<vertical>/<model>/units.csv, or one per training seed k in
+eval/<vertical>/<model>/s<k>/units.csv; a cell without a seed level is one seed), its report's provenance and
 vertical directions (reports/trust_summary.json), its data versions (data.dvc md5, the curated
 HH set's md5 in metrics/curate.run.json), its curate manifest and its params.yaml.
 """
@@ -16,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from rlhf_trust.errors import DataError, UserError
-from rlhf_trust.report import paired
+from rlhf_trust.report import paired, pooled
 
 WORKSPACE = ("workspace", ".")
 UNITS = re.compile(r"^eval/([^/]+)/([^/]+)/units\.csv$")
+SEED_UNITS = re.compile(r"^eval/([^/]+)/([^/]+)/s(\d+)/units\.csv$")
 
 
 @dataclass
@@ -27,6 +29,9 @@ class Side:
     label: str                 # what the user typed
     ref: str                   # commit sha or "workspace"
     units: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)   # (vertical, model)
+    # every seed's units per cell: {seed: units}; a cell without a seed level is {pooled.SHARED: units}.
+    # `units` holds the cell's one evaluation, or its lowest seed's (to check both sides' items)
+    seeds: dict[tuple[str, str], dict[Any, dict[str, float]]] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     data_version: str | None = None
@@ -101,7 +106,7 @@ def _read(ref: str, path: str) -> str | None:
 
 def _list_units(ref: str) -> list[str]:
     if ref == "workspace":
-        return sorted(p.as_posix() for p in Path("eval").glob("*/*/units.csv"))
+        return sorted(p.as_posix() for pat in ("*/*/units.csv", "*/*/s*/units.csv") for p in Path("eval").glob(pat))
     return (git("ls-tree", "-r", "--name-only", ref, "--", "eval") or "").splitlines()
 
 
@@ -119,9 +124,15 @@ def load(label: str) -> Side:
     ref = resolve(label)
     side = Side(label, ref)
     for path in _list_units(ref):
-        m = UNITS.match(path)
+        m = UNITS.match(path) or SEED_UNITS.match(path)
         if m:
-            side.units[(m.group(1), m.group(2))] = paired.parse_units(_read(ref, path) or "", f"{label}:{path}")
+            seed = int(m.group(3)) if m.re is SEED_UNITS else pooled.SHARED
+            units = paired.parse_units(_read(ref, path) or "", f"{label}:{path}")
+            side.seeds.setdefault((m.group(1), m.group(2)), {})[seed] = units
+    for key, per in side.seeds.items():
+        if len(per) > 1:   # a seed level wins over a stale file without one
+            per.pop(pooled.SHARED, None)
+        side.units[key] = per[min(per, key=lambda s: -1 if s is pooled.SHARED else s)]
     if not side.units:
         raise DataError(f"{label}: no results (no eval/<vertical>/<model>/units.csv at {ref[:12]})")
     side.summary = _json(_read(ref, "reports/trust_summary.json"))
