@@ -12,9 +12,9 @@ per-unit value (B - A for a paired contrast), a cell is d[seed, unit] = mu + a_s
 estimated by the method of moments: T1 = spread of the per-seed deltas / S (seed term, S - 1 df),
 T2 = spread of the per-unit seed means / U (unit term, U - 1 df), minus T3 = the two-way residual
 counted twice (T1 and T2 both contain it). Floored at max(T1, T2), each of which alone is an
-underestimate. CI and p use Student's t with Satterthwaite's degrees of freedom, so with 3 seeds and
-training noise dominant the test is the t test on the per-seed deltas (2 df), and with seed noise
-negligible it is the unit-level test. Chosen by simulation (tests/test_pooled_stats.py,
+underestimate. CI and p use Student's t: with the seed term the larger (or two seeds), S - 1 df, the
+t test on the per-seed deltas widened for the shared items; else Satterthwaite's df capped at
+(S - 1) x var / T1, which tends to the unit-level test as seed noise vanishes. Chosen by simulation (tests/test_pooled_stats.py,
 benchmarks/pooled_stats_sim.py, docs/statistics.md): a t test on the per-seed deltas alone ignores
 the shared items and is liberal when unit noise matters; a two-level bootstrap cannot widen for
 3 seeds (10 distinct seed resamples) and under-covers.
@@ -74,6 +74,12 @@ def crossed(groups: list[tuple[Any, float]]) -> dict[str, Any]:
     floored = var < floor
     df = np.where(floored, np.where(t1 >= t2, df1, df2), satt)
     var = np.where(floored, floor, var)
+    # Satterthwaite is liberal when the seed term, estimated from a few seeds, happens to come out
+    # small: keep the seed df while that term dominates (and always with two seeds), else cap the df
+    # at df1 * var / t1 (tests/test_pooled_stats.py, benchmarks/pooled_stats_sim.py)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = np.minimum(df, np.where(t1 > 0, df1 * var / t1, df))
+    df = np.where((t1 >= t2) | (df1 < 2), df1, df)
     return {"delta": delta, "var": var, "df": np.where(var > 0, df, np.inf), "seed_means": seed_means,
             "t_seed": t1, "t_unit": t2, "t_resid": t3}
 
@@ -142,9 +148,10 @@ def _restrict(shared: Mapping[str, float], to: Mapping[str, float]) -> Mapping[s
 def contrast(a: SeedUnits, b: SeedUnits, label: str = "") -> dict[str, Any]:
     """B - A pooled over paired seeds. `a`/`b`: seed -> units; a side keyed by SHARED alone (the base
     model) pairs with every seed of the other. Seeds present on one side only are left out and listed
-    under `seeds_missing`. Returns paired.compare's fields (delta, ci95, p_value, n_pairs, mde80, test)
-    plus method, level ("two_level" or "conditional"), n_seeds, seeds, per_seed [{seed, delta,
-    n_pairs}], seed_sd, sign_agreement {agree, of} and, two-level, df and the variance terms."""
+    under `seeds_missing` ({"a": seeds A lacks, "b": seeds B lacks}). Returns paired.compare's fields
+    (delta, ci95, p_value, n_pairs, mde80, test) plus method, level ("two_level" or "conditional"),
+    n_seeds, seeds, per_seed [{seed, delta, n_pairs}], seed_sd, sign_agreement {agree, of} and, when
+    two-level, df and the variance terms."""
     import numpy as np
 
     if not a or not b:
@@ -155,7 +162,7 @@ def contrast(a: SeedUnits, b: SeedUnits, label: str = "") -> dict[str, Any]:
         missing: dict[str, list] = {}
     else:
         seeds = sorted(set(a) & set(b), key=str)
-        missing = {k: sorted(set(x) - set(y), key=str) for k, x, y in (("a", a, b), ("b", b, a))}
+        missing = {k: sorted(set(y) - set(x), key=str) for k, x, y in (("a", a, b), ("b", b, a))}  # k lacks
         missing = {k: v for k, v in missing.items() if v}
         if not seeds:
             raise DataError(f"{label}: no seed on both sides (A: {sorted(a, key=str)}, B: {sorted(b, key=str)})")
