@@ -26,6 +26,10 @@ from rlhf_trust.report.sides import Side, load, params_diff
 # which model's change an influence stage attributes (PPO through its reward model)
 STAGE_MODEL = {stage: spec.new for stage, spec in pipeline.INFLUENCE.items()}
 HEADER = ["vertical", "model", "Δ B − A [95% CI]", "p", "p (Holm)", "n pairs", "MDE80", "seeds A+B"]
+SEEDS_LEGEND = ("Here a trained model with two or more seeds on both sides is B's mean over seeds minus A's "
+                "(seeds unpaired: independent trainings); `seeds A+B`: how many on each side, the between-seed "
+                "SD and how many of B's seeds fall on Δ's side of A's mean. The base model is untrained: "
+                "unit-level test. Cells conditional on these checkpoints do not fail `--fail-on-regression`.")
 UNTRAINED = ("base",)   # evaluated once, no training variance: the unit-level test is the whole story
 
 
@@ -123,7 +127,8 @@ def markdown(res: dict[str, Any]) -> str:
            f"| revision | `{a['label']}` ({a['commit'][:12]}) | `{b['label']}` ({b['commit'][:12]}) |",
            f"| data version (`data.dvc` md5) | `{a['data.version']}` | `{b['data.version']}` |",
            f"| training set (curated HH md5) | `{a['train_data.version']}` | `{b['train_data.version']}` |", "",
-           "## B − A per vertical and model", "", contrasts.LEGEND.replace("the whole table", "this table"), "",
+           "## B − A per vertical and model", "", contrasts.LEGEND.replace("the whole table", "this table"),
+           "", SEEDS_LEGEND, "",
            _md(HEADER, table_rows(res)), "",
            "**Significant regressions (less trustworthy in B):** "
            + (", ".join(res["regressions"]) if res["regressions"] else "none"), ""]
@@ -164,7 +169,7 @@ def html_page(res: dict[str, Any]) -> str:
              _table(["", "A", "B"], [["revision", a["commit"], b["commit"]],
                                      ["data version", str(a["data.version"]), str(b["data.version"])],
                                      ["training set", str(a["train_data.version"]), str(b["train_data.version"])]]),
-             f"<h2>B − A</h2><p>{e(contrasts.LEGEND)}</p>", _table(HEADER, table_rows(res)),
+             f"<h2>B − A</h2><p>{e(contrasts.LEGEND)}</p><p>{e(SEEDS_LEGEND)}</p>", _table(HEADER, table_rows(res)),
              f"<p><strong>Significant regressions:</strong> {e(', '.join(res['regressions']) or 'none')}</p>"]
     if res.get("conditional_regressions"):
         parts.append(f"<p>Conditional on these checkpoints (not gated): {e(', '.join(res['conditional_regressions']))}</p>")
