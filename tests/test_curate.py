@@ -91,3 +91,56 @@ def test_curated_md5_reaches_mlflow_and_the_report(project):
     assert f"training set (curated HH set md5): `{md5}`" in Path("reports/trust_summary.md").read_text()
     assert json.loads(Path("reports/trust_summary.json").read_text())["provenance"]["train_data.version"] == md5
     assert md5 in Path("reports/trust_summary.html").read_text()
+
+
+def _scores(ids, norm, path=Path("influence/dpo/toxicity/scores.parquet")):
+    pd.DataFrame({"id": ids, "score": norm, "score_normalized": norm}).to_parquet(path)
+
+
+@pytest.mark.parametrize("mode", ["drop_harmful", "keep_helpful"])
+def test_nan_scores_are_refused_not_curated_silently(project, mode):
+    _, ids, scores = project
+    kw = {"top_k": None, "top_fraction": None} if mode == "keep_helpful" else {}
+    _scores(ids, [float("nan")] * 30)          # every score NaN: drop_harmful dropped 0, keep_helpful kept all
+    with pytest.raises(UserError, match=r"30 of 30 pairs have a NaN") as e:
+        curate.curate(cfg(enabled=True, harmful="toward_change", mode=mode, **kw))
+    assert e.value.exit_code == 2
+    _scores(ids, [*scores[:29], float("nan")])  # one NaN-scored pair would count as "helpful"
+    with pytest.raises(UserError, match=r"1 of 30 pairs have a NaN"):
+        curate.curate(cfg(enabled=True, harmful="toward_change", mode=mode, **kw))
+    assert not Path("outputs/curated/hh_train.jsonl").exists()
+
+
+def test_scores_of_pairs_outside_the_training_set_are_refused(project):
+    _, ids, scores = project
+    _scores([f"other-{i}" for i in ids], scores)   # another data version's ids: nothing would be dropped
+    with pytest.raises(UserError, match=r"30 of 30 scored ids are not in the training set") as e:
+        curate.curate(cfg(enabled=True, harmful="toward_change"))
+    assert e.value.exit_code == 2
+
+
+def test_unreadable_scores_give_one_line_and_exit_2(project, capsys):
+    from rlhf_trust import cli
+
+    path = Path("influence/dpo/toxicity/scores.parquet")
+    Path("params.yaml").write_text("curate: {enabled: true, harmful: toward_change, top_k: 3}\n")
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])    # truncated
+    assert cli.main(["curate"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unreadable influence scores" in err[0] and "Traceback" not in err[0]
+    pd.DataFrame({"id": ["a"], "score": [1.0]}).to_parquet(path)    # no score_normalized column
+    assert cli.main(["curate"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unreadable influence scores" in err[0]
+
+
+def test_vertical_names_must_be_registered(project, tmp_path):
+    _, ids, scores = project
+    outside = tmp_path / "elsewhere" / "x"
+    outside.mkdir(parents=True)
+    _scores(ids, scores, outside / "scores.parquet")   # a scores file outside influence/
+    for name in ("../../elsewhere/x", "no_such_vertical"):
+        with pytest.raises(UserError, match=r"curate.verticals: unknown vertical") as e:
+            curate.curate(cfg(enabled=True, harmful="toward_change", verticals=[name], stages=["dpo"]))
+        assert e.value.exit_code == 2

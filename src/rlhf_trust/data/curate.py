@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf_trust import fileio, paths, pipeline
-from rlhf_trust.errors import DataError, UserError
+from rlhf_trust.errors import ConfigError, DataError, UserError
 
 CURATED = paths.CURATED
 MANIFEST = paths.METRICS / "curate_manifest.json"
@@ -49,19 +49,56 @@ def direction(cfg: Any, stage: str, vertical: str) -> str:
     return "against_change" if worse else "toward_change"
 
 
-def harm_scores(cfg: Any, scores_dir: Path) -> tuple[dict[str, float], list[dict]]:
-    """pair id -> mean signed normalised score (> 0 = trust-harmful), and the sources used."""
+def check_verticals(names: list[str]) -> None:
+    """Only registered verticals: a name is also a directory under scores_dir (no `../`)."""
+    from rlhf_trust.evals import VERTICALS  # the registry (light: no vertical module loads)
+
+    bad = [v for v in names if v not in VERTICALS]
+    if bad:
+        raise ConfigError(f"params: curate.verticals: unknown vertical(s) {', '.join(map(repr, bad))} "
+                          f"(known: {', '.join(VERTICALS)})")
+
+
+def read_scores(path: Path, train_ids: set[str] | None = None):
+    """One source's scores: id, score, score_normalized, every score finite and every id a training
+    pair (else one line: the curated set would silently drop or keep the wrong pairs)."""
+    import numpy as np
     import pandas as pd
 
+    if not path.is_file():
+        raise DataError(f"curate: no influence scores at {path}; run the default pipeline "
+                        "(or its influence stages) first")
+    try:
+        df = pd.read_parquet(path, columns=["id", "score", "score_normalized"])
+    except (OSError, ValueError, KeyError, ImportError) as e:  # pyarrow: truncated file, missing column
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"curate: unreadable influence scores {path} ({why}); re-run its influence stage") from None
+    try:
+        raw = df["score"].astype(float).to_numpy()
+        norm = df["score_normalized"].astype(float).to_numpy()
+    except (TypeError, ValueError):
+        raise DataError(f"curate: {path}: score columns are not numbers; re-run its influence stage") from None
+    bad = int((~np.isfinite(raw) | ~np.isfinite(norm)).sum())
+    if len(df) == 0 or bad:
+        what = "no scores" if len(df) == 0 else f"{bad} of {len(df)} pairs have a NaN or infinite score"
+        raise DataError(f"curate: {path}: {what}; re-run its influence stage")
+    if train_ids is not None:
+        foreign = sorted(set(df["id"].astype(str)) - train_ids)
+        if foreign:
+            raise DataError(f"curate: {path}: {len(foreign)} of {len(df)} scored ids are not in the training "
+                            f"set (e.g. {foreign[0]!r}); the scores come from another data version")
+    return df
+
+
+def harm_scores(cfg: Any, scores_dir: Path, train_ids: set[str] | None = None) -> tuple[dict[str, float], list[dict]]:
+    """pair id -> mean signed normalised score (> 0 = trust-harmful), and the sources used."""
+    check_verticals(cfg.verticals)
     total: dict[str, float] = {}
     sources = []
     for stage in cfg.stages:
         for vertical in cfg.verticals:
             path = Path(scores_dir) / stage / vertical / "scores.parquet"
-            if not path.is_file():
-                raise DataError(f"curate: no influence scores at {path}; run the default pipeline "
-                                "(or its influence stages) first")
-            df = pd.read_parquet(path, columns=["id", "score", "score_normalized"])
+            df = read_scores(path, train_ids)
             way = direction(cfg, stage, vertical)
             sign = -1.0 if way == "toward_change" else 1.0
             for i, s in zip(df["id"].astype(str), df["score_normalized"].astype(float), strict=True):
@@ -98,7 +135,7 @@ def curate(cfg: Any, prepared: Path = paths.PREPARED, out: Path = CURATED, score
     else:
         lines = src.decode("utf-8").splitlines(keepends=True)
         ids = [str(json.loads(line)["id"]) for line in lines if line.strip()]
-        harm, sources = harm_scores(cfg, Path(scores_dir or cfg.scores_dir))
+        harm, sources = harm_scores(cfg, Path(scores_dir or cfg.scores_dir), set(ids))
         drop = select(ids, harm, cfg)
         kept = "".join(line for line in lines if line.strip() and str(json.loads(line)["id"]) not in drop).encode()
         if not kept:
