@@ -134,3 +134,33 @@ def test_cli_exit_codes(copy, tmp_path, capsys):
     assert cli.main(["validate", "--data-dir", str(copy)]) == 1
     err = capsys.readouterr().err
     assert "validation failed: 1 expectation(s) in ethics" in err and "ethics-00000" in err
+
+
+def test_a_failed_gate_withdraws_the_verdicts_and_escapes_planted_html(copy, tmp_path, monkeypatch, capsys):
+    """Data Docs show offending raw values: a planted tag is written escaped, never as markup; and the
+    earlier `valid: true` verdicts do not survive a failed gate."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    Path("params.yaml").write_text(f"data: {{dir: {json.dumps(str(copy))}}}\n")
+    assert cli.main(["validate"]) == 0
+    verdicts = sorted(Path("outputs/validated").glob("*.json"))
+    assert len(verdicts) >= 7 and all(json.loads(p.read_text())["valid"] for p in verdicts)
+    payloads = ["<script>alert(1)</script>", "<img src=x onerror=alert(2)>"]
+
+    def plant(rows):
+        for i, p in enumerate(payloads):   # no "\n\nAssistant:" left: fails the regex, so GX lists the value
+            rows[i]["chosen"] = p
+        return rows
+
+    edit_hh(copy, plant)
+    capsys.readouterr()
+    assert cli.main(["validate"]) == 1
+    assert "validation failed" in capsys.readouterr().err
+    assert sorted(Path("outputs/validated").glob("*.json")) == verdicts
+    assert not any(json.loads(p.read_text())["valid"] for p in verdicts)
+    pages = list(Path("reports/data_docs").rglob("*.html"))
+    assert any("validations" in p.parts for p in pages)
+    text = "\n".join(p.read_text(encoding="utf-8") for p in pages)
+    assert "&lt;img src=x onerror=alert(2)&gt;" in text      # shown, as text
+    assert "<img src=x" not in text and "<script>alert" not in text

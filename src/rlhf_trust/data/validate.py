@@ -184,17 +184,40 @@ def validate_frames(dfs: dict[str, Any], cfg: ValidateConfig, docs_dir: Path | N
         suite = ctx.suites.add(gx.ExpectationSuite(name=name, expectations=expectations))
         vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch_def, suite=suite))
         fmt = {"result_format": "COMPLETE", "unexpected_index_column_names": ["id"]}
-        if docs_dir is None:
-            result = vd.run(batch_parameters={"dataframe": dfs[name]}, result_format=fmt)
-        else:
-            cp = ctx.checkpoints.add(gx.Checkpoint(
-                name=name, validation_definitions=[vd], result_format=fmt,
-                actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=["rlhf_trust"])]))
-            result = next(iter(cp.run(batch_parameters={"dataframe": dfs[name]}).run_results.values()))
+        result = vd.run(batch_parameters={"dataframe": dfs[name]}, result_format=fmt)
         failures += _failures(name, result)
         stats[name] = {"rows": len(dfs[name]), "expectations": len(expectations),
                        "failed": sum(1 for r in result.results if not r.success)}
+    if docs_dir is not None:
+        _build_docs(ctx)
     return failures, stats
+
+
+def escape_values(value: Any) -> Any:
+    """Every string inside `value` HTML-escaped (dicts, lists and tuples walked)."""
+    import html
+
+    if isinstance(value, str):
+        return html.escape(value)
+    if isinstance(value, dict):
+        return {escape_values(k): escape_values(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(escape_values(v) for v in value)
+    return value
+
+
+def _build_docs(ctx: Any) -> None:
+    """Data Docs from the stored results with every data value HTML-escaped: GX's renderer inserts
+    unexpected values into the page as they are, so a raw `<script>` would run in the reader's browser."""
+    store = ctx.validation_results_store
+    for key in store.list_keys():
+        suite_result = store.get(key)
+        for r in suite_result.results:
+            r.result = escape_values(r.result or {})
+            if r.exception_info:
+                r.exception_info = escape_values(r.exception_info)
+        store.set(key, suite_result)
+    ctx.build_data_docs(site_names=["rlhf_trust"])
 
 
 def prepared_frame(prepared_dir: Path) -> Any:
@@ -240,6 +263,21 @@ def check_dir(raw_dir: Path, cfg: ValidateConfig, docs_dir: Path | None = None) 
 
 
 def run_pipeline(raw_dir: Path, cfg: ValidateConfig, sr: Any) -> dict[str, Any]:
+    try:
+        return _run_pipeline(raw_dir, cfg, sr)
+    except (ValidationFailed, DataError) as e:
+        withdraw_verdicts(str(e).splitlines()[0])
+        raise
+
+
+def withdraw_verdicts(reason: str) -> None:
+    """A failed gate: every earlier `valid: true` under outputs/validated/ becomes `valid: false`, so a
+    stage run by hand (outside `dvc repro`, which stops here) does not read rejected data."""
+    for target in sorted(paths.VALIDATED.glob("*.json")):
+        fileio.write_json(target, {"valid": False, "dataset": target.stem, "reason": reason})
+
+
+def _run_pipeline(raw_dir: Path, cfg: ValidateConfig, sr: Any) -> dict[str, Any]:
     docs_dir = Path(cfg.docs_dir)
     dfs = frames(raw_dir)
     if paths.PREPARED.is_dir():
