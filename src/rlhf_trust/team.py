@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -38,6 +39,12 @@ BUCKET = "rlhf-trust"
 PG_USER = "mlflow"
 PG_DB = "mlflow"
 CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "PGPASSWORD")
+
+
+def private_dir(path: Path) -> None:
+    """Create `path` (and parents) and make it the user's only (0700): it holds credentials and data."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.chmod(0o700)
 
 
 def free_port() -> int:
@@ -148,7 +155,8 @@ class Servers:
         d = asdict(self)
         d["state"] = str(self.state)
         tmp = self.state / "state.json.tmp"
-        tmp.write_text(json.dumps(d, indent=1))
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            f.write(json.dumps(d, indent=1))
         tmp.replace(self.state / "state.json")
 
     @classmethod
@@ -166,7 +174,7 @@ class Servers:
         missing = [k for k in CREDENTIALS if not env.get(k)]
         if missing:
             raise UserError(f"team servers need {', '.join(missing)} in the environment")
-        self.state.mkdir(parents=True, exist_ok=True)
+        private_dir(self.state)
         try:
             self.start_postgres(env)
             self.start_s3(env)
@@ -175,11 +183,13 @@ class Servers:
             self.stop()
             raise
 
-    def _spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, Path]:
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str],
+               cwd: Path | None = None) -> tuple[subprocess.Popen, Path]:
         log = self.state / f"{name}.log"
-        with open(log, "ab") as out:
+        with open(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as out:
+            # own process group (killpg stops it all); umask 077: data, volume and log files are the user's only
             p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 env=env, start_new_session=True)  # own process group: killpg stops it all
+                                 env=env, start_new_session=True, umask=0o077, cwd=cwd)
         self.pgids[name] = p.pid
         self.save()
         return p, log
@@ -328,15 +338,25 @@ def _credentials(state: Path) -> dict[str, str]:
     saved: dict[str, str] = {}
     if env_file.is_file():
         for line in env_file.read_text().splitlines():
-            if line.startswith("export ") and "=" in line:
-                k, v = line[len("export "):].split("=", 1)
+            try:
+                words = shlex.split(line)
+            except ValueError:
+                continue
+            if len(words) == 2 and words[0] == "export" and "=" in words[1]:
+                k, v = words[1].split("=", 1)
                 saved[k] = v
     creds = {k: os.environ.get(k) or saved.get(k) or secrets.token_hex(16) for k in CREDENTIALS}
-    state.mkdir(parents=True, exist_ok=True)
+    private_dir(state)
     fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write("".join(f"export {k}={v}\n" for k, v in creds.items()))
+        f.write(exports(creds))
     return creds
+
+
+def exports(env: dict[str, str]) -> str:
+    """`export K=V` lines that `source` reads back verbatim: values shell-quoted, so a `$(...)`, `;` or
+    space in a password is a character of it, not a command or the end of the value."""
+    return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
 
 
 def up(state: Path) -> int:
@@ -348,12 +368,12 @@ def up(state: Path) -> int:
     servers.start({**os.environ, **creds})
     client = servers.client_env()
     with open(state / "env", "a") as f:
-        f.write("".join(f"export {k}={v}\n" for k, v in client.items()))
+        f.write(exports(client))
     print(f"team mode is up (PostgreSQL :{servers.pg_port}, S3 {servers.s3_endpoint}, "
           f"MLflow {servers.tracking_uri}); state and logs in {state}/")
     print(f"use it from this shell:  source {state}/env   (credentials: {', '.join(CREDENTIALS)}, plus)")
     for k, v in client.items():
-        print(f"  export {k}={v}")
+        print(f"  export {k}={shlex.quote(v)}")
     print(f"data remote (once per clone):  dvc remote add --local -d team s3://{BUCKET}/dvc")
     print("stop with: make team-down")
     return 0
