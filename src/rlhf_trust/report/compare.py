@@ -121,21 +121,29 @@ def table_rows(res: dict[str, Any]) -> list[list[str]]:
 
 
 def markdown(res: dict[str, Any]) -> str:
+    from rlhf_trust.report.summary import md_code, md_text
+
     a, b = res["a"], res["b"]
-    out = [f"# Compare {a['label']} → {b['label']}", "",
+
+    def code(x: Any) -> str:   # a code span inside a table row: no `|` to end the cell
+        return md_code(x).replace("|", "\\|")
+
+    out = [f"# Compare {md_text(a['label'])} → {md_text(b['label'])}", "",
            "| | A | B |", "|---|---|---|",
-           f"| revision | `{a['label']}` ({a['commit'][:12]}) | `{b['label']}` ({b['commit'][:12]}) |",
-           f"| data version (`data.dvc` md5) | `{a['data.version']}` | `{b['data.version']}` |",
-           f"| training set (curated HH md5) | `{a['train_data.version']}` | `{b['train_data.version']}` |", "",
+           (f"| revision | {code(a['label'])} ({md_text(a['commit'][:12])}) | {code(b['label'])} "
+            f"({md_text(b['commit'][:12])}) |"),
+           f"| data version (`data.dvc` md5) | {code(a['data.version'])} | {code(b['data.version'])} |",
+           f"| training set (curated HH md5) | {code(a['train_data.version'])} | {code(b['train_data.version'])} |",
+           "",
            "## B − A per vertical and model", "", contrasts.LEGEND.replace("the whole table", "this table"),
            "", SEEDS_LEGEND, "",
            _md(HEADER, table_rows(res)), "",
            "**Significant regressions (less trustworthy in B):** "
-           + (", ".join(res["regressions"]) if res["regressions"] else "none"), ""]
+           + (md_text(", ".join(res["regressions"])) if res["regressions"] else "none"), ""]
     if res.get("conditional_regressions"):
         out += ["**Conditional on these checkpoints (one seed on a side, not gated):** "
-                + ", ".join(res["conditional_regressions"]), ""]
-    out += [f"{lbl}: one seed per trained model; its cells are conditional on these checkpoints." for lbl in
+                + md_text(", ".join(res["conditional_regressions"])), ""]
+    out += [f"{md_text(lbl)}: one seed per trained model; its cells are conditional on these checkpoints." for lbl in
             res.get("one_seed", [])] + ([""] if res.get("one_seed") else [])
     if res["predicted"]:
         out += ["## Predicted (influence of the dropped pairs) vs measured", "",

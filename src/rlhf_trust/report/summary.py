@@ -18,9 +18,22 @@ from rlhf_trust.report.collect import STAGES, Results, Vertical, collect
 from rlhf_trust.report.tables import DASH, SMOKE_BANNER, stage_rows, table_rows, top_pairs
 
 
+def md_text(x: Any) -> str:
+    """A value from data, params or an upstream file as Markdown text on one line: HTML escaped, so a
+    `<script>` or `<img onerror>` in it is shown, not rendered (e.g. in a CI job summary)."""
+    import html
+
+    return html.escape(" ".join(str(x).splitlines()), quote=False)
+
+
+def md_code(x: Any) -> str:
+    """A value as a Markdown code span (HTML inside is literal); a backtick in it cannot end the span."""
+    return "`" + " ".join(str(x).replace("`", "'").splitlines()) + "`"
+
+
 def md_table(header: list[str], rows: list[list[str]]) -> str:
     def esc(x: str) -> str:
-        return str(x).replace("|", "\\|").replace("\n", " ")
+        return md_text(x).replace("|", "\\|")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
@@ -34,12 +47,19 @@ def method_notes(v: Vertical) -> list[str]:
         method = m.get("method")
         if not method:
             continue
-        lds = (f"LDS {m['lds']:.2f} [{m['lds_ci95'][0]:.2f}, {m['lds_ci95'][1]:.2f}] (m={m.get('lds_m')})"
-               if isinstance(m.get("lds"), (int, float)) and m.get("lds_ci95") else "LDS not measured")
+        ci = m.get("lds_ci95")
+        lds = (f"LDS {m['lds']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] (m={md_text(m.get('lds_m'))})"
+               if _num(m.get("lds")) and isinstance(ci, list) and len(ci) == 2 and all(map(_num, ci))
+               else "LDS not measured")
         rho = m.get(f"spearman_{method}_datainf", m.get(f"spearman_datainf_{method}"))
-        agree = "" if method == "datainf" or rho is None else f", Spearman with DataInf {rho:.2f}"
-        out.append(f"- {stage}: ranked by `{method}`, {lds}{agree}")
+        agree = "" if method == "datainf" or not _num(rho) else f", Spearman with DataInf {rho:.2f}"
+        out.append(f"- {md_text(stage)}: ranked by {md_code(method)}, {lds}{agree}")
     return [*out, ""] if out else []
+
+
+def _num(x: Any) -> bool:
+    """A number an upstream metrics file may hold (not a string, bool or None a format would choke on)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def markdown(res: Results, figures: dict[str, str], k: int) -> str:
@@ -50,11 +70,11 @@ def markdown(res: Results, figures: dict[str, str], k: int) -> str:
            "## Changes", "", contrasts.LEGEND, "",
            md_table(contrasts.HEADER, contrasts.rows(res.contrasts, [v.name for v in res.verticals])), ""]
     if res.notes:
-        out += [f"{len(res.notes)} contrast(s) skipped:", "", *(f"- {n}" for n in res.notes), ""]
+        out += [f"{len(res.notes)} contrast(s) skipped:", "", *(f"- {md_text(n)}" for n in res.notes), ""]
     for v in res.verticals:
-        out += [f"## {v.name}", ""]
+        out += [f"## {md_text(v.name)}", ""]
         if v.name in figures:
-            out += [f"![{v.name}]({figures[v.name]})", ""]
+            out += [f"![{md_text(v.name)}]({figures[v.name]})", ""]
         rows = top_pairs(v, k)
         if rows:
             out += [("Most influential HH pairs (negative score = the pair lowers the test loss, "
@@ -68,14 +88,14 @@ def markdown(res: Results, figures: dict[str, str], k: int) -> str:
     if res.stages:
         out += ["## Stages", "", md_table(["stage", "cost", "MLflow run"], stage_rows(res)), ""]
     out += ["## Provenance", "",
-            f"- git commit: `{p.get('git.commit')}` (dirty: {p.get('git.dirty')})",
-            f"- data version (`data.dvc` md5): `{p.get('data.version')}`",
-            f"- training set (curated HH set md5): `{p.get('train_data.version')}`",
-            f"- params.yaml sha256: `{p.get('params.sha256')}`",
+            f"- git commit: {md_code(p.get('git.commit'))} (dirty: {md_text(p.get('git.dirty'))})",
+            f"- data version (`data.dvc` md5): {md_code(p.get('data.version'))}",
+            f"- training set (curated HH set md5): {md_code(p.get('train_data.version'))}",
+            f"- params.yaml sha256: {md_code(p.get('params.sha256'))}",
             f"- MLflow runs: {len(p.get('mlflow_runs', {}))} (ids in trust_summary.json)", ""]
     if res.missing:
         out += ["## Missing", "", f"{len(res.missing)} result(s) not found; their cells show {DASH}:", ""]
-        out += [f"- {m}" for m in res.missing] + [""]
+        out += [f"- {md_text(m)}" for m in res.missing] + [""]
     return "\n".join(out)
 
 

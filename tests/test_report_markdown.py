@@ -1,0 +1,44 @@
+"""Markdown reports (trust_summary.md, compare.md) end up in CI job summaries, which render HTML: every
+value from data, params or an upstream file is escaped there, and a number that is not a number is
+shown as "not measured" rather than crashing the report."""
+
+from __future__ import annotations
+
+import re
+
+from rlhf_trust.report import compare, summary
+from rlhf_trust.report.collect import Results, Vertical
+
+XSS = ["<script>alert(1)</script>", "<img src=x onerror=alert(2)>"]
+
+
+def _no_markup(md: str) -> None:
+    """No tag outside code spans (whose content Markdown shows literally)."""
+    assert not re.search(r"<(script|img)\b", re.sub(r"`[^`\n]*`", "", md), re.IGNORECASE), md
+
+
+def test_summary_markdown_escapes_html_from_data_and_upstream_files():
+    v = Vertical(name="toxicity", headline="toxic_rate", higher_is_better=False,
+                 top={"dpo": [{"kind": "harmful", "score": -1.0, "id": XSS[1], "prompt": XSS[0],
+                               "chosen": XSS[1], "rejected": "a | b"}]},
+                 influence={"dpo": {"method": XSS[1], "lds": 0.5, "lds_ci95": ["<b>", 1], "lds_m": XSS[0],
+                                    f"spearman_{XSS[1]}_datainf": "<i>"}})
+    res = Results(verticals=[v], stages={XSS[0]: {"mlflow_run_id": XSS[1]}},
+                  provenance={"git.commit": "`" + XSS[0], "data.version": XSS[1], "train_data.version": None,
+                              "params.sha256": "x"},
+                  missing=[XSS[0]], notes=[XSS[1]])
+    md = summary.markdown(res, {}, k=3)
+    _no_markup(md)
+    assert "&lt;img src=x onerror=alert(2)&gt;" in md and "a \\| b" in md
+    assert "LDS not measured" in md     # a CI bound that is not a number
+    assert "- git commit: `'<script>" in md    # literal in a code span, which the backtick cannot end
+
+
+def test_compare_markdown_escapes_labels_params_and_versions():
+    side = {"label": XSS[0], "commit": "0123456789abcdef", "data.version": XSS[1], "train_data.version": "`x`"}
+    res = {"a": side, "b": {**side, "label": "workspace"}, "rows": {}, "regressions": [XSS[1]], "predicted": [],
+           "params_changed": [{"key": "eval.note", "a": XSS[0], "b": XSS[1]}]}
+    md = compare.markdown(res)
+    _no_markup(md)
+    assert md.startswith("# Compare &lt;script&gt;alert(1)&lt;/script&gt; → workspace")
+    assert "&lt;img src=x onerror=alert(2)&gt;" in md
