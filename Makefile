@@ -15,6 +15,9 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 export TRL_EXPERIMENTAL_SILENCE := 1
 UI_PORT ?= 5000
+# Values a user passes (`make compare A=...`) reach recipes through the environment, quoted as "$$A": never
+# pasted into the shell line, where a `;` or backtick in a revision name would run as a command.
+export UI_PORT
 
 .PHONY: setup test test-team team-up team-down data repro smoke report ui lint paper-params bench doctor clean-outputs compare check-trust curate-demo
 
@@ -43,14 +46,15 @@ repro: data                 ## the whole pipeline (dvc repro)
 # anchors the store at the main checkout, or $$MLFLOW_TRACKING_URI). One fork server imports torch,
 # transformers, MLflow and GX once for the 18 stage processes (src/rlhf_trust/preload.py).
 SMOKE_DIR ?= .smoke
+export SMOKE_DIR
 smoke: data                 ## few-minute check that every stage runs and is tracked (numbers are not results)
-	@git worktree remove --force $(SMOKE_DIR) 2>/dev/null || rm -rf $(SMOKE_DIR); git worktree prune
-	@git worktree add -q --detach $(SMOKE_DIR) HEAD
-	@git ls-files -z -m -o --exclude-standard | tar --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -xf - -C $(SMOKE_DIR)
-	@cp params/smoke.yaml $(SMOKE_DIR)/params.yaml && git -C $(SMOKE_DIR) update-index --skip-worktree params.yaml
-	@cp -r data $(SMOKE_DIR)/data
-	cd $(SMOKE_DIR) && RLHF_TRUST_PROFILE=smoke $(BIN)/python -m rlhf_trust.preload -- $(BIN)/dvc repro
-	@echo "smoke: report in $(SMOKE_DIR)/reports/trust_summary.md (smoke run: numbers are not results)"
+	@git worktree remove --force -- "$$SMOKE_DIR" 2>/dev/null || rm -rf -- "$$SMOKE_DIR"; git worktree prune
+	@git worktree add -q --detach -- "$$SMOKE_DIR" HEAD
+	@git ls-files -z -m -o --exclude-standard | tar --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -xf - -C "$$SMOKE_DIR"
+	@cp params/smoke.yaml "$$SMOKE_DIR/params.yaml" && git -C "$$SMOKE_DIR" update-index --skip-worktree params.yaml
+	@cp -r data "$$SMOKE_DIR/data"
+	cd "$$SMOKE_DIR" && RLHF_TRUST_PROFILE=smoke $(BIN)/python -m rlhf_trust.preload -- $(BIN)/dvc repro
+	@echo "smoke: report in $$SMOKE_DIR/reports/trust_summary.md (smoke run: numbers are not results)"
 
 report: setup               ## reports/trust_summary.{md,html} from whatever results exist (partial runs too)
 	$(BIN)/rlhf-trust report
@@ -59,8 +63,9 @@ report: setup               ## reports/trust_summary.{md,html} from whatever res
 # a DVC experiment name, an MLflow pipeline run id, or `workspace`.
 A ?= HEAD
 B ?= workspace
+export A B
 compare: setup              ## B - A per vertical and model: paired CI, Holm p, MDE, data versions, params diff
-	$(BIN)/rlhf-trust compare $(A) $(B)
+	$(BIN)/rlhf-trust compare -- "$$A" "$$B"
 
 # Issue 13 §4 (README "Acting on attributions"): retrain on the default run's data minus the top-k pairs
 # most harmful to one vertical (by one stage's influence), re-evaluate, and compare with the default run.
@@ -72,30 +77,33 @@ CURATE_STAGE ?= dpo
 CURATE_K ?= 12
 # = dpo.max_train_pairs: only pairs the stage trains on are candidates
 CURATE_WITHIN ?= 80
+export CURATE_VERTICAL CURATE_STAGE CURATE_K CURATE_WITHIN
 curate-demo: data           ## curated run vs the default one: dvc exp curated-<vertical>, then reports/compare.md
-	$(BIN)/dvc exp run -n curated-$(CURATE_VERTICAL) -S curate.enabled=true \
-	  -S 'curate.stages=[$(CURATE_STAGE)]' -S 'curate.verticals=[$(CURATE_VERTICAL)]' \
-	  -S curate.top_k=$(CURATE_K) -S curate.within_first=$(CURATE_WITHIN)
-	$(BIN)/rlhf-trust compare HEAD curated-$(CURATE_VERTICAL)
+	$(BIN)/dvc exp run -n "curated-$$CURATE_VERTICAL" -S curate.enabled=true \
+	  -S "curate.stages=[$$CURATE_STAGE]" -S "curate.verticals=[$$CURATE_VERTICAL]" \
+	  -S "curate.top_k=$$CURATE_K" -S "curate.within_first=$$CURATE_WITHIN"
+	$(BIN)/rlhf-trust compare -- HEAD "curated-$$CURATE_VERTICAL"
 
 # The regression gate (a CI step, README): exit 1 when any vertical is significantly worse than BASELINE.
 BASELINE ?= HEAD
+export BASELINE
 check-trust: setup          ## fail if the workspace's results are significantly less trustworthy than BASELINE
-	$(BIN)/rlhf-trust compare $(BASELINE) workspace --fail-on-regression
+	$(BIN)/rlhf-trust compare --fail-on-regression -- "$$BASELINE" workspace
 
 # Team mode (README): the same three servers a team runs, on 127.0.0.1 only, state in $(TEAM_DIR)/.
 TEAM_DIR ?= .team
+export TEAM_DIR
 test-team: setup            ## only the team-mode integration test (real PostgreSQL + S3 + MLflow server; minutes)
 	$(BIN)/pytest -m team tests/test_team.py
 
 team-up: setup              ## start PostgreSQL, SeaweedFS (S3) and an MLflow server on them; prints what to export
-	$(BIN)/python -m rlhf_trust.team up --state $(TEAM_DIR)
+	$(BIN)/python -m rlhf_trust.team up --state "$$TEAM_DIR"
 
 team-down:                  ## stop what team-up started (data stays in $(TEAM_DIR)/)
-	$(BIN)/python -m rlhf_trust.team down --state $(TEAM_DIR)
+	$(BIN)/python -m rlhf_trust.team down --state "$$TEAM_DIR"
 
 ui: setup                   ## MLflow UI on http://127.0.0.1:$(UI_PORT)
-	$(BIN)/mlflow ui --host 127.0.0.1 --port $(UI_PORT) --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --default-artifact-root $(CURDIR)/mlruns
+	$(BIN)/mlflow ui --host 127.0.0.1 --port "$$UI_PORT" --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --default-artifact-root $(CURDIR)/mlruns
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
