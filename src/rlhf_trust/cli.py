@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None and os.environ.get("RLHF_TRUST_PRELOAD"):  # under `python -m rlhf_trust.preload`
         from rlhf_trust.preload_client import run_via_server
 
-        rc = run_via_server(os.environ["RLHF_TRUST_PRELOAD"], sys.argv)
+        pid = os.environ.get("RLHF_TRUST_PRELOAD_PID", "")
+        rc = run_via_server(os.environ["RLHF_TRUST_PRELOAD"], sys.argv, int(pid) if pid.isdigit() else None)
         if rc is not None:
             return rc
     parser = build_parser()

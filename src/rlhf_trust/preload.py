@@ -12,7 +12,10 @@ stage process gets (DVC's SIGTERM/SIGINT) are passed on to the child.
 Nothing else changes: without $RLHF_TRUST_PRELOAD, or when the server does not answer, the stage runs
 in its own process as always (the stage's side is rlhf_trust/preload_client.py). Hand-written
 because no library forks a pre-imported Python for a command line (multiprocessing's forkserver
-runs functions, not a CLI with the caller's stdio).
+runs functions, not a CLI with the caller's stdio). The client trusts only a 0700 socket directory
+of its user's and a peer (SO_PEERCRED) that is the server the wrapper started; the server serves only
+its own user, dies with its wrapper (PR_SET_PDEATHSIG), and a SIGTERM to the wrapper reaches the
+command, then ends the server.
 Only third-party libraries (and the few light modules of this package that set their environment)
 are preloaded, so each stage runs the code of the moment it starts.
 """
@@ -25,7 +28,7 @@ import socket
 import struct
 import sys
 
-from rlhf_trust.preload_client import ENV, HEADER, recv_exact, send_msg
+from rlhf_trust.preload_client import ENV, HEADER, PID_ENV, peer_credentials, recv_exact, send_msg
 
 # what the stages import, heaviest first (a failed import only means that stage pays for it itself)
 PRELOAD = ("mlflow", "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store",
@@ -48,6 +51,7 @@ def _child(conn: socket.socket, request: dict, fds: list[int]) -> None:
     os.environ.clear()
     os.environ.update(request["env"])
     os.environ.pop(ENV, None)  # the child runs the command itself (and starts no server's clients)
+    os.environ.pop(PID_ENV, None)
     sys.argv = list(request["argv"])
     rc = 1
     try:
@@ -91,6 +95,22 @@ def _import(name: str) -> None:
             pass
 
 
+def die_with_parent() -> None:
+    """SIGTERM to this process when its parent (the wrapper) dies, however it dies (Linux prctl
+    PR_SET_PDEATHSIG); if the parent is already gone, exit now."""
+    import ctypes
+    import ctypes.util
+
+    parent = int(os.environ.get(PID_ENV + "_PARENT", "0") or 0)
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass  # not Linux: the wrapper's SIGTERM handler still ends the server
+    if parent and os.getppid() != parent:
+        os._exit(0)
+
+
 def serve(path: str) -> None:
     """Import the first stages' libraries, listen at `path`, then fork one child per request and
     import the other libraries while no request waits."""
@@ -101,6 +121,7 @@ def serve(path: str) -> None:
 
     configure_env()
     quiet.install()
+    die_with_parent()
     modules = os.environ.get("RLHF_TRUST_PRELOAD_MODULES")  # comma-separated override (tests: none)
     names = list(PRELOAD if modules is None else filter(None, modules.split(",")))
     first, rest = names[:FIRST], names[FIRST:]
@@ -120,6 +141,9 @@ def serve(path: str) -> None:
             continue
         conn, _ = srv.accept()
         try:
+            if peer_credentials(conn)[1] != os.getuid():  # only this user's processes
+                conn.close()
+                continue
             msg, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
             size = HEADER.unpack(msg[:HEADER.size])[0]
             data = msg[HEADER.size:]
@@ -153,17 +177,32 @@ def main(argv: list[str] | None = None) -> int:
     if not args:
         print("usage: python -m rlhf_trust.preload -- <command> [args...]", file=sys.stderr)
         return 2
-    with tempfile.TemporaryDirectory(prefix="rlhf-trust-preload-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="rlhf-trust-preload-") as tmp:  # mode 0700, this user's
         path = os.path.join(tmp, "sock")
-        server = subprocess.Popen([sys.executable, "-c", f"from rlhf_trust.preload import serve; serve({path!r})"])
+        server = subprocess.Popen([sys.executable, "-c", f"from rlhf_trust.preload import serve; serve({path!r})"],
+                                  env={**os.environ, PID_ENV + "_PARENT": str(os.getpid())})
+        command = None
+
+        def forward(signum, frame):  # SIGTERM/SIGHUP: to the command (DVC stops its stage), then end
+            if command is not None and command.poll() is None:
+                command.send_signal(signum)
+            else:
+                raise SystemExit(128 + signum)
+
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, forward)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the command itself (one process group)
         try:  # until the server listens (after its imports), a stage finds no socket and runs itself
-            return subprocess.call(args, env={**os.environ, ENV: path})
+            command = subprocess.Popen(args, env={**os.environ, ENV: path, PID_ENV: str(server.pid)})
+            rc = command.wait()
+            return 128 - rc if rc < 0 else rc
         finally:
             server.terminate()
             try:
                 server.wait(10)
             except subprocess.TimeoutExpired:
                 server.kill()
+                server.wait()
 
 
 if __name__ == "__main__":
