@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -72,3 +73,62 @@ def test_stage_refuses_before_work_when_the_server_is_down(shared_data, tmp_path
         (f"rlhf-trust prepare: error: MLflow tracking server http://127.0.0.1:{port} is unreachable "
          "([Errno 111] Connection refused); start it, or unset MLFLOW_TRACKING_URI for the local store")]
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "metrics").exists()
+
+
+class _HealthThen:
+    """127.0.0.1 server: /health answers 200; every other request is reset (RST) or left hanging."""
+
+    def __init__(self, mode: str):
+        import http.server
+        import struct
+        import threading
+
+        hangs = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                if self.path.startswith("/health"):
+                    self.send_response(200)
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"OK")
+                elif mode == "reset":
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.close_connection = True
+                else:
+                    hangs.append(self.connection)
+                    time.sleep(5)
+
+            do_POST = do_GET
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize("mode", ["reset", "hang"])
+def test_a_server_that_answers_health_then_fails_never_shows_the_password(shared_data, tmp_path, mode):
+    server = _HealthThen(mode)
+    try:
+        (tmp_path / "params.yaml").write_text("prepare: {max_train_pairs: 4, max_heldout_pairs: 2}\n")
+        (tmp_path / "data").symlink_to(shared_data)
+        uri = f"http://alice:pl4nted-pw@127.0.0.1:{server.port}"
+        env = {"PATH": str(Path(sys.executable).parent), "MLFLOW_TRACKING_URI": uri, "HOME": str(tmp_path),
+               "MLFLOW_HTTP_REQUEST_TIMEOUT": "1", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+               **{k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}}   # this checkout's code
+        r = subprocess.run([RLHF_TRUST, "prepare"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=120, check=False)
+    finally:
+        server.stop()
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr[-3000:]
+    assert "pl4nted-pw" not in r.stderr + r.stdout
+    assert f"alice:***@127.0.0.1:{server.port}" in lines[0]

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     target, _ = COMMANDS[args.command]
     module_name, func_name = target.split(":")
-    from rlhf_trust.errors import UserError
+    from rlhf_trust.errors import UserError, mask_secrets
     from rlhf_trust.tracking import configure_env
 
     configure_env()
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         func = getattr(importlib.import_module(module_name), func_name)
         rc = func(args)
     except UserError as e:
-        print(f"rlhf-trust {args.command}: error: {e}", file=sys.stderr)
+        print(f"rlhf-trust {args.command}: error: {mask_secrets(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"rlhf-trust {args.command}: interrupted", file=sys.stderr)

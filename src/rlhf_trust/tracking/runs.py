@@ -251,7 +251,7 @@ def stage_run(stage: str, cfg: Any = None, inputs: list[str | Path] = (), run_na
                 import sys
 
                 print(f"rlhf-trust {stage}: warning: MLflow logging to {redact(uri)} failed "
-                      f"({sr.logging_failed}); the stage's outputs are written, MLflow run {sr.run_id} "
+                      f"({redact(sr.logging_failed)}); the stage's outputs are written, MLflow run {sr.run_id} "
                       "is incomplete", file=sys.stderr, flush=True)
 
 

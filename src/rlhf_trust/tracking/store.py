@@ -32,8 +32,10 @@ def artifact_root() -> str | None:
 
 
 def redact(uri: str) -> str:
-    """The URI without a password (http://user:pw@host -> http://user:***@host) for messages."""
-    return re.sub(r"(//[^/:@]+):[^/@]*@", r"\1:***@", uri)
+    """The URI (or a message quoting it) without a password (http://user:pw@host -> http://user:***@host)."""
+    from rlhf_trust.errors import mask_secrets
+
+    return mask_secrets(uri)
 
 
 def check_reachable(uri: str) -> None:
@@ -73,4 +75,4 @@ def store_unusable(uri: str) -> Iterator[None]:
     try:
         yield
     except (MlflowException, OSError) as e:
-        raise UserError(f"MLflow tracking store {redact(uri)} is unusable: {short_cause(str(e))}") from None
+        raise UserError(f"MLflow tracking store {redact(uri)} is unusable: {redact(short_cause(str(e)))}") from None
