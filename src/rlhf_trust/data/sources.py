@@ -78,18 +78,25 @@ def check_against_dvc(data_dir: Path) -> str:
     `dvc add` hashes the directory; the recorded md5 must stay the same. On a mismatch the
     committed data.dvc is restored and the command fails (exit 1).
     """
-    from dvc.exceptions import NotDvcRepoError
+    from dvc.exceptions import DvcException, NotDvcRepoError
     from dvc.repo import Repo
+    from dvc.scm import SCMError
 
     dvc_file = Path(f"{data_dir}.dvc")
     before = dvc_file.read_text() if dvc_file.is_file() else None
     try:
         repo = Repo(".")
+        repo.scm_context.quiet = True  # its "git add data.dvc" hint would mislead when nothing changed
     except NotDvcRepoError:
         raise DataError(f"{Path.cwd()} is not a DVC repository: run `rlhf-trust data` from the project "
                         "root, or pass --no-check") from None
-    repo.scm_context.quiet = True  # its "git add data.dvc" hint would mislead when nothing changed
-    repo.add(str(data_dir))
+    except SCMError as e:  # e.g. a copy of the project without .git: DVC's three chained errors
+        raise DataError(f"DVC: {_first_line(e)}; the project must be a git clone (git clone, or git init "
+                        "and commit), or pass --no-check") from None
+    try:
+        repo.add(str(data_dir))
+    except DvcException as e:
+        raise DataError(f"dvc add {data_dir} failed: {_first_line(e)}") from None
     if before is None:
         return f"created {dvc_file}: commit it (git add {dvc_file} .gitignore) to version this data"
     expected, got = _dvc_md5_text(before), _dvc_md5(dvc_file)
@@ -98,6 +105,10 @@ def check_against_dvc(data_dir: Path) -> str:
         raise UserError(f"{data_dir}/ does not match {dvc_file} (md5 {got} != {expected}): the source "
                         f"changed; review, then `dvc add {data_dir}` and commit {dvc_file}", exit_code=1)
     return f"{data_dir}/ matches {dvc_file} (md5 {got})"
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
 
 
 def _dvc_md5_text(text: str) -> str | None:

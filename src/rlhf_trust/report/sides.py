@@ -80,11 +80,15 @@ def _from_mlflow(run_id: str) -> str:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    mlflow.set_tracking_uri(tracking.tracking_uri())
+    uri = tracking.tracking_uri()
+    mlflow.set_tracking_uri(uri)
     try:
         tags = mlflow.get_run(run_id).data.tags
     except MlflowException:
         raise UserError(f"unknown revision, experiment or MLflow run: '{run_id}'") from None
+    except tracking.store_errors() as e:  # a corrupt mlflow.db
+        raise UserError(f"MLflow tracking store {tracking.redact(uri)} is unusable: "
+                        f"{tracking.redact(str(e).strip().splitlines()[0][:200])}") from None
     if tags.get("dvc.exp_name"):
         try:
             return resolve(tags["dvc.exp_name"])

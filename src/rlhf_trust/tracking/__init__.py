@@ -17,7 +17,14 @@ from rlhf_trust.tracking.env import configure_env
 from rlhf_trust.tracking.provenance import data_version, datasets, git_info, safe_params
 from rlhf_trust.tracking.runs import StageRun, log_datasets, numeric_metrics, stage_run
 from rlhf_trust.tracking.stage import peak_rss_mb, track_stage
-from rlhf_trust.tracking.store import EXPERIMENT, artifact_root, check_reachable, redact, tracking_uri
+from rlhf_trust.tracking.store import (
+    EXPERIMENT,
+    artifact_root,
+    check_reachable,
+    redact,
+    store_errors,
+    tracking_uri,
+)
 
 __all__ = [
     "EXPERIMENT",
@@ -34,6 +41,7 @@ __all__ = [
     "redact",
     "safe_params",
     "stage_run",
+    "store_errors",
     "summary_line",
     "track_stage",
     "tracking_uri",

@@ -70,9 +70,19 @@ def short_cause(message: str) -> str:
 @contextlib.contextmanager
 def store_unusable(uri: str) -> Iterator[None]:
     """Any tracking-store error while the run is being opened: one line naming the URI, exit 2."""
+    try:
+        yield
+    except store_errors() as e:
+        raise UserError(f"MLflow tracking store {redact(uri)} is unusable: {redact(short_cause(str(e)))}") from None
+
+
+def store_errors() -> tuple[type[BaseException], ...]:
+    """What an unusable tracking store raises: MLflow's errors, OS errors, and SQLAlchemy's for a
+    database store (a corrupt, truncated or foreign mlflow.db)."""
     from mlflow.exceptions import MlflowException
 
     try:
-        yield
-    except (MlflowException, OSError) as e:
-        raise UserError(f"MLflow tracking store {redact(uri)} is unusable: {redact(short_cause(str(e)))}") from None
+        from sqlalchemy.exc import SQLAlchemyError
+    except ImportError:  # mlflow-skinny: no database stores
+        return (MlflowException, OSError)
+    return (MlflowException, OSError, SQLAlchemyError)
