@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -97,6 +98,49 @@ def smoke(servers, tmp_path_factory):
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(wt)], capture_output=True,
                        check=False, timeout=60)
         subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], capture_output=True, check=False, timeout=60)
+
+
+def _status(method: str, port: int, path: str, body: bytes | None = None) -> int:
+    req = urllib.request.Request(f"http://{team.HOST}:{port}{path}", data=body, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_storage_is_closed_to_anyone_without_the_credentials(servers):
+    """Any local user reaches 127.0.0.1: SeaweedFS's filer and volume HTTP ports answer only JWT-signed
+    requests, its gRPC ports only clients with the start's certificate, S3 only signed requests; the
+    state and volume files are the user's only."""
+    import socket
+    import ssl
+    import stat
+
+    s, env, _ = servers
+    assert stat.S_IMODE(s.state.stat().st_mode) == 0o700
+    loose = [p for p in s.state.rglob("*") if p.is_file() and p.stat().st_mode & 0o077]
+    assert not loose, loose
+    bucket = f"/buckets/{team.BUCKET}/"
+    for port in (s.weed_ports["filer.port"], s.weed_ports["volume.port"]):
+        assert _status("GET", port, bucket) in (401, 403)                       # no listing
+        assert _status("PUT", port, bucket + "planted.txt", b"planted") in (400, 401, 403)  # no upload
+        assert _status("POST", port, bucket + "planted2.txt", b"planted") in (400, 401, 403)
+    assert _status("GET", s.s3_port, f"/{team.BUCKET}") == 403                  # unsigned S3
+    keys = [o["Key"] for o in s.s3_client(env).list_objects_v2(Bucket=team.BUCKET).get("Contents", [])]
+    assert not any("planted" in k for k in keys)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    ctx.set_alpn_protocols(["h2"])
+    for name, port in s.weed_ports.items():
+        if not name.endswith(".grpc"):
+            continue
+        # gRPC without a client certificate
+        with socket.create_connection((team.HOST, port), timeout=5) as raw, \
+                pytest.raises((ssl.SSLError, ConnectionError)), ctx.wrap_socket(raw) as tls:
+            tls.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            if not tls.recv(64):
+                raise ConnectionError("closed")
 
 
 def _stage_runs(base: str) -> list[dict]:

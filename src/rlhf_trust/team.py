@@ -32,7 +32,7 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from rlhf_trust.errors import UserError
+from rlhf_trust.errors import UserError, mask_secrets
 
 HOST = "127.0.0.1"
 BUCKET = "rlhf-trust"
@@ -51,6 +51,29 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
+
+
+def _foreign_weed_socket(port: int) -> bool:
+    """Whether another user holds one of the Unix sockets SeaweedFS puts at a fixed /tmp path for this
+    port (its gRPC servers listen, and its own clients dial, /tmp/seaweedfs-<kind>-<port>.sock): weed
+    could not bind it, and its clients would talk to whoever made it."""
+    uid = os.getuid()
+    for path in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):  # weed's own fixed path
+        try:
+            if path.lstat().st_uid != uid:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def weed_port() -> int:
+    """A free port whose fixed /tmp socket paths no other user has taken (see _foreign_weed_socket)."""
+    for _ in range(50):
+        port = free_port()
+        if not _foreign_weed_socket(port):
+            return port
+    raise UserError("no free port without another user's /tmp/seaweedfs-*.sock; remove those sockets")
 
 
 def pg_bin(name: str) -> str:
@@ -120,6 +143,69 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+GRPC_NAME = "rlhf-trust-team"   # the common name every gRPC peer of the store must present
+
+
+def write_security(directory: Path) -> Path:
+    """SeaweedFS's security.toml (0600, fresh keys each start). Every filer and volume HTTP request,
+    read or write, must carry a JWT signed with a key only the running server knows, and every gRPC
+    connection (master, volume, filer, S3 gateway) a client certificate of a CA made for this start
+    (mutual TLS): the ports on 127.0.0.1 neither list, serve nor accept files for another local user,
+    and the S3 gateway (requests signed with the credentials) is the way in. No directory metadata,
+    no admin UI."""
+    ca, cert, key = _tls_files(directory)
+    keys = {name: secrets.token_hex(32) for name in ("signing", "signing.read", "filer_signing", "filer_signing.read")}
+    text = "".join(f'[jwt.{name}]\nkey = "{k}"\nexpires_after_seconds = 10\n\n' for name, k in keys.items())
+    text += "[filer.expose_directory_metadata]\nenabled = false\n\n[access]\nui = false\n\n"
+    text += f'[grpc]\nca = "{ca}"\n\n'
+    for side in ("master", "volume", "filer", "s3"):
+        text += f'[grpc.{side}]\ncert = "{cert}"\nkey = "{key}"\nallowed_commonNames = "{GRPC_NAME}"\n\n'
+    text += f'[grpc.client]\ncert = "{cert}"\nkey = "{key}"\n'
+    return _private_file(directory / "security.toml", text.encode())
+
+
+def _private_file(path: Path, data: bytes) -> Path:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return path
+
+
+def _tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and one certificate for every gRPC server and client of the store (cryptography,
+    which MLflow already installs): ca.crt, node.crt, node.key (0600)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, GRPC_NAME + "-ca")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=365))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    node = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, GRPC_NAME)])).issuer_name(ca_name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=365))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address(HOST))]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    key_pem = key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return (_private_file(directory / "ca.crt", ca.public_bytes(pem)),
+            _private_file(directory / "node.crt", node.public_bytes(pem)),
+            _private_file(directory / "node.key", key_pem))
+
+
 @dataclass
 class Servers:
     """The three servers under `state` (ports, process groups and data dirs in state.json)."""
@@ -130,6 +216,7 @@ class Servers:
     mlflow_port: int = 0
     pg_dir: str = ""
     pgids: dict[str, int] = field(default_factory=dict)
+    weed_ports: dict[str, int] = field(default_factory=dict)   # SeaweedFS's inner ports (master, volume, filer)
 
     # ---------------------------------------------------------------- addresses (no secrets)
     @property
@@ -229,16 +316,24 @@ class Servers:
 
     def start_s3(self, env: dict[str, str]) -> None:
         data = self.state / "s3"
-        data.mkdir(parents=True, exist_ok=True)
-        self.s3_port = self.s3_port or free_port()
+        private_dir(data)
         # every port weed would otherwise take by default (9333, 8080, 8888, 18888, ...) is chosen free
-        ports = {k: free_port() for k in ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
+        ports = {k: weed_port() for k in ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
                                            "filer.port", "filer.port.grpc", "s3.port.grpc")}
+        self.weed_ports = ports
+        if not self.s3_port or _foreign_weed_socket(self.s3_port):
+            self.s3_port = weed_port()
+        # the filer's and S3 gateway's local sockets default to /tmp/seaweedfs-<kind>-<port>.sock: ours go
+        # in the private data dir (when the path fits a socket address)
+        local = [f"-{k}.localSocket={data / (k + '.sock')}" for k in ("filer", "s3") if len(str(data)) < 90]
         cmd = [weed_bin(), "server", f"-dir={data}", f"-ip={HOST}", f"-ip.bind={HOST}", "-s3",
                f"-s3.port={self.s3_port}", "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
-               "-master.volumeSizeLimitMB=256", "-volume.max=32", "-volume.preStopSeconds=0", *(f"-{k}={v}" for k, v in ports.items())]
-        # weed takes its admin identity from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in its environment
-        proc, log = self._spawn("s3", cmd, env)
+               "-master.volumeSizeLimitMB=256", "-volume.max=32", "-volume.preStopSeconds=0", *local,
+               *(f"-{k}={v}" for k, v in ports.items())]
+        # weed takes its admin identity from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in its environment,
+        # and security.toml from its working directory: only S3 with signed credentials gets in
+        write_security(data)
+        proc, log = self._spawn("s3", cmd, env, cwd=data)
         client = self.s3_client(env)
         _wait(lambda: self._bucket_ready(client), "SeaweedFS S3", proc, log, 90)
 
@@ -394,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return (up if args.action == "up" else down)(Path(args.state).resolve())
     except UserError as e:
-        print(f"team {args.action}: error: {e}", file=sys.stderr)
+        print(f"team {args.action}: error: {mask_secrets(str(e))}", file=sys.stderr)
         return e.exit_code
 
 
