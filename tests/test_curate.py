@@ -144,3 +144,11 @@ def test_vertical_names_must_be_registered(project, tmp_path):
         with pytest.raises(UserError, match=r"curate.verticals: unknown vertical") as e:
             curate.curate(cfg(enabled=True, harmful="toward_change", verticals=[name], stages=["dpo"]))
         assert e.value.exit_code == 2
+
+
+def test_auto_direction_needs_a_boolean_not_a_string(project):
+    Path("reports").mkdir()
+    Path("reports/trust_summary.json").write_text(json.dumps(
+        {"contrasts": {"toxicity": {"dpo-sft": {"delta": -0.1, "more_trustworthy": "false"}}}}))
+    with pytest.raises(UserError, match="harmful: auto"):   # "false" is truthy: it would flip the direction
+        curate.curate(cfg(enabled=True))

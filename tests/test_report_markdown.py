@@ -18,7 +18,7 @@ def _no_markup(md: str) -> None:
 
 
 def test_summary_markdown_escapes_html_from_data_and_upstream_files():
-    v = Vertical(name="toxicity", headline="toxic_rate", higher_is_better=False,
+    v = Vertical(name="toxicity", headline="expected_max_toxicity", higher_is_better=False,
                  top={"dpo": [{"kind": "harmful", "score": -1.0, "id": XSS[1], "prompt": XSS[0],
                                "chosen": XSS[1], "rejected": "a | b"}]},
                  influence={"dpo": {"method": XSS[1], "lds": 0.5, "lds_ci95": ["<b>", 1], "lds_m": XSS[0],
@@ -42,3 +42,35 @@ def test_compare_markdown_escapes_labels_params_and_versions():
     _no_markup(md)
     assert md.startswith("# Compare &lt;script&gt;alert(1)&lt;/script&gt; → workspace")
     assert "&lt;img src=x onerror=alert(2)&gt;" in md
+
+
+def test_numbers_that_are_not_numbers_in_upstream_files_are_missing_not_a_crash(tmp_path):
+    import json
+
+    from rlhf_trust.report import collect
+
+    d = tmp_path / "eval" / "toxicity" / "base"
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps({"expected_max_toxicity": "<b>0.5</b>", "expected_max_toxicity_ci95": [1, 2]}))
+    d = tmp_path / "eval" / "toxicity" / "sft"
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps({"expected_max_toxicity": 0.25, "expected_max_toxicity_ci95": {"low": "x", "high": 0.3},
+                                                "n_samples": "many"}))
+    top = tmp_path / "influence" / "dpo" / "toxicity"
+    top.mkdir(parents=True)
+    (top / "top.jsonl").write_text(json.dumps({"kind": "harmful", "score": "1e9", "id": "p1"}) + "\n")
+    res = collect.collect(tmp_path / "eval", tmp_path / "influence", tmp_path / "metrics", verticals=("toxicity",))
+    v = res.verticals[0]
+    assert "base" not in v.cells and any("expected_max_toxicity is not a number" in m for m in res.missing)
+    assert v.cells["sft"].value == 0.25 and not v.cells["sft"].has_ci and v.cells["sft"].n is None
+    md = summary.markdown(res, {}, k=3)
+    assert "| dpo | harmful | — | p1 |" in md and "<b>" not in md
+
+
+def test_html_summary_escapes_the_provenance_too(tmp_path):
+    from rlhf_trust.report import html
+
+    res = Results(verticals=[], stages={}, missing=[],
+                  provenance={"git.commit": "abc", "git.dirty": XSS[1], "data.version": None})
+    page = html.render(res, {}, tmp_path, 3)
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(2)&gt;" in page

@@ -43,7 +43,7 @@ def direction(cfg: Any, stage: str, vertical: str) -> str:
     summary = fileio.read_json(cfg.summary) if Path(cfg.summary).is_file() else {}
     r = (summary.get("contrasts") or {}).get(vertical, {}).get(CONTRAST[stage]) or {}
     worse = r.get("more_trustworthy")
-    if worse is None:
+    if not isinstance(worse, bool):  # a string "false" would read as true: the wrong side dropped
         raise UserError(f"curate.harmful: auto: {cfg.summary} has no {vertical} {CONTRAST[stage]} contrast "
                         "with a direction; set curate.harmful to toward_change or against_change")
     return "against_change" if worse else "toward_change"

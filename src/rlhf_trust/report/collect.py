@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlhf_trust import paths, pipeline, runinfo
+from rlhf_trust import fileio, paths, pipeline, runinfo
 
 STAGES = pipeline.MODELS
 
@@ -75,10 +75,20 @@ def _vertical_meta(name: str) -> tuple[str, bool]:
     return spec.headline, spec.higher_is_better
 
 
+def number(x: Any) -> float | None:
+    """A finite number read from an upstream file, else None (a string or NaN there is not a result)."""
+    import math
+
+    ok = isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    return x if ok else None
+
+
 def _cell(m: dict, headline: str) -> Cell:
-    ci = m.get(f"{headline}_ci95") or {}
-    return Cell(m.get(headline), ci.get("low"), ci.get("high"), m.get("n_samples") or m.get("n"),
-                m.get("mlflow_run_id"))
+    ci = m.get(f"{headline}_ci95")
+    ci = ci if isinstance(ci, dict) else {}
+    n = m.get("n_samples") or m.get("n")
+    return Cell(number(m.get(headline)), number(ci.get("low")), number(ci.get("high")),
+                n if isinstance(n, int) and not isinstance(n, bool) else None, m.get("mlflow_run_id"))
 
 
 def collect(eval_dir: Path = paths.EVAL, influence_dir: Path = paths.INFLUENCE,
@@ -94,16 +104,18 @@ def collect(eval_dir: Path = paths.EVAL, influence_dir: Path = paths.INFLUENCE,
         vert = Vertical(v, headline, higher)
         for s in STAGES:
             m = runinfo.read(eval_dir / v / s / "metrics.json")
-            if isinstance(m, dict) and m.get(headline) is not None:
+            if isinstance(m, dict) and number(m.get(headline)) is not None:
                 vert.cells[s] = _cell(m, headline)
                 vert.extra[s] = m
+            elif isinstance(m, dict) and m.get(headline) is not None:
+                missing.append(f"eval {v} @ {s} ({eval_dir / v / s / 'metrics.json'}: {headline} is not a number)")
             else:
                 missing.append(f"eval {v} @ {s} ({eval_dir / v / s / 'metrics.json'})")
         for stage in ("sft", "rm", "dpo"):
             d = influence_dir / stage / v
             top = d / "top.jsonl"
             if top.is_file():
-                vert.top[stage] = [json.loads(line) for line in top.read_text().splitlines() if line.strip()]
+                vert.top[stage] = [r for r in fileio.read_jsonl(top) if isinstance(r, dict)]
                 vert.influence[stage] = runinfo.read(d / "metrics.json") or {}
             else:
                 missing.append(f"influence {stage} x {v} ({top})")

@@ -54,7 +54,7 @@ def render(res: Results, figures: dict[str, str], out_dir: Path, k: int) -> str:
     runs = "".join(f"<li>{html.escape(n)}: <code>{html.escape(str(r))}</code></li>"
                    for n, r in sorted(p.get("mlflow_runs", {}).items()))
     parts += ["<h2>Provenance</h2><ul>",
-              f"<li>git commit: <code>{html.escape(str(p.get('git.commit')))}</code> (dirty: {p.get('git.dirty')})</li>",
+              f"<li>git commit: <code>{html.escape(str(p.get('git.commit')))}</code> (dirty: {html.escape(str(p.get('git.dirty')))})</li>",
               f"<li>data version: <code>{html.escape(str(p.get('data.version')))}</code></li>",
               f"<li>training set (curated HH set md5): <code>{html.escape(str(p.get('train_data.version')))}</code></li>",
               f"<li>params.yaml sha256: <code>{html.escape(str(p.get('params.sha256')))}</code></li>",

@@ -16,6 +16,7 @@ from rlhf_trust import fileio
 from rlhf_trust.report import contrasts
 from rlhf_trust.report.collect import STAGES, Results, Vertical, collect
 from rlhf_trust.report.tables import DASH, SMOKE_BANNER, stage_rows, table_rows, top_pairs
+from rlhf_trust.report.tables import is_number as _num
 
 
 def md_text(x: Any) -> str:
@@ -55,11 +56,6 @@ def method_notes(v: Vertical) -> list[str]:
         agree = "" if method == "datainf" or not _num(rho) else f", Spearman with DataInf {rho:.2f}"
         out.append(f"- {md_text(stage)}: ranked by {md_code(method)}, {lds}{agree}")
     return [*out, ""] if out else []
-
-
-def _num(x: Any) -> bool:
-    """A number an upstream metrics file may hold (not a string, bool or None a format would choke on)."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def markdown(res: Results, figures: dict[str, str], k: int) -> str:

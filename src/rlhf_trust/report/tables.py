@@ -8,6 +8,11 @@ DASH = "—"
 SMOKE_BANNER = "smoke run (random tiny model): numbers are not results"
 
 
+def is_number(x: object) -> bool:
+    """A number an upstream metrics file may hold (not a string, bool or None a format would choke on)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
 def fmt(x: float | None, digits: int = 3) -> str:
     return DASH if x is None else f"{x:.{digits}f}"
 
@@ -39,7 +44,7 @@ def top_pairs(v: Vertical, k: int) -> list[list[str]]:
             picked = [r for r in items if r.get("kind") == kind][:k]
             for r in picked:
                 score = r.get("score")
-                rows.append([stage, kind, DASH if score is None else f"{score:.3g}", str(r.get("id", "")),
+                rows.append([stage, kind, DASH if not is_number(score) else f"{score:.3g}", str(r.get("id", "")),
                              short(r.get("prompt", ""), 90), short(r.get("chosen", ""), 80),
                              short(r.get("rejected", ""), 80)])
     return rows
