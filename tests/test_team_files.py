@@ -42,3 +42,17 @@ def test_state_dir_and_env_are_private(tmp_path):
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
     for name in ("env", "state.json"):
         assert stat.S_IMODE((state / name).stat().st_mode) == 0o600
+
+
+def test_team_errors_never_show_a_credential(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PGPASSWORD", "pg-planted-secret")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3-planted-secret")
+
+    def fail(self, env):   # e.g. initdb or weed failing with its log tail, which may quote the environment
+        raise team.UserError(f"initdb failed: password {env['PGPASSWORD']} for postgresql://u:{env['PGPASSWORD']}@h; "
+                             f"key {env['AWS_SECRET_ACCESS_KEY']}")
+
+    monkeypatch.setattr(team.Servers, "start", fail)
+    assert team.main(["up", "--state", str(tmp_path / "state")]) == 2
+    err = capsys.readouterr().err
+    assert "planted-secret" not in err and "postgresql://u:***@h" in err and err.count("\n") == 1

@@ -6,7 +6,7 @@ from urllib.parse import unquote, urlsplit
 
 # environment variables whose values are secrets: never part of a message
 SECRET_ENV = ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-              "PGPASSWORD")
+              "PGPASSWORD", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
