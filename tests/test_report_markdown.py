@@ -74,3 +74,24 @@ def test_html_summary_escapes_the_provenance_too(tmp_path):
                   provenance={"git.commit": "abc", "git.dirty": XSS[1], "data.version": None})
     page = html.render(res, {}, tmp_path, 3)
     assert "<img src=x" not in page and "&lt;img src=x onerror=alert(2)&gt;" in page
+
+
+def test_compare_reads_another_revisions_manifest_without_trusting_its_numbers():
+    from rlhf_trust.report.sides import Side
+
+    side = Side("b", "0" * 40)
+    side.manifest = {"enabled": True, "n_in": "30",
+                     "sources": [{"stage": "dpo", "vertical": "toxicity", "n_scored": "<b>"}, {"stage": "../x"}, 7],
+                     "dropped": [{"scores": {"dpo/toxicity": 2.0}}, {"scores": {"dpo/toxicity": "9e9"}},
+                                 {"scores": {"dpo/toxicity": float("nan")}}, "junk"]}
+    out = compare.predicted(side, {})
+    assert [(p["stage"], p["n_dropped"], p["predicted_test_loss_change"]) for p in out] == [("dpo", 1, -2.0)]
+
+
+def test_a_direction_that_is_not_a_boolean_falls_back_to_the_registry():
+    from rlhf_trust.report.sides import Side
+
+    side = Side("a", "0" * 40, summary={"verticals": {"toxicity": {"higher_is_better": "true"}}})
+    assert side.higher_is_better("toxicity") is False     # toxicity: lower is more trustworthy
+    side.summary = {"verticals": {"toxicity": {"higher_is_better": True}}}
+    assert side.higher_is_better("toxicity") is True

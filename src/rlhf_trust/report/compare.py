@@ -50,14 +50,19 @@ def predicted(b: Side, rows: dict[tuple[str, str], dict]) -> list[dict[str, Any]
     """Per curate source of B: the test-loss change its dropped pairs predict (Koh and Liang: removing
     pair i changes the test loss by about -score_i / n), beside the measured change of that model.
     Positive = the stage's new behaviour becomes less preferred, i.e. its change shrinks."""
+    from rlhf_trust.report.collect import number
+
     m = b.manifest
-    if not m.get("enabled") or not m.get("dropped"):
+    if not m.get("enabled") or not isinstance(m.get("dropped"), list) or not m["dropped"]:
         return []
+    dropped = [d.get("scores") for d in m["dropped"] if isinstance(d, dict) and isinstance(d.get("scores"), dict)]
     out = []
-    for s in m.get("sources", []):
+    for s in m.get("sources") or []:   # another revision's manifest: only well-formed sources and numbers count
+        if not isinstance(s, dict) or s.get("stage") not in STAGE_MODEL or not isinstance(s.get("vertical"), str):
+            continue
         key = f"{s['stage']}/{s['vertical']}"
-        raw = [d["scores"].get(key) for d in m["dropped"] if d.get("scores", {}).get(key) is not None]
-        n = s.get("n_scored") or m.get("n_in") or 1
+        raw = [d[key] for d in dropped if number(d.get(key)) is not None]
+        n = next((x for x in (s.get("n_scored"), m.get("n_in")) if isinstance(number(x), int) and x > 0), 1)
         r = rows.get((s["vertical"], STAGE_MODEL[s["stage"]]))
         out.append({"stage": s["stage"], "vertical": s["vertical"], "harmful": s.get("harmful"),
                     "n_dropped": len(raw), "predicted_test_loss_change": -sum(raw) / n,

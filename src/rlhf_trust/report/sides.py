@@ -40,8 +40,8 @@ class Side:
 
     def higher_is_better(self, vertical: str) -> bool:
         v = (self.summary.get("verticals") or {}).get(vertical)
-        if isinstance(v, dict) and "higher_is_better" in v:
-            return bool(v["higher_is_better"])
+        if isinstance(v, dict) and isinstance(v.get("higher_is_better"), bool):  # a string "false" is truthy
+            return v["higher_is_better"]
         from rlhf_trust import evals
 
         return evals.get(vertical).higher_is_better
