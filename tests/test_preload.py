@@ -208,3 +208,11 @@ def test_the_server_dies_with_a_killed_wrapper(tmp_path):
         except ProcessLookupError:
             pass
         proc.stdout.close()
+
+
+def test_the_command_keeps_default_signal_handling(tmp_path):
+    env = {**os.environ, "RLHF_TRUST_PRELOAD_MODULES": ""}
+    code = "import signal, sys; sys.exit(0 if signal.getsignal(signal.SIGINT) is signal.default_int_handler else 5)"
+    run = subprocess.run([sys.executable, "-m", "rlhf_trust.preload", "--", sys.executable, "-c", code],
+                         check=False, env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0   # Ctrl-C still interrupts the command (DVC), not only the wrapper

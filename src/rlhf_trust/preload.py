@@ -191,9 +191,11 @@ def main(argv: list[str] | None = None) -> int:
 
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, forward)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the command itself (one process group)
         try:  # until the server listens (after its imports), a stage finds no socket and runs itself
             command = subprocess.Popen(args, env={**os.environ, ENV: path, PID_ENV: str(server.pid)})
+            # Ctrl-C reaches the command itself (same process group); ignored here only after the start,
+            # as an ignored signal would stay ignored in the command
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             rc = command.wait()
             return 128 - rc if rc < 0 else rc
         finally:

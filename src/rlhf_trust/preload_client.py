@@ -90,10 +90,12 @@ def run_via_server(path: str, argv: list[str], server_pid: int | None = None) ->
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         payload = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
-        socket.send_fds(sock, [HEADER.pack(len(payload)) + payload], [0, 1, 2])
+        message = HEADER.pack(len(payload)) + payload
         try:
+            sent = socket.send_fds(sock, [message], [0, 1, 2])
+            sock.sendall(message[sent:])  # a large environment may not go in one sendmsg
             pid = int(recv_msg(sock))  # the server sends the child's pid once it has forked
-        except (ConnectionError, ValueError):
+        except (OSError, ValueError):  # the server closed the connection (it refused us, or is stopping)
             return None
 
         def forward(signum, frame):
