@@ -20,7 +20,9 @@ For one stage (sft or dpo) on the default model (gemma-3-270m, offline wheel) at
    eval code (evals.toxicity.run, the default eval settings at --headline-limit prompts per subset).
 
 Each retrain is cached under --cache by the hash of its subset and recipe (resume after a crash).
-Usage: .venv/bin/python benchmarks/attribution_lds.py --stage sft --cache /tmp/lds   (then --stage dpo)
+The cache is the user's own (default ~/.cache/rlhf-trust/attribution_lds): its retrains and model files
+are loaded back, so it must not be a shared directory another user could plant them in.
+Usage: .venv/bin/python benchmarks/attribution_lds.py --stage sft   (then --stage dpo)
        .venv/bin/python benchmarks/attribution_lds.py --collect   (writes the JSON and the plot)
 """
 
@@ -36,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("RLHF_TRUST_DATA", ROOT / ".." / "shared" / "data"))
 RESULTS = ROOT / "benchmarks" / "results"
+CACHE = Path("~/.cache/rlhf-trust/attribution_lds").expanduser()
 METHODS = ("exact", "datainf", "identity", "gradsim", "repsim", "ekfac")
 INFLUENCE = ("exact", "datainf", "identity", "ekfac")  # loss units: a first-order prediction of removal
 # kronfluence fits its factors in 3 passes over the train pairs (~3x our gradient pass: > the 10-min
@@ -64,7 +67,7 @@ class Bench:
         torch.manual_seed(0)
         self.a = a
         self.cache = Path(a.cache) / a.stage
-        self.cache.mkdir(parents=True, exist_ok=True)
+        self.cache.mkdir(parents=True, exist_ok=True, mode=0o700)
         base_dir = gemma.materialise("~/.cache/rlhf-trust")
         self.tok = load_tokenizer(base_dir)
         self.tok.padding_side = "right"
@@ -74,7 +77,7 @@ class Bench:
         if a.stage == "dpo":  # start and reference = this benchmark's SFT full model
             import copy
 
-            sft = torch.load(Path(a.cache) / "sft" / "full_lora.pt")
+            sft = torch.load(Path(a.cache) / "sft" / "full_lora.pt", weights_only=True)
             start = self._peft(start, n_blocks)
             start.load_state_dict(sft, strict=False)
             start = start.merge_and_unload()
@@ -278,7 +281,7 @@ def run(a) -> None:
     else:
         params = dict(b.model.named_parameters())
         with torch.no_grad():
-            for k, v in torch.load(full_path).items():
+            for k, v in torch.load(full_path, weights_only=True).items():
                 params[k].copy_(v)
     tests = b.test_pairs()
     if len(tests) < 3:
@@ -308,7 +311,7 @@ def run(a) -> None:
     if a.headline_limit and not a.skip_removal and not head_path.is_file() and not a.cached_only:
         params = dict(b.model.named_parameters())  # LDS retrains above may have replaced it)
         with torch.no_grad():
-            for k, v in torch.load(full_path).items():
+            for k, v in torch.load(full_path, weights_only=True).items():
                 params[k].copy_(v)
         head_path.write_text(json.dumps(b.headline()))
     base_head = json.loads(head_path.read_text()) if head_path.is_file() else None
@@ -396,7 +399,7 @@ def collect(a) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--stage", choices=("sft", "dpo"), default="sft")
-    ap.add_argument("--cache", default="/tmp/attribution_lds")
+    ap.add_argument("--cache", default=str(CACHE), help="retrain cache (default: %(default)s)")
     ap.add_argument("--collect", action="store_true", help="write the results JSON and plot from --cache")
     ap.add_argument("--n-train", type=int, default=12)
     ap.add_argument("--n-test", type=int, default=6)
