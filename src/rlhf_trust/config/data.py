@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from rlhf_trust import verticals as verticals_registry
 from rlhf_trust.config.schema import require as _require
 
 
@@ -75,6 +76,12 @@ class CurateConfig:
         bad = [s for s in self.stages if s not in ("sft", "rm", "dpo")]
         _require(not bad and bool(self.stages), "curate.stages", f"unknown or no stage(s) {bad}; use sft, rm, dpo")
         _require(bool(self.verticals), "curate.verticals", "must name at least one vertical")
+        if self.enabled:  # only registered ones: a name is also a directory under scores_dir (no `../`);
+            # checked only when on (off reads no scores), so loading another stage's section imports no vertical
+            known = verticals_registry.names()
+            unknown = [v for v in self.verticals if v not in known]
+            _require(not unknown, "curate.verticals",
+                     f"unknown vertical(s) {', '.join(map(repr, unknown))} (known: {', '.join(known)})")
         _require(self.top_k is None or self.top_k >= 1, "curate.top_k", "must be >= 1 or null")
         _require(self.top_fraction is None or 0 < self.top_fraction < 1, "curate.top_fraction", "must be in (0, 1)")
         _require(self.within_first is None or self.within_first >= 1, "curate.within_first", "must be >= 1 or null")

@@ -50,13 +50,15 @@ def direction(cfg: Any, stage: str, vertical: str) -> str:
 
 
 def check_verticals(names: list[str]) -> None:
-    """Only registered verticals: a name is also a directory under scores_dir (no `../`)."""
-    from rlhf_trust.evals import VERTICALS  # the registry (light: no vertical module loads)
+    """Only registered verticals: a name is also a directory under scores_dir (no `../`). The config
+    checks this too (config/data.py CurateConfig); this guards a config built any other way."""
+    from rlhf_trust import verticals
 
-    bad = [v for v in names if v not in VERTICALS]
+    known = verticals.names()
+    bad = [v for v in names if v not in known]
     if bad:
         raise ConfigError(f"params: curate.verticals: unknown vertical(s) {', '.join(map(repr, bad))} "
-                          f"(known: {', '.join(VERTICALS)})")
+                          f"(known: {', '.join(known)})")
 
 
 def read_scores(path: Path, train_ids: set[str] | None = None):
