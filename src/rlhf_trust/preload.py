@@ -132,8 +132,12 @@ def serve(path: str) -> None:
     # Listen once the first stages' libraries are in: prepare starts before, and runs on its own
     # in parallel with them; the rest are imported between requests (a stage waits at most one import).
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(path)
+    # bound under a temporary name and renamed once listening: a client never finds a socket that
+    # refuses connections (which it would read as "no server" and run the stage itself)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    srv.bind(tmp)
     srv.listen(16)
+    os.replace(tmp, path)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     while True:
         if rest and not select.select([srv], [], [], 0)[0]:
