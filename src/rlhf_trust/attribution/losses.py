@@ -15,13 +15,21 @@ two separate sequences.
   attribution goes through the reward model).
 - `dpo`: -log sigmoid(beta [(log pi(y_w) - log ref(y_w)) - (log pi(y_l) - log ref(y_l))]) with SUMMED
   sequence log-probs of the response tokens (the study's code used token log_softmax, a bug).
+- `kto`: KTO's loss of the pair's two unpaired examples, chosen desirable and rejected undesirable,
+  r = beta (log pi(y) - log ref(y)): (1 - sigmoid(r_w - z0)) + (1 - sigmoid(z0 - r_l)), with KTO's
+  reference point z0 = 0 (TRL estimates it per micro-batch from mismatched completions and detaches it;
+  a batch-dependent constant would make one pair's gradient depend on its neighbours).
+- `orpo`: mean token NLL of chosen - beta log sigmoid(log odds(chosen) - log odds(rejected)), the
+  odds of the mean token log-probs a: log odds = a - log(1 - exp(a)) (TRL's ORPO).
+- `simpo`: -log sigmoid(beta (a_w - a_l) - gamma), a = mean token log-prob (TRL's CPO, loss_type simpo).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-LOSSES = ("sft", "lm_contrast", "bt", "dpo")
+LOSSES = ("sft", "lm_contrast", "bt", "dpo", "kto", "orpo", "simpo")
+WITH_REF = ("dpo", "kto")   # losses that compare with a reference model
 _NO_MASK_TRIM: set[str] = set()
 _FUSED_OK: dict[str, bool] = {}  # model class -> the fused head matched the model's own logits once
 _PACK_OK: dict[tuple[str, str], bool] = {}  # (model class, lp|bt) -> packed pairs matched separate sequences once
@@ -193,17 +201,19 @@ def _pair_scores(kind: str, model, tok, enc: list, device: str, trim: bool, pack
 
 
 def per_example_losses(kind: str, model, tok, rows: list[dict], max_length: int, *, ref_model=None,
-                       beta: float = 0.1, device: str = "cpu", trim: bool = True, pack: bool = True):
+                       beta: float = 0.1, gamma: float = 0.5, device: str = "cpu", trim: bool = True,
+                       pack: bool = True):
     """(losses (n,), owner (n_rows,)) for `kind` in LOSSES; differentiable w.r.t. `model`.
     `pack`: a pair is one forward row, its prompt computed once (`packing`), else two sequences.
-    `trim=False` computes logits at every position of separate sequences (the study's way; benchmarks)."""
+    `trim=False` computes logits at every position of separate sequences (the study's way; benchmarks).
+    `beta`: DPO's, KTO's, ORPO's or SimPO's; `gamma`: SimPO's target margin."""
     import torch
     import torch.nn.functional as F
 
     if kind not in LOSSES:
         raise ValueError(f"unknown loss {kind!r}; known: {LOSSES}")
-    if kind == "dpo" and ref_model is None:
-        raise ValueError("dpo loss needs the reference (SFT) model")
+    if kind in WITH_REF and ref_model is None:
+        raise ValueError(f"{kind} loss needs the reference (SFT) model")
     n = len(rows)
     if kind == "sft":
         batch = collate(tok, [(r["prompt"], r["chosen"]) for r in rows], max_length, device)
@@ -214,7 +224,24 @@ def per_example_losses(kind: str, model, tok, rows: list[dict], max_length: int,
     owner = torch.arange(n) if packed else torch.cat([torch.arange(n)] * 2)  # forward rows -> examples
     if kind in ("bt", "lm_contrast"):
         return -F.logsigmoid(chosen - rejected), owner
-    with torch.no_grad():  # dpo
+    if kind in ("orpo", "simpo"):  # reference-free: mean token log-probs
+        a_w = chosen / torch.tensor([len(c) for _, c, _ in enc], dtype=chosen.dtype, device=chosen.device)
+        a_l = rejected / torch.tensor([len(r) for _, _, r in enc], dtype=rejected.dtype, device=rejected.device)
+        if kind == "simpo":
+            return -F.logsigmoid(beta * (a_w - a_l) - gamma), owner
+        log_odds = (a_w - a_l) - (_log1mexp(a_w) - _log1mexp(a_l))
+        return -a_w - beta * F.logsigmoid(log_odds), owner
+    with torch.no_grad():  # dpo, kto
         ref_chosen, ref_rejected, _ = _pair_scores(kind, ref_model, tok, enc, device, trim, pack)
+    if kind == "kto":
+        r_w, r_l = beta * (chosen - ref_chosen), beta * (rejected - ref_rejected)
+        return (1 - torch.sigmoid(r_w)) + (1 - torch.sigmoid(-r_l)), owner
     margin = (chosen - ref_chosen) - (rejected - ref_rejected)
     return -F.logsigmoid(beta * margin), owner
+
+
+def _log1mexp(x):
+    """log(1 - exp(x)) for x < 0, stable at both ends (x near 0 and very negative)."""
+    import torch
+
+    return torch.where(x > -0.6931, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
