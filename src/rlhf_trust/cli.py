@@ -22,6 +22,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rm": ("rlhf_trust.train.rm:cli", "reward model on preference pairs (TRL RewardTrainer)"),
     "ppo": ("rlhf_trust.train.ppo:cli", "PPO from the SFT policy with the reward model (TRL 1.12)"),
     "dpo": ("rlhf_trust.train.dpo:cli", "DPO from the SFT model, SFT as reference (TRL DPOTrainer)"),
+    # opt-in alignment arms (train.arms in params.yaml; the registry: rlhf_trust/train/arms.py)
+    "kto": ("rlhf_trust.train.kto:cli", "KTO from the SFT model on unpaired desirable/undesirable examples"),
+    "orpo": ("rlhf_trust.train.orpo:cli", "ORPO from the base model, reference-free (TRL experimental)"),
+    "simpo": ("rlhf_trust.train.simpo:cli", "SimPO from the SFT model, reference-free (TRL CPOTrainer)"),
+    "grpo": ("rlhf_trust.train.grpo:cli", "GRPO from the SFT policy with the reward model (TRL GRPOTrainer)"),
     "eval": ("rlhf_trust.evals.stage:cli", "evaluate one model on one trust vertical"),
     "influence": ("rlhf_trust.attribution.stage:cli", "DataInf attribution of trust changes to HH pairs"),
     "report": ("rlhf_trust.report.summary:cli", "write reports/trust_summary.{md,html} and figures"),

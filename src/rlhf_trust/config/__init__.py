@@ -2,8 +2,8 @@
 
 Where a section lives: each params section is a dataclass in the module named after the pipeline
 folder whose stage reads it, so `config/<folder>.py` mirrors `rlhf_trust/<folder>/`:
-data.py (data, prepare, validate, curate), models.py (model), train.py (sft, rm, ppo, dpo),
-evals.py (eval), attribution.py (influence), report.py (report). schema.py is the engine they are
+data.py (data, prepare, validate, curate), models.py (model), train.py (sft, rm, the alignment arms
+ppo, dpo, kto, orpo, simpo, grpo, and `train`: which arms run), evals.py (eval), attribution.py (influence), report.py (report). schema.py is the engine they are
 built with (reading, typed building, coercion, one-line errors). This module joins them:
 `load(section)` returns one section, validated (the whole file is validated too). Errors name the
 key and the problem in one line (ConfigError -> exit 2). Each vertical validates its own
@@ -23,7 +23,19 @@ from rlhf_trust.config.evals import EvalConfig
 from rlhf_trust.config.models import ModelConfig
 from rlhf_trust.config.report import ReportConfig
 from rlhf_trust.config.schema import DEFAULT_PARAMS, as_flat_dict, build, params_hash
-from rlhf_trust.config.train import DPOConfig, LoraConfig, PPOConfig, RMConfig, SFTConfig, TrainCommon
+from rlhf_trust.config.train import (
+    DPOConfig,
+    GRPOConfig,
+    KTOConfig,
+    LoraConfig,
+    ORPOConfig,
+    PPOConfig,
+    RMConfig,
+    SFTConfig,
+    SimPOConfig,
+    TrainArmsConfig,
+    TrainCommon,
+)
 
 __all__ = [
     "DEFAULT_PARAMS",
@@ -32,14 +44,19 @@ __all__ = [
     "DPOConfig",
     "DataConfig",
     "EvalConfig",
+    "GRPOConfig",
     "InfluenceConfig",
+    "KTOConfig",
     "LoraConfig",
     "ModelConfig",
+    "ORPOConfig",
     "PPOConfig",
     "PrepareConfig",
     "RMConfig",
     "ReportConfig",
     "SFTConfig",
+    "SimPOConfig",
+    "TrainArmsConfig",
     "TrainCommon",
     "ValidateConfig",
     "as_flat_dict",
@@ -60,6 +77,11 @@ SECTIONS: dict[str, type] = {
     "rm": RMConfig,
     "ppo": PPOConfig,
     "dpo": DPOConfig,
+    "train": TrainArmsConfig,
+    "kto": KTOConfig,
+    "orpo": ORPOConfig,
+    "simpo": SimPOConfig,
+    "grpo": GRPOConfig,
     "eval": EvalConfig,
     "influence": InfluenceConfig,
     "curate": CurateConfig,

@@ -1,5 +1,6 @@
-"""Params sections of the training stages (rlhf_trust/train/): `sft`, `rm`, `ppo` and `dpo`, which
-share `TrainCommon` and its `lora` block."""
+"""Params sections of the training stages (rlhf_trust/train/): `sft`, `rm` and the alignment arms
+(`ppo`, `dpo`, `kto`, `orpo`, `simpo`, `grpo`), which share `TrainCommon` and its `lora` block, and
+`train`, the arms a run trains (train/arms.py)."""
 
 from __future__ import annotations
 
@@ -135,3 +136,73 @@ class DPOConfig(TrainCommon):
     def check(self) -> None:
         self.check_common("dpo")
         _require(self.beta > 0, "dpo.beta", "must be > 0")
+
+
+@dataclass
+class TrainArmsConfig:
+    """`train`: which alignment arms the pipeline trains, evaluates and attributes (train/arms.py)."""
+
+    arms: list[str] = field(default_factory=lambda: ["ppo", "dpo"])   # the study's two; kto orpo simpo grpo opt-in
+
+    def check(self) -> None:
+        # names are checked against the arm registry by `rlhf_trust.train.arms.selected` (the
+        # registry lives above config); here only the shape
+        _require(len(self.arms) >= 1, "train.arms", "must name at least one arm")
+        _require(len(set(self.arms)) == len(self.arms), "train.arms", "names an arm twice")
+
+
+@dataclass
+class KTOConfig(TrainCommon):
+    beta: float = 0.1                        # TRL's and the KTO paper's default
+    desirable_weight: float = 1.0            # HH gives one desirable and one undesirable example per pair
+    undesirable_weight: float = 1.0
+
+    def check(self) -> None:
+        self.check_common("kto")
+        _require(self.beta > 0, "kto.beta", "must be > 0")
+        _require(self.desirable_weight > 0 and self.undesirable_weight > 0, "kto.desirable_weight",
+                 "desirable_weight and undesirable_weight must be > 0")
+        # TRL estimates KTO's reference point from mismatched completions within a micro-batch
+        _require(self.batch_size >= 2, "kto.batch_size", "must be >= 2 (KTO's KL estimate needs two examples)")
+
+
+@dataclass
+class ORPOConfig(TrainCommon):
+    beta: float = 0.1                        # lambda of the ORPO paper: weight of the odds-ratio term
+
+    def check(self) -> None:
+        self.check_common("orpo")
+        _require(self.beta > 0, "orpo.beta", "must be > 0")
+
+
+@dataclass
+class SimPOConfig(TrainCommon):
+    beta: float = 2.0                        # the SimPO paper's beta and gamma (TRL CPO defaults 0.1 / 0.5)
+    gamma: float = 0.5                       # target reward margin (TRL's simpo_gamma)
+
+    def check(self) -> None:
+        self.check_common("simpo")
+        _require(self.beta > 0, "simpo.beta", "must be > 0")
+        _require(self.gamma >= 0, "simpo.gamma", "must be >= 0")
+
+
+@dataclass
+class GRPOConfig(TrainCommon):
+    num_generations: int = 4                 # completions per prompt: the group whose mean is the baseline
+    response_length: int = 32                # max completion tokens
+    kl_coef: float = 0.05                    # TRL's beta (KL to the SFT reference); 0 drops the reference
+    temperature: float = 0.7
+    heldout_prompts: int = 16                # held-out prompts for the reward gain over SFT
+    reward_model: str = "rm"                 # stage whose model scores the completions
+
+    def check(self) -> None:
+        self.check_common("grpo")
+        _require(self.num_generations >= 2, "grpo.num_generations", "must be >= 2 (the group baseline)")
+        _require((self.batch_size * self.grad_accum) % self.num_generations == 0, "grpo.num_generations",
+                 "must divide grpo.batch_size * grpo.grad_accum")
+        _require(self.response_length >= 1, "grpo.response_length", "must be >= 1")
+        _require(self.max_prompt_length + self.response_length <= self.max_length, "grpo.response_length",
+                 "max_prompt_length + response_length must be <= max_length")
+        _require(self.kl_coef >= 0, "grpo.kl_coef", "must be >= 0")
+        _require(self.temperature > 0, "grpo.temperature", "must be > 0")
+        _require(self.heldout_prompts >= 1, "grpo.heldout_prompts", "must be >= 1")

@@ -1,7 +1,7 @@
-"""The DVC stage of a training step (`rlhf-trust sft|rm|ppo|dpo`): params, the stage's MLflow run,
+"""The DVC stage of a training step (`rlhf-trust sft|rm|<arm>`, the arms of train/arms.py): params, the stage's MLflow run,
 the work, then its model directory and metrics written once as one unit.
 
-Each stage module (sft, rm, ppo, dpo) exposes `run(cfg, layout=None) -> metrics` (the work, also
+Each stage module (sft, rm and every arm) exposes `run(cfg, layout=None) -> metrics` (the work, also
 called by tests and benchmarks) and `cli(args)` (the DVC stage, through `run_cli`).
 """
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf_trust import fileio
+from rlhf_trust.train import arms
 from rlhf_trust.train.checkpoints import output_unit
 from rlhf_trust.train.inputs import Layout
 from rlhf_trust.train.runtime import is_main_process
@@ -24,6 +25,10 @@ SUMMARY_KEYS = {
     "rm": ("heldout_accuracy", "heldout_n", "heldout_margin", "train_loss_last", "train_pairs"),
     "ppo": ("heldout_reward_gain", "heldout_n", "kl_mean", "kl_last", "episodes"),
     "dpo": ("heldout_accuracy", "heldout_n", "heldout_margin", "train_loss_last", "train_pairs"),
+    "kto": ("heldout_accuracy", "heldout_n", "heldout_margin", "train_loss_last", "train_pairs"),
+    "orpo": ("heldout_accuracy", "heldout_n", "heldout_margin", "train_loss_last", "train_pairs"),
+    "simpo": ("heldout_accuracy", "heldout_n", "heldout_margin", "train_loss_last", "train_pairs"),
+    "grpo": ("heldout_reward_gain", "heldout_n", "reward_mean", "train_loss_last", "train_prompts"),
 }
 
 
@@ -32,7 +37,9 @@ def run_cli(stage: str, args: Any, run: Callable[..., dict], inputs: list[Path])
     from rlhf_trust import config
     from rlhf_trust.tracking import track_stage
 
-    cfg = config.load(stage, args.params)
+    sections = config.load_all(args.params)
+    arms.selected(sections)  # train.arms: unknown names and unmet data needs are one line before any work
+    cfg = sections[stage]
     layout = Layout()
     if not is_main_process():  # under `accelerate launch` only rank 0 tracks and writes metrics
         run(cfg, layout)
