@@ -89,3 +89,25 @@ def test_a_stage_command_refuses_an_unknown_arm_with_exit_2(tmp_path, capsys):
     assert cli.main(["kto", "--params", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "unknown arm 'nope'" in err and "known arms: ppo, dpo" in err
+
+
+def test_influence_loss_settings_come_from_the_arm_params():
+    cfg = sections(simpo={"beta": 2.5, "gamma": 0.3}, kto={"beta": 0.2})
+    assert arms.loss_settings("simpo", cfg) == {"beta": 2.5, "gamma": 0.3}
+    assert arms.loss_settings("kto", cfg) == {"beta": 0.2}
+    assert arms.loss_settings("dpo", cfg) == {"beta": cfg["dpo"].beta}
+    assert arms.loss_settings("grpo", cfg) == {} == arms.loss_settings("ppo", cfg)
+
+
+@pytest.mark.parametrize(("section", "bad", "key"), [
+    ("kto", {"batch_size": 1}, "kto.batch_size"),
+    ("kto", {"beta": 0}, "kto.beta"),
+    ("orpo", {"beta": -1}, "orpo.beta"),
+    ("simpo", {"gamma": -0.1}, "simpo.gamma"),
+    ("grpo", {"num_generations": 1}, "grpo.num_generations"),
+    ("grpo", {"batch_size": 3, "num_generations": 2}, "grpo.num_generations"),
+    ("grpo", {"max_prompt_length": 100, "max_length": 110, "response_length": 32}, "grpo.response_length"),
+])
+def test_arm_params_out_of_range_name_the_key(section, bad, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        sections(**{section: bad})

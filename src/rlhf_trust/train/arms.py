@@ -133,6 +133,16 @@ def trained_stages(cfg: Any) -> list[str]:
     return ["sft"] + ([REWARD_MODEL] if needs_rm else []) + [arm.name for arm in arms]
 
 
+def loss_settings(name: str, sections: dict[str, Any]) -> dict[str, float]:
+    """The keyword arguments of arm `name`'s influence loss (`attribution.losses.per_example_losses`)
+    from its params section, so that attribution scores pairs with the loss the arm trained with:
+    beta for dpo, kto, orpo and simpo, and SimPO's margin gamma; none for the reward model's `bt`."""
+    arm, section = spec(name), sections[name]
+    if arm.influence_loss == "bt":
+        return {}
+    return {"beta": section.beta, **({"gamma": section.gamma} if arm.influence_loss == "simpo" else {})}
+
+
 def models_read(name: str) -> tuple[str, ...]:
     """Every model directory arm `name`'s stage reads: its parent, the models it uses and, for an arm
     whose reference is not its parent, that reference (its DVC deps)."""
