@@ -76,3 +76,22 @@ def test_grpo_trains_saves_and_resumes_exactly(rm_layout, tmp_path):
     assert merged_differs(layout.model("grpo"), layout.model("sft"))
     check_resume(grpo, cfg, layout, ("train_loss_last", "train_loss_mean", "reward_mean", "heldout_reward_gain"),
                  kill_at=3, full=full)
+
+
+def test_arm_command_writes_model_and_metrics_as_a_stage(sft_layout, tmp_path, monkeypatch):
+    """`rlhf-trust simpo` is a stage like the others: tracked run, model dir, metrics with its check."""
+    import shutil
+
+    from rlhf_trust import cli, runinfo
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(sft_layout.data_dir, tmp_path / "outputs" / "curated")
+    for model in ("base", "sft"):
+        shutil.copytree(sft_layout.model(model), tmp_path / "outputs" / "models" / model)
+    (tmp_path / "params.yaml").write_text(
+        "train:\n  arms: [dpo, simpo]\nsimpo:\n  max_length: 96\n  max_prompt_length: 48\n  batch_size: 2\n"
+        "  max_steps: 2\n  max_train_pairs: 4\n  logging_steps: 1\n  threads: 1\n  device: cpu\n")
+    assert cli.main(["simpo", "--params", "params.yaml"]) == 0
+    metrics = runinfo.read(tmp_path / "metrics/simpo.json")
+    assert arms.spec("simpo").heldout_check in metrics and metrics["heldout_n"] == 8
+    assert load_stage_info(tmp_path / "outputs/models/simpo")["parent"] == "sft"
