@@ -95,3 +95,11 @@ def test_arm_command_writes_model_and_metrics_as_a_stage(sft_layout, tmp_path, m
     metrics = runinfo.read(tmp_path / "metrics/simpo.json")
     assert arms.spec("simpo").heldout_check in metrics and metrics["heldout_n"] == 8
     assert load_stage_info(tmp_path / "outputs/models/simpo")["parent"] == "sft"
+
+
+def test_kto_full_finetune_checks_against_the_reloaded_reference(sft_layout, tmp_path):
+    """Without LoRA there is no adapter to disable: the held-out check reloads the SFT reference."""
+    layout = copy_layout(sft_layout, tmp_path)
+    m = kto.run(train_cfg("kto", max_steps=2, batch_size=2, max_train_pairs=4, lora={"enabled": False}), layout)
+    assert m["params_trainable"] == m["params_total"] and load_stage_info(layout.model("kto"))["kind"] == "full"
+    assert 0.0 <= m["heldout_accuracy"] <= 1.0 and m["heldout_margin"] != 0.0
