@@ -24,7 +24,7 @@ def sections(**over) -> dict:
 def test_default_is_the_study_two_arms_and_the_rest_are_opt_in():
     cfg = config.load_all()
     assert [a.name for a in arms.selected(cfg)] == ["ppo", "dpo"] == list(arms.DEFAULT)
-    assert set(arms.ARMS) == {"ppo", "dpo", "kto", "orpo", "simpo", "grpo"}
+    assert set(arms.ARMS) == {"ppo", "dpo", "kto", "orpo", "simpo", "grpo", "rloo"}
 
 
 def test_each_arm_declares_what_the_pipeline_needs():
@@ -64,7 +64,7 @@ def test_unknown_arm_is_one_line_listing_the_known_ones():
     with pytest.raises(ConfigError) as e:
         arms.selected(sections(train={"arms": ["ppo", "rlhf9"]}))
     msg = str(e.value)
-    assert "'rlhf9'" in msg and "ppo, dpo, kto, orpo, simpo, grpo" in msg and "\n" not in msg
+    assert "'rlhf9'" in msg and "ppo, dpo, kto, orpo, simpo, grpo, rloo" in msg and "\n" not in msg
     assert e.value.exit_code == 2
 
 
@@ -96,7 +96,7 @@ def test_influence_loss_settings_come_from_the_arm_params():
     assert arms.loss_settings("simpo", cfg) == {"beta": 2.5, "gamma": 0.3}
     assert arms.loss_settings("kto", cfg) == {"beta": 0.2}
     assert arms.loss_settings("dpo", cfg) == {"beta": cfg["dpo"].beta}
-    assert arms.loss_settings("grpo", cfg) == {} == arms.loss_settings("ppo", cfg)
+    assert arms.loss_settings("grpo", cfg) == {} == arms.loss_settings("ppo", cfg) == arms.loss_settings("rloo", cfg)
 
 
 @pytest.mark.parametrize(("section", "bad", "key"), [
@@ -107,6 +107,7 @@ def test_influence_loss_settings_come_from_the_arm_params():
     ("grpo", {"num_generations": 1}, "grpo.num_generations"),
     ("grpo", {"batch_size": 3, "num_generations": 2}, "grpo.num_generations"),
     ("grpo", {"max_prompt_length": 100, "max_length": 110, "response_length": 32}, "grpo.response_length"),
+    ("rloo", {"batch_size": 4, "num_generations": 3}, "rloo.num_generations"),
 ])
 def test_arm_params_out_of_range_name_the_key(section, bad, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

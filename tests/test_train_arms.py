@@ -58,23 +58,25 @@ def rm_layout(tmp_path_factory):
     return trained_layout(tmp_path_factory, ("sft", "rm"))
 
 
-def test_grpo_trains_saves_and_resumes_exactly(rm_layout, tmp_path):
-    from rlhf_trust.train import grpo
+@pytest.mark.parametrize("name", ["grpo", "rloo"])
+def test_group_rl_arm_trains_saves_and_resumes_exactly(name, rm_layout, tmp_path):
+    import importlib
 
+    module = importlib.import_module(f"rlhf_trust.train.{name}")
     layout = copy_layout(rm_layout, tmp_path)
-    cfg = train_cfg("grpo", max_steps=4, save_steps=2, batch_size=4, num_generations=2, response_length=8,
+    cfg = train_cfg(name, max_steps=4, save_steps=2, batch_size=4, num_generations=2, response_length=8,
                     max_train_pairs=8, heldout_prompts=4, eval_batch_size=4)
     start = time.perf_counter()
-    full = grpo.run(cfg, layout)
-    print(f"grpo: {time.perf_counter() - start:.1f} s for 4 steps")
+    full = module.run(cfg, layout)
+    print(f"{name}: {time.perf_counter() - start:.1f} s for 4 steps")
     assert math.isfinite(full["train_loss_last"]) and math.isfinite(full["reward_mean"])
     assert full["heldout_n"] == 4 and math.isfinite(full["heldout_reward_gain"])
     ci = full["heldout_reward_gain_ci95"]
     assert ci["low"] <= full["heldout_reward_gain"] <= ci["high"]
-    info = load_stage_info(layout.model("grpo"))
-    assert info["parent"] == "sft" and info["kind"] == "adapter"
-    assert merged_differs(layout.model("grpo"), layout.model("sft"))
-    check_resume(grpo, cfg, layout, ("train_loss_last", "train_loss_mean", "reward_mean", "heldout_reward_gain"),
+    info = load_stage_info(layout.model(name))
+    assert info["parent"] == "sft" and info["kind"] == "adapter" and info["reward_model_dir"]
+    assert merged_differs(layout.model(name), layout.model("sft"))
+    check_resume(module, cfg, layout, ("train_loss_last", "train_loss_mean", "reward_mean", "heldout_reward_gain"),
                  kill_at=3, full=full)
 
 

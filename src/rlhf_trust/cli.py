@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "orpo": ("rlhf_trust.train.orpo:cli", "ORPO from the base model, reference-free (TRL experimental)"),
     "simpo": ("rlhf_trust.train.simpo:cli", "SimPO from the SFT model, reference-free (TRL CPOTrainer)"),
     "grpo": ("rlhf_trust.train.grpo:cli", "GRPO from the SFT policy with the reward model (TRL GRPOTrainer)"),
+    "rloo": ("rlhf_trust.train.rloo:cli", "RLOO from the SFT policy with the reward model (TRL RLOOTrainer)"),
     "eval": ("rlhf_trust.evals.stage:cli", "evaluate one model on one trust vertical"),
     "influence": ("rlhf_trust.attribution.stage:cli", "DataInf attribution of trust changes to HH pairs"),
     "report": ("rlhf_trust.report.summary:cli", "write reports/trust_summary.{md,html} and figures"),

@@ -3,12 +3,13 @@
 Where a section lives: each params section is a dataclass in the module named after the pipeline
 folder whose stage reads it, so `config/<folder>.py` mirrors `rlhf_trust/<folder>/`:
 data.py (data, prepare, validate, curate), models.py (model), train.py (sft, rm, the alignment arms
-ppo, dpo, kto, orpo, simpo, grpo, and `train`: which arms run), evals.py (eval), attribution.py (influence), report.py (report). schema.py is the engine they are
-built with (reading, typed building, coercion, one-line errors). This module joins them:
-`load(section)` returns one section, validated (the whole file is validated too). Errors name the
-key and the problem in one line (ConfigError -> exit 2). Each vertical validates its own
-eval.verticals entry (rlhf_trust.evals.check_entries, run by the eval stage), so the config
-package imports nothing above it and a broken vertical cannot break `rlhf-trust sft`.
+ppo, dpo, kto, orpo, simpo, grpo, rloo, and `train`: which arms run), evals.py (eval),
+attribution.py (influence), report.py (report). schema.py is the engine they are built with
+(reading, typed building, coercion, one-line errors). This module joins them: `load(section)`
+returns one section, validated (the whole file is validated too). Errors name the key and the
+problem in one line (ConfigError -> exit 2). Each vertical validates its own eval.verticals entry
+(rlhf_trust.evals.check_entries, run by the eval stage), so the config package imports nothing
+above it and a broken vertical cannot break `rlhf-trust sft`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from rlhf_trust.config.train import (
     LoraConfig,
     ORPOConfig,
     PPOConfig,
+    RLOOConfig,
     RMConfig,
     SFTConfig,
     SimPOConfig,
@@ -52,6 +54,7 @@ __all__ = [
     "ORPOConfig",
     "PPOConfig",
     "PrepareConfig",
+    "RLOOConfig",
     "RMConfig",
     "ReportConfig",
     "SFTConfig",
@@ -82,6 +85,7 @@ SECTIONS: dict[str, type] = {
     "orpo": ORPOConfig,
     "simpo": SimPOConfig,
     "grpo": GRPOConfig,
+    "rloo": RLOOConfig,
     "eval": EvalConfig,
     "influence": InfluenceConfig,
     "curate": CurateConfig,

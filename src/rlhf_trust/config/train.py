@@ -1,5 +1,5 @@
 """Params sections of the training stages (rlhf_trust/train/): `sft`, `rm` and the alignment arms
-(`ppo`, `dpo`, `kto`, `orpo`, `simpo`, `grpo`), which share `TrainCommon` and its `lora` block, and
+(`ppo`, `dpo`, `kto`, `orpo`, `simpo`, `grpo`, `rloo`), which share `TrainCommon` and its `lora` block, and
 `train`, the arms a run trains (train/arms.py)."""
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ class DPOConfig(TrainCommon):
 class TrainArmsConfig:
     """`train`: which alignment arms the pipeline trains, evaluates and attributes (train/arms.py)."""
 
-    arms: list[str] = field(default_factory=lambda: ["ppo", "dpo"])   # the study's two; kto orpo simpo grpo opt-in
+    arms: list[str] = field(default_factory=lambda: ["ppo", "dpo"])   # the study's two; kto orpo simpo grpo rloo opt-in
 
     def check(self) -> None:
         # names are checked against the arm registry by `rlhf_trust.train.arms.selected` (the
@@ -187,22 +187,36 @@ class SimPOConfig(TrainCommon):
 
 
 @dataclass
-class GRPOConfig(TrainCommon):
-    num_generations: int = 4                 # completions per prompt: the group whose mean is the baseline
+class GroupRLConfig(TrainCommon):
+    """GRPO and RLOO: online arms whose baseline is the other completions of the same prompt."""
+
+    num_generations: int = 4                 # completions per prompt: the group whose rewards make the baseline
     response_length: int = 32                # max completion tokens
     kl_coef: float = 0.05                    # TRL's beta (KL to the SFT reference); 0 drops the reference
     temperature: float = 0.7
     heldout_prompts: int = 16                # held-out prompts for the reward gain over SFT
     reward_model: str = "rm"                 # stage whose model scores the completions
 
-    def check(self) -> None:
-        self.check_common("grpo")
-        _require(self.num_generations >= 2, "grpo.num_generations", "must be >= 2 (the group baseline)")
-        _require((self.batch_size * self.grad_accum) % self.num_generations == 0, "grpo.num_generations",
-                 "must divide grpo.batch_size * grpo.grad_accum")
-        _require(self.response_length >= 1, "grpo.response_length", "must be >= 1")
-        _require(self.max_prompt_length + self.response_length <= self.max_length, "grpo.response_length",
+    def check_group(self, name: str) -> None:
+        self.check_common(name)
+        _require(self.num_generations >= 2, f"{name}.num_generations", "must be >= 2 (the group baseline)")
+        _require((self.batch_size * self.grad_accum) % self.num_generations == 0, f"{name}.num_generations",
+                 f"must divide {name}.batch_size * {name}.grad_accum")
+        _require(self.response_length >= 1, f"{name}.response_length", "must be >= 1")
+        _require(self.max_prompt_length + self.response_length <= self.max_length, f"{name}.response_length",
                  "max_prompt_length + response_length must be <= max_length")
-        _require(self.kl_coef >= 0, "grpo.kl_coef", "must be >= 0")
-        _require(self.temperature > 0, "grpo.temperature", "must be > 0")
-        _require(self.heldout_prompts >= 1, "grpo.heldout_prompts", "must be >= 1")
+        _require(self.kl_coef >= 0, f"{name}.kl_coef", "must be >= 0")
+        _require(self.temperature > 0, f"{name}.temperature", "must be > 0")
+        _require(self.heldout_prompts >= 1, f"{name}.heldout_prompts", "must be >= 1")
+
+
+@dataclass
+class GRPOConfig(GroupRLConfig):
+    def check(self) -> None:
+        self.check_group("grpo")
+
+
+@dataclass
+class RLOOConfig(GroupRLConfig):
+    def check(self) -> None:
+        self.check_group("rloo")

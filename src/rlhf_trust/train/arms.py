@@ -4,7 +4,7 @@ held-out check is made and which loss attributes it (`ArmSpec`), and which ones 
 An arm is a stage module under train/ (`rlhf-trust <name>`, its `run` and `cli`) plus an entry in
 `ARMS` and a params section of the same name (a dataclass in config/train.py). `train.arms` in
 params.yaml lists the arms a run trains, evaluates and attributes: the study's `[ppo, dpo]` by default,
-`kto`, `orpo`, `simpo`, `grpo` opt-in. Everything the pipeline needs to wire an arm (its command,
+`kto`, `orpo`, `simpo`, `grpo`, `rloo` opt-in. Everything the pipeline needs to wire an arm (its command,
 parent, other models, data, check, influence loss) is read from here, never typed again.
 
 Plain data: importing this module imports no trainer; the stage modules are found by name.
@@ -82,6 +82,10 @@ ARMS: dict[str, ArmSpec] = {spec.name: spec for spec in (
             uses=("rm",), heldout_check=REWARD_GAIN, influence_loss="bt", influence_model="rm",
             influence_ref=None,
             summary="GRPO from the SFT policy, group-relative rewards from the reward model (TRL GRPOTrainer)"),
+    ArmSpec("rloo", "trl:RLOOTrainer", "trl:RLOOConfig", f"{_CFG}:RLOOConfig", PROMPTS, parent="sft",
+            uses=("rm",), heldout_check=REWARD_GAIN, influence_loss="bt", influence_model="rm",
+            influence_ref=None,
+            summary="RLOO from the SFT policy, leave-one-out baselines from the reward model (TRL RLOOTrainer)"),
 )}
 DEFAULT = ("ppo", "dpo")   # the study's arms
 REWARD_MODEL = "rm"        # the stage that trains a reward model (trained when a selected arm uses it)

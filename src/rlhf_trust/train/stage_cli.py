@@ -29,6 +29,7 @@ SUMMARY_KEYS = {
     "orpo": ("heldout_accuracy", "heldout_n", "heldout_margin", "train_loss_last", "train_pairs"),
     "simpo": ("heldout_accuracy", "heldout_n", "heldout_margin", "train_loss_last", "train_pairs"),
     "grpo": ("heldout_reward_gain", "heldout_n", "reward_mean", "train_loss_last", "train_prompts"),
+    "rloo": ("heldout_reward_gain", "heldout_n", "reward_mean", "train_loss_last", "train_prompts"),
 }
 
 
