@@ -113,6 +113,53 @@ def test_report_names_the_method_its_lds_and_its_agreement_with_datainf():
     assert notes[1] == "- rm: ranked by `gradsim`, LDS not measured, Spearman with DataInf 0.50"
 
 
+def test_the_stage_takes_the_lds_from_params_and_the_report_names_its_set_up(tmp_path):
+    """influence.validity (params with provenance) -> the stage's metrics -> the report's line, labelled
+    with the set-up the LDS was measured at; a stage or method not measured gets nothing."""
+    from rlhf_trust import config
+    from rlhf_trust.report.collect import Vertical
+    from rlhf_trust.report.summary import method_notes
+
+    p = tmp_path / "params.yaml"
+    p.write_text("influence:\n  validity:\n    record: docs/measurements/x.md\n    setup: 12 pairs, 2 steps\n"
+                 "    m: 8\n    lds: {dpo: {exact: [0.5, 0.37, 0.63]}}\n")
+    cfg = config.load("influence", p)
+    got = cfg.validity.measured("dpo", "exact")
+    assert got == {"lds": 0.5, "lds_ci95": [0.37, 0.63], "lds_m": 8, "lds_setup": "12 pairs, 2 steps",
+                   "lds_record": "docs/measurements/x.md"}
+    assert cfg.validity.measured("rm", "exact") == {} and cfg.validity.measured("dpo", "gradsim") == {}
+    v = Vertical(name="bias", headline="agreeability_index", higher_is_better=False)
+    v.influence = {"dpo": {"method": "exact", **got}}
+    assert method_notes(v)[0] == "- dpo: ranked by `exact`, LDS 0.50 [0.37, 0.63] (m=8; 12 pairs, 2 steps)"
+
+
+def test_the_default_params_carry_the_measured_lds_of_the_default_method():
+    from pathlib import Path
+
+    from rlhf_trust import config
+
+    cfg = config.load("influence", Path(__file__).resolve().parents[1] / "params.yaml")
+    for stage in ("sft", "dpo"):
+        assert cfg.validity.measured(stage, cfg.method)["lds_setup"] == cfg.validity.setup
+    assert (Path(__file__).resolve().parents[1] / cfg.validity.record).is_file()
+
+
+@pytest.mark.parametrize("body, words", [
+    ("lds: {sft: {exact: [0.5, 0.6, 0.7]}}\n    setup: s", "needs -1 <= low <= lds <= high <= 1"),
+    ("lds: {sft: {exact: [0.5, 0.6]}}\n    setup: s", "must be [lds, ci95_low, ci95_high]"),
+    ("lds: {sft: {exact: [0.5, 0.4, 0.6]}}", "influence.validity.setup"),
+])
+def test_bad_validity_entries_are_one_line(tmp_path, body, words):
+    from rlhf_trust import config
+    from rlhf_trust.errors import ConfigError
+
+    p = tmp_path / "params.yaml"
+    p.write_text(f"influence:\n  validity:\n    {body}\n")
+    with pytest.raises(ConfigError) as e:
+        config.load("influence", p)
+    assert words in str(e.value) and "\n" not in str(e.value)
+
+
 def test_ekfac_through_kronfluence_on_a_tiny_lora(tmp_path):
     """kronfluence's EK-FAC on PEFT LoRA modules (tiny GPT-NeoX, rank-4 LoRA on every Linear, SFT loss):
     a pair up-weighted lowers its own loss (negative self-score, as any positive-definite

@@ -282,22 +282,10 @@ def train_rows(cfg) -> tuple[list[dict], str]:
     return rows, fileio.md5_file(path)
 
 
-# the DVC metrics: sizes, the chosen method's measured LDS, and every pair of methods' agreement
+# the DVC metrics: sizes, the chosen method's measured LDS (params: influence.validity), and every pair of
+# methods' agreement
 METRIC_KEYS = ("n_train", "n_test", "lds", *(f"spearman_{a}_{b}" for a in ("exact", "datainf", "gradsim", "repsim")
                                             for b in ("exact", "datainf", "gradsim", "repsim") if a != b))
-LDS_RESULTS = Path("benchmarks/results/attribution_lds.json")
-
-
-def measured_lds(stage: str, method: str) -> dict:
-    """The chosen method's LDS for this stage as measured by benchmarks/attribution_lds.py (retraining),
-    when that benchmark measured it (sft, dpo), else nothing."""
-    if not LDS_RESULTS.is_file():
-        return {}
-    try:
-        got = fileio.read_json(LDS_RESULTS)["stages"][stage][method]
-    except (UserError, KeyError, ValueError, TypeError):
-        return {}
-    return {"lds": got["lds"], "lds_ci95": got["ci95"], "lds_m": got["m"]}
 
 
 def run_stage(stage: str, verticals: list[str], cfg) -> dict[str, dict]:
@@ -330,7 +318,7 @@ def run_stage(stage: str, verticals: list[str], cfg) -> dict[str, dict]:
             summary = write_outputs(dest, rows, res["scores"], res["columns"], cfg.top_k)
             for name in ("scores.parquet", "top.jsonl", "hist.png"):
                 sr.log_artifact(dest / name)
-            return {**summary, **counts, **res["metrics"], **measured_lds(stage, cfg.method), "n_test": len(test_rows),
+            return {**summary, **counts, **res["metrics"], **cfg.validity.measured(stage, cfg.method), "n_test": len(test_rows),
                     "train_grad_s": att.grad_seconds if first else 0.0,
                     "runtime_s": time.perf_counter() - t0, "layers": len(att.layers),
                     "params_per_example": sum(math.prod(s) for s in att.pe.shapes.values()),

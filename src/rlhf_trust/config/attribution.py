@@ -3,10 +3,43 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from rlhf_trust import verticals as verticals_registry
 from rlhf_trust.config.schema import require as _require
+
+
+@dataclass
+class InfluenceValidity:
+    """The LDS of each attribution method per stage (dattri's linear datamodeling score: Spearman of
+    the predicted vs the retrained test loss over `m` random halves of the training pairs), measured
+    at a reduced set-up by retraining. The report shows the chosen method's, labelled with `setup`;
+    `record` names the measurement record the numbers come from."""
+    record: str = ""
+    setup: str = ""
+    m: int = 16
+    lds: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # stage -> method -> [LDS, lo, hi]
+
+    def check(self) -> None:
+        for stage, methods in self.lds.items():
+            _require(isinstance(methods, dict), f"influence.validity.lds.{stage}", "must map method -> [lds, lo, hi]")
+            for method, v in methods.items():
+                key = f"influence.validity.lds.{stage}.{method}"
+                ok = (isinstance(v, list) and len(v) == 3
+                      and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v))
+                _require(ok, key, "must be [lds, ci95_low, ci95_high]")
+                _require(-1 <= v[1] <= v[0] <= v[2] <= 1, key, "needs -1 <= low <= lds <= high <= 1")
+        _require(self.m >= 2, "influence.validity.m", "must be >= 2")
+        _require(not self.lds or bool(self.setup.strip()), "influence.validity.setup",
+                 "must say the set-up the LDS was measured at")
+
+    def measured(self, stage: str, method: str) -> dict[str, Any]:
+        """The stage's metrics for `method`'s LDS (nothing when not measured for this stage)."""
+        v = self.lds.get(stage, {}).get(method)
+        if v is None:
+            return {}
+        return {"lds": v[0], "lds_ci95": [v[1], v[2]], "lds_m": self.m, "lds_setup": self.setup,
+                "lds_record": self.record}
 
 
 @dataclass
@@ -31,8 +64,10 @@ class InfluenceConfig:
     svd_rank: int = 4                        # full fine-tunes -> LoRA by truncated SVD
     sft_test_loss: Literal["lm_contrast", "sft"] = "lm_contrast"  # "sft" = the study's NLL of the new text
     seed: int = 0
+    validity: InfluenceValidity = field(default_factory=InfluenceValidity)
 
     def check(self) -> None:
+        self.validity.check()
         bad = [s for s in self.stages if s not in ("sft", "rm", "dpo")]
         _require(not bad, "influence.stages", f"unknown stage(s) {bad}; use sft, rm, dpo")
         _require(bool(self.verticals), "influence.verticals", "must name at least one vertical")  # names: the stage checks them against the registry

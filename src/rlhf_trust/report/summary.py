@@ -41,15 +41,17 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def method_notes(v: Vertical) -> list[str]:
-    """Per influence stage: the ranking method, its LDS measured by retraining (95% CI) and its
-    Spearman agreement with the study's DataInf (influence metrics, docs/influence.md)."""
+    """Per influence stage: the ranking method, its LDS measured by retraining (95% CI and the set-up it
+    was measured at: params influence.validity) and its Spearman agreement with the study's DataInf
+    (influence metrics, docs/influence.md)."""
     out = []
     for stage, m in v.influence.items():
         method = m.get("method")
         if not method:
             continue
         ci = m.get("lds_ci95")
-        lds = (f"LDS {m['lds']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] (m={md_text(m.get('lds_m'))})"
+        setup = f"; {md_text(m['lds_setup'])}" if isinstance(m.get("lds_setup"), str) and m["lds_setup"] else ""
+        lds = (f"LDS {m['lds']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] (m={md_text(m.get('lds_m'))}{setup})"
                if _num(m.get("lds")) and isinstance(ci, list) and len(ci) == 2 and all(map(_num, ci))
                else "LDS not measured")
         rho = m.get(f"spearman_{method}_datainf", m.get(f"spearman_datainf_{method}"))
