@@ -1,4 +1,4 @@
-"""Units vs minutes per vertical, from a finished run's own files (issue 10 §4's trade-off).
+"""Units vs minutes per vertical, from a finished run's own files (the sample-size trade-off).
 
 Reads what `dvc repro` commits: each cell's `wall_s` (eval/<vertical>/<model>/metrics.run.json),
 its units (units.csv) and each vertical's largest MDE80 against base (reports/trust_summary.json).
@@ -6,20 +6,23 @@ Scales both to other sizes: the wall in proportion to the units (each cell's mod
 wall, so a smaller size saves slightly less than predicted), the MDE80 by sqrt(n_now / n).
 No model runs, so the table is exact for the run it reads and a prediction for the others.
 
-    .venv/bin/python benchmarks/eval_tradeoff.py [--budget-min 20] [--out results.json]
+    python benchmarks/eval_tradeoff.py [--budget-min 20]
+
+It reads files only, so `--quick` is the same computation (seconds).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
 import sys
 from pathlib import Path
 
+import harness
+
 MODELS = ("base", "sft", "ppo", "dpo")
-FLOORS = {"toxicity": 100, "privacy": 100}  # issue 10 §4: >= 200 units per vertical, these >= 100
+FLOORS = {"toxicity": 100, "privacy": 100}  # the floors: >= 200 units per vertical, these >= 100
 FLOOR = 200
 MDE_TARGET = 0.12
 
@@ -46,11 +49,10 @@ def at(row: dict, units: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = harness.parser(__doc__)
     ap.add_argument("--eval-dir", type=Path, default=Path("eval"))
     ap.add_argument("--summary", type=Path, default=Path("reports/trust_summary.json"))
     ap.add_argument("--budget-min", type=float, default=20.0)
-    ap.add_argument("--out", type=Path)
     a = ap.parse_args()
     for path in (a.eval_dir, a.summary):
         if not path.exists():
@@ -82,14 +84,12 @@ def main() -> None:
     result = {"verticals": rows, "now_minutes": round(now, 2), "floor_sizes": floor,
               "floor_minutes": round(floor_min, 2), "budget_minutes": a.budget_min,
               "budget_fits_units_per_vertical": fit, "mde80_worst_at_fit": worst}
-    print(f"now: {now:.1f} min of cells; at the issue's floors (>= {FLOOR} units, "
+    print(f"now: {now:.1f} min of cells; at the floors (>= {FLOOR} units, "
           f"{', '.join(f'{k} >= {v}' for k, v in FLOORS.items())}): {floor_min:.1f} min, "
           f"MDE80 <= {max(c['mde80'] for c in floor.values()):.3f}; {a.budget_min:g} min holds "
           f"{fit} units per vertical (worst MDE80 {worst:.3f}, target {MDE_TARGET})")
-    if a.out:
-        tmp = a.out.with_suffix(a.out.suffix + ".tmp")
-        tmp.write_text(json.dumps(result, indent=1) + "\n")
-        tmp.replace(a.out)
+    harness.write_result("eval_tradeoff", a, result, setup={"eval_dir": str(a.eval_dir), "summary": str(a.summary),
+                                                            "run_commit": harness.last_commit(a.summary)})
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
-"""Units per second of the evaluation engine, old path vs new default path, on the same items.
+"""Units per second of the evaluation engine, the per-item generation path vs the default path, on the same items.
 
 One process, one loaded model (gemma-3-270m by default), no cache; per vertical, the configurations
 take turns on the same items so the machine's changing load hits them alike:
-  old     the wave-1 per-item path before issue 10: the generation protocol for every vertical,
-          float32, no prefix reuse, batch 16, transformers' multinomial sampler and generate() (the engine as it was:
-          length-sorted left-padded batches)
+  old     the per-item generation path: the generation protocol for every vertical, float32, no
+          prefix reuse, batch 16, transformers' multinomial sampler and generate() (length-sorted
+          left-padded batches)
   new     exactly the default path: params.yaml's protocol per vertical (log-likelihood for ethics,
           bias, fairness), prefix KV reuse, `eval.dtype` (bfloat16: the float32 model cast once, as
           the eval stage does), `eval.batch_size` and the inverse-CDF sampler (evals/sampling.py)
@@ -18,30 +18,30 @@ Ratios use CPU seconds (the process runs one thread, so CPU seconds are what the
 idle core; wall time on a shared machine mostly measures the other processes); wall ratios are
 reported beside them. The mix: one unit of every vertical (sum of per-unit costs).
 
-    nice -n 10 .venv/bin/python benchmarks/eval_units_per_s.py --quick [--out benchmarks/results/eval_units_per_s_quick.json]
+    python benchmarks/eval_units_per_s.py [--limits toxicity=16,privacy=10] [--threads-new auto]
 
-`--quick` (a few units per vertical) takes ~2-3 minutes on an idle core. The last line prints the
+`--quick` runs a few units per vertical on tiny-gpt-neox (about a minute); `--model gemma-3-270m
+--limits ...` with the quick limits takes ~2-3 minutes on an idle core. The last line prints the
 main ratio: units/s of the new default path over the old path.
 
 `--threads-new auto` runs the new configurations as the default params do (`eval.threads: auto`:
-every idle core) and the old one at wave 1's `eval.threads: 1`; CPU seconds then no longer measure
-what a unit costs in time, so the wall-second ratios (`*_wall`) are the result, and only on an
-otherwise idle machine.
+every idle core) and the old one at 1 thread; CPU seconds then no longer measure what a unit costs
+in time, so the wall-second ratios (`*_wall`) are the result, and only on an otherwise idle machine.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-# items per vertical (the vertical's `limit`): quick <= 3 minutes on 2 busy cores
+import harness
+
+# items per vertical (the vertical's `limit`)
 QUICK = {"toxicity": 1, "bias": 4, "ethics": 8, "truthfulness": 6, "privacy": 1, "fairness": 2}
 FULL = {"toxicity": 6, "bias": 24, "ethics": 40, "truthfulness": 16, "privacy": 3, "fairness": 12}
-OLD_BATCH = 16  # wave 1's eval.batch_size
+OLD_BATCH = 16  # the per-item path's batch size
 
 
 def load_backends(spec: str, threads: int, ecfg) -> tuple:
@@ -57,14 +57,14 @@ def load_backends(spec: str, threads: int, ecfg) -> tuple:
     from rlhf_trust.models import build_base, load_causal_lm
 
     torch.set_num_threads(threads)
-    cfg = config.load("model", ROOT / "params.yaml")
+    cfg = config.load("model", harness.ROOT / "params.yaml")
     cfg.spec = spec
     d = build_base(Path(tempfile.mkdtemp(prefix="bench-base-")) / "base", cfg)
     model, tok = load_causal_lm(d)
     dtype = eval_dtype(d, ecfg.dtype)
     new_model = copy.deepcopy(model).to(getattr(torch, dtype)) if dtype != "float32" else model
     old = HFBackend(model, tok, batch_size=OLD_BATCH, fingerprint=spec, name=spec, progress=False,
-                    prefix_reuse=False, sampler="multinomial",  # wave 1 sampled with transformers' multinomial
+                    prefix_reuse=False, sampler="multinomial",  # transformers' multinomial sampler
                     decode="generate")  # and decoded greedy rows with generate(), not evals/decode.py's loop
     new = HFBackend(new_model, tok, batch_size=ecfg.batch_size, fingerprint=f"{spec}:{dtype}", name=spec,
                     progress=False, prefix_reuse=True)
@@ -72,18 +72,16 @@ def load_backends(spec: str, threads: int, ecfg) -> tuple:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--model", default="gemma-3-270m", help="model.spec: gemma-3-270m | tiny-gpt-neox")
+    ap = harness.parser(__doc__)
+    ap.add_argument("--model", default=None, help="model.spec: gemma-3-270m (default) | tiny-gpt-neox (--quick)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--threads-new", default="",
                     help="the new configurations' threads (auto = the default params'); the old one keeps --threads")
-    ap.add_argument("--params", default=str(ROOT / "params.yaml"))
-    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--verticals", default="toxicity,bias,ethics,truthfulness,privacy,fairness")
     ap.add_argument("--limits", default="", help="override items per vertical, e.g. toxicity=16,privacy=10")
-    ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    args.model = args.model or ("tiny-gpt-neox" if args.quick else "gemma-3-270m")
+    args.data_dir = str(harness.data_dir(args))
 
     from rlhf_trust import config, evals
 
@@ -107,7 +105,7 @@ def main() -> None:
     t_start = time.perf_counter()
     results: dict[str, dict] = {}
     for v in args.verticals.split(","):
-        entry = {**ecfg.verticals.get(v, {}), "limit": limits[v]}
+        entry = {**entry_for(v, ecfg, args.data_dir), "limit": limits[v]}
         loglik = getattr(evals.settings(v, entry), "protocol", "generation") == "loglik"
         old = {**entry, "protocol": "generation"} if loglik else entry
         cfgs = {"old": (old, old_b, False), "new": (entry, new_b, True), "new-nr": (entry, new_b, False)}
@@ -140,18 +138,25 @@ def main() -> None:
         results[v] = r
         print(v, json.dumps({k: r[k] for k in r if k not in ("new-nr",)}), flush=True)
 
-    summary = {"model": args.model, "threads": threads, "quick": args.quick, "limits": limits,
+    setup = {"model": args.model, "threads": threads, "limits": limits,
                "old": {"dtype": "float32", "batch_size": OLD_BATCH, "prefix_reuse": False, "protocol": "generation",
                        "sampler": "multinomial"},
                "new": {"dtype": dtype, "batch_size": {v: ecfg.verticals.get(v, {}).get("batch_size", ecfg.batch_size)
                                                       for v in results}, "prefix_reuse": True, "protocol": "params.yaml",
-                       "sampler": new_b.sampler},
-               "wall_s": round(time.perf_counter() - t_start, 1),
+                       "sampler": new_b.sampler}}
+    summary = {"wall_s": round(time.perf_counter() - t_start, 1),
                **ratios(results, {v: default_units(v, ecfg, args.data_dir) for v in results}),
                "verticals": results}
-    if args.out:
-        Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
-    report(summary)
+    report(summary, threads)
+    harness.write_result("eval_units_per_s", args, summary, setup=setup)
+
+
+def entry_for(vertical: str, ecfg, data_dir: str) -> dict:
+    """The vertical's params entry, with files the stage reads from the raw layout read from `data_dir`."""
+    entry = dict(ecfg.verticals.get(vertical, {}))
+    if entry.get("system_prompt_dir"):
+        entry["system_prompt_dir"] = data_dir
+    return entry
 
 
 def item(unit_id: str) -> str:
@@ -168,7 +173,7 @@ def default_units(vertical: str, ecfg, data_dir: str) -> int:
 
     stub = CallableBackend(lambda prompt, i: "No.", loglik=lambda ctx, cont: -float(len(cont)))
     stub.progress = False
-    res = evals.run(vertical, stub, data_dir=data_dir, seed=ecfg.seed, settings_entry=ecfg.verticals.get(vertical),
+    res = evals.run(vertical, stub, data_dir=data_dir, seed=ecfg.seed, settings_entry=entry_for(vertical, ecfg, data_dir),
                     n_boot=100)
     return len(res.units)
 
@@ -191,16 +196,16 @@ def ratios(results: dict, weights: dict) -> dict:
                                                        / cost("new", weights, "s_per_unit"), 2)}
 
 
-def report(summary: dict) -> None:
+def report(summary: dict, threads: dict) -> None:
     for v, r in summary["verticals"].items():
         print(f"{v}: new vs old {r['speedup_new_vs_old']}x, prefix reuse on/off {r['speedup_prefix_reuse']}x")
     print(f"one unit of every vertical: new vs old {summary['units_per_s_ratio_new_vs_old']}x "
           f"(wall {summary['units_per_s_ratio_new_vs_old_wall']}x), prefix reuse on/off "
           f"{summary['units_per_s_ratio_prefix_reuse']}x; timed wall {summary['wall_s']} s")
     print(f"default run's unit mix: prefix reuse on/off {summary['default_mix_ratio_prefix_reuse']}x units/s")
-    threaded = summary["threads"]["new"] != summary["threads"]["old"]
+    threaded = threads["new"] != threads["old"]
     key = "default_mix_ratio_new_vs_old_wall" if threaded else "default_mix_ratio_new_vs_old"
-    t = summary["threads"]
+    t = threads
     how = f", threads {t['new']} vs {t['old']}, wall" if threaded else ""
     print(f"new default path vs old per-item generation path (default run's unit mix{how}): {summary[key]}x units/s")
 

@@ -1,4 +1,4 @@
-"""Held-out passes in float32 vs bfloat16 on a finished run's models (issue 11 §3): same verdicts, how much faster?
+"""Held-out passes in float32 vs bfloat16 on a finished run's models: same verdicts, how much faster?
 
 For the reward model (accuracy: r(chosen) > r(rejected)), DPO (accuracy of the implicit reward) and
 PPO (reward gain of the policy over SFT, per held-out prompt) this runs the stages' own held-out
@@ -14,17 +14,20 @@ It reports per set-up the statistic with its bootstrap CI and seconds, and again
 units with the same verdict (pair won / prompt's gain sign), the statistic's difference and the time ratio.
 Models are loaded merged and frozen, as the stages hold them (the stage's LoRA reference = the SFT model).
 
-    .venv/bin/python benchmarks/heldout_precision.py --models /work/final/outputs/models \\
-        --data /work/final/outputs/prepared --pairs 200 --prompts 64
+    python benchmarks/heldout_precision.py [--models outputs/models --prepared outputs/prepared] \\
+        --pairs 200 --prompts 64
+
+`--quick` trains tiny-gpt-neox sft, rm, ppo and dpo models with the stages' own code on 32 pairs
+in a temporary directory and checks 16 held-out pairs and 8 prompts there.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
+
+import harness
 
 SETUPS = ("fp32", "bf16_recast", "bf16")
 
@@ -67,7 +70,7 @@ def run(a) -> dict:
     from rlhf_trust.train import inputs
 
     torch.set_num_threads(a.threads)
-    layout = inputs.Layout(data_dir=a.data, models_dir=a.models)
+    layout = inputs.Layout(data_dir=a.prepared, models_dir=a.models)
     tok = load_tokenizer(a.models / "sft")
     m = {"tok": tok, "tok_left": load_tokenizer(a.models / "sft", padding_side="left"),
          "rm": load_merged_seq_cls(a.models / "rm"), "sft": load_merged_causal_lm(a.models / "sft")}
@@ -79,7 +82,7 @@ def run(a) -> dict:
         if not k.startswith("tok"):
             v.requires_grad_(False).eval()  # frozen, as LoRA's base and the reward model are in the stages
     uses = {"rm": ("rm",), "dpo": ("dpo", "sft"), "ppo": ("ppo", "sft", "rm")}
-    out = {"threads": a.threads, "models": str(a.models), "stages": {}}
+    out = {"stages": {}}
     for stage in a.stages:
         cfg = config.load(stage, a.params)
         cfg = dataclasses.replace(cfg, max_heldout_pairs=a.pairs, heldout_prompts=a.prompts,
@@ -106,31 +109,32 @@ def run(a) -> dict:
                     "unit_corr": float(torch.corrcoef(torch.stack([v, ref]))[0, 1]),
                     "speedup": round(res["fp32"]["seconds"] / max(res[setup]["seconds"], 1e-9), 2)}
         out["stages"][stage] = {"units": len(vals[a.setups[0]]), "eval_batch_size": cfg.eval_batch_size, **res}
-        _write(a.out, out)  # after each stage: a partial result survives an interruption
+        # after each stage: a partial result survives an interruption
+        harness.write_result("heldout_precision", a, out, setup={
+            "threads": a.threads, "models": "tiny-gpt-neox (trained here)" if a.quick else str(a.models),
+            "pairs": a.pairs, "prompts": a.prompts, "setups": list(a.setups)})
     return out
 
 
-def _write(path: Path, res: dict) -> None:
-    from rlhf_trust import fileio
-
-    with fileio.atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(res, indent=2) + "\n")
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = harness.parser(__doc__)
     ap.add_argument("--models", type=Path, default=Path("outputs/models"))
-    ap.add_argument("--data", type=Path, default=Path("outputs/prepared"))
-    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--prepared", type=Path, default=Path("outputs/prepared"), help="the run's prepared splits")
     ap.add_argument("--stages", nargs="+", default=["rm", "dpo", "ppo"], choices=["rm", "dpo", "ppo"])
     ap.add_argument("--setups", nargs="+", default=list(SETUPS), choices=SETUPS)
     ap.add_argument("--pairs", type=int, default=200, help="held-out pairs (RM, DPO; PPO draws its prompts from them)")
     ap.add_argument("--prompts", type=int, default=64, help="PPO held-out prompts")
     ap.add_argument("--ppo-batch", type=int, default=None, help="PPO eval_batch_size (default: params)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/heldout_precision.json"))
     a = ap.parse_args()
     from rlhf_trust.errors import UserError
+
+    if a.quick:
+        root = harness.scratch("bench-heldout-")
+        layout = harness.tiny_run(root, harness.data_dir(a), ("sft", "rm", "ppo", "dpo"))
+        a.models, a.prepared, a.pairs, a.prompts = layout.models_dir, layout.data_dir, 16, 8
+        a.params = root / "params.yaml"
+        a.params.write_text(harness.tiny_params(("rm", "dpo", "ppo")))
 
     for s in ("sft", "rm", *a.stages):
         if not (a.models / s / "stage.json").exists():

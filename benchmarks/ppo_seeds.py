@@ -1,7 +1,10 @@
 """PPO across training draws: the held-out reward gain over SFT of the ppo stage run with several
-seeds, and of the average of their weights (issue 11 §3: what budget reaches the PPO target).
+seeds, and of the average of their weights (what budget reaches a CI above zero).
 
-    .venv/bin/python benchmarks/ppo_seeds.py --seeds 0 1 2 3 4 [--out benchmarks/results/ppo_seeds.json]
+    python benchmarks/ppo_seeds.py --seeds 0 1 2 3 4 [--set missing_eos_penalty=1.0]
+
+`--quick` trains tiny-gpt-neox sft and rm models on 32 pairs in a temporary directory and runs
+seeds 0 and 1 of a tiny ppo (8 episodes, 8 held-out prompts) from them.
 
 Each seed is the ppo stage itself (`train/ppo.run`, params.yaml's `ppo` section with `seed` = s):
 the seed sets the prompt schedule (which of the training prompts each update draws), the LoRA
@@ -20,21 +23,19 @@ model, percentile bootstrap over prompts). The per-prompt scores are kept as wel
 The SFT side does not depend on the seed (greedy decoding of the adapter-disabled network, i.e. the
 SFT weights), so it is scored in the first seed's stage run and reused for the others (a check: the
 stage's own `heldout_reward_sft` is recorded per seed and must be identical).
-Every result is written to `--out` as it is measured; TRL's MLflow logging goes to a temporary store.
+Every result is saved (`save`) as it is measured; TRL's MLflow logging goes to a temporary store.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-
-HERE = Path(__file__).resolve().parent
 
 
 def summary(gains: list[float]) -> dict:
@@ -83,9 +84,10 @@ def weight_average(model_dirs: list[Path]):
     return soup
 
 
-def run_seeds(base_cfg, models: Path, seeds: list[int], out_path: Path, data_dir: Path | None = None) -> dict:
+def run_seeds(base_cfg, models: Path, seeds: list[int], save: Callable[[dict], None],
+              data_dir: Path | None = None) -> dict:
     """The ppo stage once per seed from `models`' sft and rm, then the soup of the seeds' policies;
-    every result written to `out_path` as it is measured. Returns what it wrote."""
+    `save(result)` after every measurement. Returns the last result saved."""
     import torch
 
     from rlhf_trust.models import load_merged_seq_cls, load_tokenizer
@@ -103,11 +105,7 @@ def run_seeds(base_cfg, models: Path, seeds: list[int], out_path: Path, data_dir
                  "seeds": []}
 
     def write() -> None:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        from rlhf_trust import fileio
-
-        with fileio.atomic_path(out_path) as tmp_out:  # an interrupted write never truncates earlier results
-            tmp_out.write_text(json.dumps(out, indent=2) + "\n")
+        save(out)
 
     def layout_for(seed: int):
         run_dir = tmp / f"seed-{seed}"
@@ -194,18 +192,26 @@ def variant(params: str | Path, sets: list[str]):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("--models", default="outputs/models", help="where the run's sft and rm models are")
+    import harness
+
+    p = harness.parser(__doc__)
+    p.add_argument("--models", type=Path, default=Path("outputs/models"), help="where the run's sft and rm models are")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="ppo params to override")
-    p.add_argument("--out", default=str(HERE / "results" / "ppo_seeds.json"))
     a = p.parse_args()
 
     from rlhf_trust.errors import UserError
 
+    def save(out: dict) -> None:  # atomic: an interrupted write never truncates an earlier result
+        harness.write_result("ppo_seeds", a, {k: v for k, v in out.items() if k != "setup"}, setup=out["setup"])
+
+    data_dir = None
+    if a.quick:
+        layout = harness.tiny_run(harness.scratch("bench-ppo-seeds-"), harness.data_dir(a), ("sft", "rm"))
+        a.models, data_dir, a.seeds = layout.models_dir, layout.data_dir, a.seeds[:2]
     try:
-        out = run_seeds(variant(a.params, a.set), Path(a.models), a.seeds, Path(a.out))
+        cfg = harness.tiny_cfg("ppo") if a.quick else variant(a.params, a.set)
+        out = run_seeds(cfg, a.models, a.seeds, save, data_dir=data_dir)
     except UserError as e:  # bad params or override, missing model or split: one line, the stage's exit code
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(e.exit_code) from None

@@ -5,21 +5,24 @@ continuation text (2 x 2,396 texts). We score the same texts with the chosen sco
 Pearson / Spearman correlation and ROC AUC for the label Perspective >= 0.5 (the study's
 "toxic" threshold), plus agreement at the 0.5 threshold.
 
-    .venv/bin/python benchmarks/scorer_validity.py [--data ../shared/data] [--scorer profanity-check]
+    python benchmarks/scorer_validity.py [--scorer profanity-check] [--quick]
+
+`--quick` scores the first 150 records (300 texts).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
+import harness
+
+QUICK_RECORDS = 150
+
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default="../shared/data", help="raw-layout or prepared data dir")
+    ap = harness.parser(__doc__)
     ap.add_argument("--scorer", default="profanity-check")
-    ap.add_argument("--out", default=None, help="also write the numbers as JSON here")
     args = ap.parse_args()
 
     import numpy as np
@@ -30,7 +33,8 @@ def main() -> None:
     from rlhf_trust.evals.scorers import get_scorer
 
     texts, truth, kinds = [], [], []
-    for r in records.load("toxicity", args.data):
+    rows = records.load("toxicity", harness.data_dir(args))
+    for r in rows[:QUICK_RECORDS] if args.quick else rows:
         for kind in ("prompt", "continuation"):
             t, s = r[kind], r[f"{kind}_toxicity"]
             if t and s is not None:
@@ -54,14 +58,12 @@ def main() -> None:
             "recall_at_0.5": float((p[y] >= 0.5).mean()),
         }
 
-    out = {"scorer": args.scorer, "texts_per_s": len(texts) / secs,
+    out = {"texts_per_s": len(texts) / secs,
            "all": block(np.ones(len(texts), bool)),
            "prompts": block(kinds_a == "prompt"), "continuations": block(kinds_a == "continuation")}
     print(json.dumps(out, indent=2))
-    if args.out:
-        from rlhf_trust import fileio
-
-        fileio.write_json(args.out, out)
+    harness.write_result("scorer_validity", args, out, setup={"scorer": args.scorer, "texts": len(texts),
+                                                             "truth": "Perspective TOXICITY in the dataset"})
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _module():
+    if str(ROOT / "benchmarks") not in sys.path:  # as `python benchmarks/eval_tradeoff.py` has it (for harness)
+        sys.path.insert(0, str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location("eval_tradeoff", ROOT / "benchmarks" / "eval_tradeoff.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

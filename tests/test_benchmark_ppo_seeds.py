@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _module():
+    if str(ROOT / "benchmarks") not in sys.path:  # as `python benchmarks/ppo_seeds.py` has it (for harness)
+        sys.path.insert(0, str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location("ppo_seeds", ROOT / "benchmarks" / "ppo_seeds.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -57,9 +60,10 @@ def test_each_seed_is_the_stage_and_the_soup_is_the_mean(rm_layout, tmp_path):
     mod = _module()
     layout = copy_layout(rm_layout, tmp_path / "stage")
     cfg = train_cfg("ppo", total_episodes=8, response_length=8, heldout_prompts=6, learning_rate=5e-2)
-    out_path = tmp_path / "seeds.json"
-    out = mod.run_seeds(cfg, layout.models_dir, [0, 1], out_path, data_dir=layout.data_dir)
-    assert json.loads(out_path.read_text()) == json.loads(json.dumps(out))
+    saved = []
+    out = mod.run_seeds(cfg, layout.models_dir, [0, 1], lambda r: saved.append(json.dumps(r)),
+                        data_dir=layout.data_dir)
+    assert json.loads(saved[-1]) == json.loads(json.dumps(out)) and len(saved) >= 3  # per seed, over seeds, soup
     s0, s1 = out["seeds"]
     stage = ppo.run(cfg, layout)  # seed 0, the stage as `dvc repro` runs it
     for k in ("heldout_reward_gain", "heldout_reward_gain_ci95", "heldout_reward_sft", "heldout_reward_policy",
