@@ -105,6 +105,15 @@ team-down:                  ## stop what team-up started (data stays in $(TEAM_D
 ui: setup                   ## MLflow UI on http://127.0.0.1:$(UI_PORT)
 	$(BIN)/mlflow ui --host 127.0.0.1 --port "$$UI_PORT" --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --default-artifact-root $(CURDIR)/mlruns
 
+# The kept benchmarks (benchmarks/README.md): each with --quick, a minute or two on tiny-gpt-neox or a small
+# slice, results in benchmarks/results/quick/. `make bench BENCH_ARGS=` runs them at full size (hours; the
+# ones that read a finished run's models need `make repro` first).
+BENCHMARKS := eval_units_per_s train_steps heldout_precision ppo_seeds attribution_lds influence scorer_validity \
+              eval_tradeoff
+BENCH_ARGS ?= --quick
+bench: setup                ## the kept benchmarks (--quick by default; BENCH_ARGS= for full size)
+	@set -e; for b in $(BENCHMARKS); do echo "== $$b"; $(BIN)/python benchmarks/$$b.py $(BENCH_ARGS); done
+
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 

@@ -216,7 +216,7 @@ def tiny_run(root: Path, data: Path, stages: tuple[str, ...] = ("sft", "rm", "pp
     """`tiny_layout` plus the training stages' own `run()` on it, in order; returns the layout."""
     import importlib
 
-    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")  # TRL's logging: throw-away
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"  # TRL's logging: a throw-away store
     layout = tiny_layout(root, data)
     for stage in stages:
         importlib.import_module(f"rlhf_trust.train.{stage}").run(tiny_cfg(stage), layout)

@@ -121,7 +121,7 @@ def test_dpo_and_ppo_heldout_in_bf16(rm_layout, tmp_path, monkeypatch):
 
 def test_ppo_heldout_scores_the_saved_merged_policy(rm_layout, tmp_path, monkeypatch):
     """The stage's held-out gain (bf16, LoRA) is the saved model's: scoring the saved ppo / sft / rm
-    directories with the same code (benchmarks/ppo_heldout_gain.py's path) gives exactly the stage's
+    directories with the same code (`heldout_metrics` on loaded models) gives exactly the stage's
     numbers, and the logits of the policy the stage scored (a probe batch, in the scoring pass's own
     bf16 context) equal the saved merged model's bit for bit (an unmerged adapter's do not)."""
     import torch

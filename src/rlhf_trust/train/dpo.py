@@ -14,7 +14,7 @@ STAGE = "dpo"
 
 def build(cfg, inp: inputs.Inputs, ckpt_dir, callbacks: list | None = None):
     """The policy (SFT + LoRA), its reference (None with LoRA: the adapter-disabled network) and
-    their trainer, in `cfg.precision` (the stage's and benchmarks/train_learning_curve.py's)."""
+    their trainer, in `cfg.precision` (the stage's and benchmarks/train_steps.py's)."""
     from datasets import Dataset
     from trl import DPOConfig
 

@@ -279,7 +279,7 @@ def heldout_metrics(policy, reward, tok, rows: list[dict], cfg, sft_dir: Path) -
     scored in `cfg.heldout_precision` by `_scored` (call it outside any autocast).
 
     A LoRA policy is scored as it is saved and loaded (`load_merged_causal_lm`): adapter merged into
-    the fp32 weights, so benchmarks/ppo_heldout_gain.py on the saved models gives the same numbers.
+    the fp32 weights, so scoring the saved models gives the same numbers.
     In bf16 an unmerged adapter (base and LoRA products rounded apart) decodes differently from the
     merged weights (greedy flips near ties: +0.185 vs +0.300 on the same 128 prompts)."""
     prompts = list(dict.fromkeys(r["prompt"] for r in rows))[: cfg.heldout_prompts]

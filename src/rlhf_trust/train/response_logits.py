@@ -5,7 +5,7 @@ prompt + response and then keeps `logits[:, context_length - 1 : -1]`, the respo
 positions that predict the response (for the reference log-probs and for each training
 micro-batch, with gradient). Its PPOConfig has no logits_to_keep. At gemma-3's 262k vocabulary the
 head over the ~90 prompt positions of an HH rollout was about a quarter of a PPO update: dropping
-it made `train()` 1.31x faster on the AVX2 CPU (benchmarks/results/ppo_response_logits.json).
+it made `train()` 1.31x faster on an AVX2 CPU (docs/measurements/2026-12-03-bench-ppo-precision.md).
 Here, while `response_logits_only` is active, a forward pre-hook on the policy adds transformers'
 `logits_to_keep=response_length + 1` to exactly those calls, and a forward hook hands back the kept
 logits as `TailLogits`, which answers TRL's one slice with the same values. Any other indexing

@@ -11,7 +11,7 @@ STAGE = "rm"
 
 def build(cfg, inp: inputs.Inputs, ckpt_dir, callbacks: list | None = None):
     """The reward model (SFT network + a new score head, LoRA) and its trainer, in `cfg.precision`
-    (the stage's and benchmarks/train_learning_curve.py's)."""
+    (the stage's and benchmarks/train_steps.py's)."""
     from datasets import Dataset
     from trl import RewardConfig
 

@@ -10,7 +10,7 @@ STAGE = "sft"
 
 def build(cfg, inp: inputs.Inputs, ckpt_dir, callbacks: list | None = None):
     """The policy (base + LoRA) and its trainer, in `cfg.precision` (the stage's and
-    benchmarks/train_budget.py's)."""
+    benchmarks/train_steps.py's)."""
     from datasets import Dataset
     from trl import SFTConfig
 
