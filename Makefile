@@ -67,7 +67,7 @@ export A B
 compare: setup              ## B - A per vertical and model: paired CI, Holm p, MDE, data versions, params diff
 	$(BIN)/rlhf-trust compare -- "$$A" "$$B"
 
-# Issue 13 §4 (README "Acting on attributions"): retrain on the default run's data minus the top-k pairs
+# Acting on attributions (README): retrain on the default run's data minus the top-k pairs
 # most harmful to one vertical (by one stage's influence), re-evaluate, and compare with the default run.
 # A second full pipeline run (~50 min) in the workspace: curate reads the default run's influence scores
 # (DVC outputs, not in git) and reports/trust_summary.json there. Afterwards the workspace holds the

@@ -1,4 +1,4 @@
-"""A directory on a full disk, for the ENOSPC tests (issue 17 item 5)."""
+"""A directory on a full disk, for the ENOSPC tests."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`rlhf-trust compare A B` (issue 13 §2, §3, §5) on small git repos holding committed per-unit
+"""`rlhf-trust compare A B` on small git repos holding committed per-unit
 outcomes: a run against itself, a committed copy with one model's units all worse, bad input."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`rlhf-trust curate` (issue 13 §1): pass-through when off, exactly the listed pairs dropped when on,
+"""`rlhf-trust curate`: pass-through when off, exactly the listed pairs dropped when on,
 the curated set's md5 on MLflow and in the report's provenance. Real HH pairs from ../shared/data."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 17 item 5: a full disk while writing eval outputs, the generation cache or a model
+"""A full disk while writing eval outputs, the generation cache or a model
 directory is one line and exit 2, and loses nothing written before."""
 
 from __future__ import annotations

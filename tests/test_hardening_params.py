@@ -1,4 +1,4 @@
-"""Issue 17 (items 5, 6, 8): params files a careless user writes get one line and exit 2."""
+"""Params files a careless user writes get one line and exit 2."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 17 item 2: a stage stopped by SIGTERM ends its MLflow run KILLED (exit 143); one stopped by
+"""A stage stopped by SIGTERM ends its MLflow run KILLED (exit 143); one stopped by
 SIGKILL is marked KILLED by the next start of the same stage."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 17 (items 1, 3, 4, 5): checkpoints are data not code, a corrupt checkpoint is skipped with
+"""Checkpoints are data not code, a corrupt checkpoint is skipped with
 one warning, resume is exact at every kill point, and a stage's model + metrics change together."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("train_steps", "train_loss_last", "train_loss_mean", "heldout_chosen_nll_per_token")
 
 
-# ------------------------------------------------------------------------------ item 1: no code from checkpoints
+# ------------------------------------------------------------------------------ no code from checkpoints
 def test_no_weights_only_false_anywhere():
     needle = "weights_only=" + "False"  # spelled so that this file does not match itself
     hits = [f"{p.relative_to(ROOT)}:{i}" for d in ("src", "benchmarks", "tests") for p in (ROOT / d).rglob("*.py")
@@ -72,7 +72,7 @@ def test_ppo_checkpoint_with_a_pickled_command_is_refused(tmp_path, capsys):
     assert not marker.exists() and not ck.exists()
 
 
-# ------------------------------------------------------------------------------ item 3: corrupt checkpoints
+# ------------------------------------------------------------------------------ corrupt checkpoints
 @pytest.fixture(scope="module")
 def base_layout(tmp_path_factory):
     return make_layout(tmp_path_factory.mktemp("hardening"), n_train=16)
@@ -135,7 +135,7 @@ def test_checkpoint_killed_mid_write_falls_back_to_the_previous_one(base_layout,
         assert m[k] == pytest.approx(full_run[k], rel=1e-5), k
 
 
-# ------------------------------------------------------------------------------ item 4: exact resume everywhere
+# ------------------------------------------------------------------------------ exact resume everywhere
 def _killed_while_writing_model_dir(monkeypatch, run) -> None:
     """run() is killed (KeyboardInterrupt) while it writes the finished model's directory."""
     from rlhf_trust.models import store
@@ -197,7 +197,7 @@ def test_leftover_temp_dirs_are_removed_at_the_next_start(tmp_path):
     assert not any(d.exists() for d in stale) and live.exists() and other.exists()
 
 
-# ------------------------------------------------------------------------------ item 5: model + metrics one unit
+# ------------------------------------------------------------------------------ model + metrics one unit
 def _project(tmp_path: Path, base_layout) -> Path:
     import shutil
 

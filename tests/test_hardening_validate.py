@@ -1,4 +1,4 @@
-"""Issue 17 items 5, 7, 8: validation catches duplicates, stray files, control characters and
+"""Validation catches duplicates, stray files, control characters and
 non-finite scores (exit 1), and unreadable inputs get a message that says what is wrong (exit 2)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Paired statistics on known answers (issue 10 §1): exact McNemar by hand, the sign-flip test
+"""Paired statistics on known answers: exact McNemar by hand, the sign-flip test
 against full enumeration, CI coverage on simulated data, Holm, and bad units files."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def test_sign_flip_equals_full_enumeration():
 
 
 def test_bootstrap_ci_coverage_with_known_difference():
-    # n = 200 paired units, the default run's size per vertical (issue 10 §4). Measured with 1000
+    # n = 200 paired units, the default run's size per vertical. Measured with 1000
     # sets: coverage 92.2% at n = 40, 94.0% at n = 100 (bootstrap CIs are a bit narrow at small n).
     rng = np.random.default_rng(1)
     true, n_sets, n = 0.1, 400, 200

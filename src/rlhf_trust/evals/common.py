@@ -84,8 +84,8 @@ def rate(flags: Sequence[bool]) -> float | None:
 
 def row(vertical: str, model: str, rec_id: str, condition: str, sample_index: int, prompt: str,
         generation: str, **scores: Any) -> dict:
-    """One samples.jsonl row (schema in docs/HELPERS.md): pairs across models by
-    (id, condition, sample_index)."""
+    """One samples.jsonl row: id, vertical, model, condition, sample_index, prompt, generation and the
+    vertical's scores; rows pair across models by (id, condition, sample_index)."""
     return {"id": rec_id, "vertical": vertical, "model": model, "condition": condition,
             "sample_index": sample_index, "prompt": prompt, "generation": generation, **scores}
 

@@ -1,5 +1,5 @@
 """`rlhf-trust compare A B` (`make compare`, `make check-trust`): two pipeline runs (two data
-versions) side by side with paired statistics (issue 13 §2-3).
+versions) side by side with paired statistics.
 
 For each vertical and model, B - A over the same units (CI, p, Holm across the whole table, MDE80),
 both sides' data versions, the params that differ and, when B is a curated run, the change its

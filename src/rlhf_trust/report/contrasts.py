@@ -1,7 +1,7 @@
 """The report's contrasts (sft-base, ppo-base, dpo-base, ppo-sft, dpo-sft) per vertical, from the
 committed per-unit outcomes eval/<vertical>/<model>/units.csv (or, per training seed k,
 eval/<vertical>/<model>/s<k>/units.csv), with paired statistics and Holm's adjustment over the whole
-table (issue 10 §1). With two or more seeds a contrast pools over them (pooled.py: training variance
+table. With two or more seeds a contrast pools over them (pooled.py: training variance
 counts); with one it is the unit-level test, conditional on these checkpoints. A missing or unusable
 cell skips its contrasts with a note; the rest of the report is unaffected.
 """

@@ -1,4 +1,4 @@
-"""Paired statistics of two models on the same bootstrap units (issue 10 §1).
+"""Paired statistics of two models on the same bootstrap units.
 
 Both models answer the same items, so each unit (item x condition x sample index) gives one paired
 difference B - A. Per contrast: the mean paired difference; a 95% CI from a bootstrap over units
