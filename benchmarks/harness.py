@@ -122,12 +122,26 @@ def threads() -> int:
     return torch.get_num_threads()
 
 
+def portable(value: Any) -> Any:
+    """`value` with this checkout's path made relative and the home directory written `~`, so a result
+    names no particular machine's directories."""
+    if isinstance(value, dict):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v) for v in value]
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, str):
+        return value.replace(str(ROOT) + os.sep, "").replace(str(ROOT), ".").replace(str(Path.home()), "~")
+    return value
+
+
 def metadata_block(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, Any]:
     argv = sys.argv if argv is None else argv
     return {"commit": _git("rev-parse", "HEAD") or "unknown",
             "tree_clean": _git("status", "--porcelain", "--untracked-files=no") == "",
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "command": shlex.join(["python", *argv]),
+            "command": portable(shlex.join(["python", *argv])),
             "params_hash": params_hash(getattr(args, "params", "") or ""),
             "cpu": cpu(), "threads": threads(), "python": platform.python_version(), "libraries": libraries()}
 
@@ -146,7 +160,7 @@ def write_result(name: str, args: argparse.Namespace, results: dict[str, Any],
     path = out_path(name, args)
     path.parent.mkdir(parents=True, exist_ok=True)
     fileio.write_json(path, {"schema": SCHEMA, "benchmark": name, "quick": bool(getattr(args, "quick", False)),
-                             "meta": metadata_block(args), "setup": setup or {}, "results": results})
+                             "meta": metadata_block(args), "setup": portable(setup or {}), "results": results})
     print(f"{name}: wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}", flush=True)
     return path
 

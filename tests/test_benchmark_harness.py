@@ -51,6 +51,13 @@ def test_a_trivial_measurement_gets_the_schema_and_the_machine_facts(tmp_path, m
     assert m["libraries"]["torch"] == torch.__version__
 
 
+def test_results_name_no_machine_directories(tmp_path, monkeypatch):
+    h = _harness()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    got = h.portable({"models": h.ROOT / "outputs" / "models", "data": [str(tmp_path / "home" / "data")], "n": 3})
+    assert got == {"models": "outputs/models", "data": ["~/data"], "n": 3}
+
+
 def test_quick_results_never_land_on_the_full_size_ones():
     h = _harness()
     quick = h.parser(None).parse_args(["--quick"])
