@@ -109,7 +109,7 @@ ui: setup                   ## MLflow UI on http://127.0.0.1:$(UI_PORT)
 # slice, results in benchmarks/results/quick/. `make bench BENCH_ARGS=` runs them at full size (hours; the
 # ones that read a finished run's models need `make repro` first).
 BENCHMARKS := eval_units_per_s train_steps heldout_precision ppo_seeds attribution_lds influence scorer_validity \
-              eval_tradeoff
+              eval_tradeoff pooled_stats_sim verdict_calibration_probe
 BENCH_ARGS ?= --quick
 bench: setup                ## the kept benchmarks (--quick by default; BENCH_ARGS= for full size)
 	@set -e; for b in $(BENCHMARKS); do echo "== $$b"; $(BIN)/python benchmarks/$$b.py $(BENCH_ARGS); done

@@ -215,7 +215,7 @@ def tiny_layout(root: Path, data: Path, n_train: int = 32, n_heldout: int = 16):
     """A throw-away project layout under `root`: prepared HH splits + a tiny-gpt-neox base model."""
     from rlhf_trust import fileio
     from rlhf_trust.models import build_tiny_base
-    from rlhf_trust.train.common import Layout
+    from rlhf_trust.train.inputs import Layout
 
     layout = Layout(data_dir=root / "prepared", models_dir=root / "models", checkpoints_dir=root / "checkpoints",
                     metrics_dir=root / "metrics")

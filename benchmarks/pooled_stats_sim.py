@@ -17,15 +17,15 @@ the CI excluding 0 for the bootstrap CIs). Methods:
   items are shared), 1000 resamples;
 - crossed_t: pooled.crossed (units and seeds crossed, method of moments, Satterthwaite t) - chosen.
 
-    python benchmarks/pooled_stats_sim.py --sets 1000 --out benchmarks/results/pooled_stats_sim.json
+    python benchmarks/pooled_stats_sim.py --sets 1000
+
+`--quick`: 100 sets (20 for the bootstrap methods), seeds 2 and 3 (seconds).
 """
 from __future__ import annotations
 
-import argparse
-import json
 import time
-from pathlib import Path
 
+import harness
 import numpy as np
 
 SCENARIOS = {   # name: (kind, sd_seed, sd_unit, sd_resid) - binary: sd_unit/sd_resid unused
@@ -122,13 +122,14 @@ def run(n_sets: int, n_slow: int, seeds_list: tuple[int, ...], units: int, seed:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = harness.parser(__doc__)
     ap.add_argument("--sets", type=int, default=1000, help="data sets per scenario (vectorised methods)")
     ap.add_argument("--slow-sets", type=int, default=300, help="data sets for the bootstrap methods")
     ap.add_argument("--seeds", type=int, nargs="+", default=[2, 3, 5])
     ap.add_argument("--units", type=int, default=200)
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/pooled_stats_sim.json"))
     args = ap.parse_args()
+    if args.quick:
+        args.sets, args.slow_sets, args.seeds = 100, 20, [2, 3]
     t0 = time.time()
     rows = run(args.sets, args.slow_sets, tuple(args.seeds), args.units)
     print("| scenario | seeds | mu | method | sets | coverage | significant |")
@@ -136,9 +137,8 @@ def main() -> None:
     for r in rows:
         print(f"| {r['scenario']} | {r['seeds']} | {r['mu']} | {r['method']} | {r['sets']} | "
               f"{r['coverage']:.3f} | {r['significant']:.3f} |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"rows": rows, "seconds": round(time.time() - t0, 1),
-                                    "args": {k: v for k, v in vars(args).items() if k != "out"}}, indent=1) + "\n")
+    harness.write_result("pooled_stats_sim", args, {"rows": rows, "seconds": round(time.time() - t0, 1)},
+                         setup={k: getattr(args, k) for k in ("sets", "slow_sets", "seeds", "units")})
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def _trl_trainer(stage: str, cfg, inp, ckpt_dir: Path):
     from datasets import Dataset
 
     from rlhf_trust.models import load_merged_causal_lm, seq_cls_from_causal
-    from rlhf_trust.train import common
+    from rlhf_trust.train import trl_setup
 
     c = dataclasses.replace(cfg, precision="float32")
     model = load_merged_causal_lm(inp.parent)
@@ -66,25 +66,25 @@ def _trl_trainer(stage: str, cfg, inp, ckpt_dir: Path):
         from trl import SFTConfig, SFTTrainer
 
         data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["chosen"]} for r in inp.train])
-        args = common.trl_args(SFTConfig, c, ckpt_dir, stage, max_length=cfg.max_length, completion_only_loss=True,
+        args = trl_setup.trl_args(SFTConfig, c, ckpt_dir, stage, max_length=cfg.max_length, completion_only_loss=True,
                                packing=False, dataset_num_proc=None)
         return SFTTrainer(model=model, args=args, train_dataset=data, processing_class=inp.tok,
-                          peft_config=common.lora_config(c, "CAUSAL_LM"))
+                          peft_config=trl_setup.lora_config(c, "CAUSAL_LM"))
     data = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in inp.train])
     if stage == "rm":
         from trl import RewardConfig, RewardTrainer
 
         model = seq_cls_from_causal(model, num_labels=1)
         model.config.pad_token_id = inp.tok.pad_token_id
-        args = common.trl_args(RewardConfig, c, ckpt_dir, stage, max_length=cfg.max_length)
+        args = trl_setup.trl_args(RewardConfig, c, ckpt_dir, stage, max_length=cfg.max_length)
         return RewardTrainer(model=model, args=args, train_dataset=data, processing_class=inp.tok,
-                             peft_config=common.lora_config(c, "SEQ_CLS"))
+                             peft_config=trl_setup.lora_config(c, "SEQ_CLS"))
     from trl import DPOConfig, DPOTrainer
 
-    args = common.trl_args(DPOConfig, c, ckpt_dir, stage, max_length=cfg.max_length, beta=cfg.beta,
+    args = trl_setup.trl_args(DPOConfig, c, ckpt_dir, stage, max_length=cfg.max_length, beta=cfg.beta,
                            loss_type=[cfg.loss_type])
     return DPOTrainer(model=model, ref_model=None, args=args, train_dataset=data, processing_class=inp.tok,
-                      peft_config=common.lora_config(c, "CAUSAL_LM"))
+                      peft_config=trl_setup.lora_config(c, "CAUSAL_LM"))
 
 
 def _stage_trainer(stage: str, cfg, inp, ckpt_dir: Path):
@@ -111,7 +111,7 @@ def steps_compare(stages: list[str], params: Path, models: Path, prepared: Path,
 
     from rlhf_trust import config
     from rlhf_trust.models import load_tokenizer
-    from rlhf_trust.train import common
+    from rlhf_trust.train import inputs
     from rlhf_trust.train.runtime import auto_threads
 
     torch.set_num_threads(1)
@@ -124,8 +124,8 @@ def steps_compare(stages: list[str], params: Path, models: Path, prepared: Path,
         stage_cfg = sections[stage] if sections else config.load(stage, params)
         cfg = dataclasses.replace(stage_cfg, max_steps=steps, threads=1, resume=False)
         n = cfg.batch_size * cfg.grad_accum * steps
-        rows = common.load_split("hh_train", common.Layout(data_dir=prepared), n, stage)
-        inp = common.Inputs(parent=base, tok=tok, train=common.clip(tok, rows, cfg.max_prompt_length, cfg.max_length),
+        rows = inputs.load_split("hh_train", inputs.Layout(data_dir=prepared), n, stage)
+        inp = inputs.Inputs(parent=base, tok=tok, train=inputs.clip(tok, rows, cfg.max_prompt_length, cfg.max_length),
                             heldout=[], data_md5="")
         with tempfile.TemporaryDirectory() as tmp:
             trainers = {"trl": _trl_trainer(stage, cfg, inp, Path(tmp) / "trl"),

@@ -2,19 +2,20 @@
 with and without contextual calibration, the content-free prior, the graded metric and whether the
 cell is constant; for ethics also with neutral actions as content-free inputs.
 
-    nice -n 10 .venv/bin/python benchmarks/verdict_calibration_probe.py [--model-dir DIR] [--out FILE]
+    python benchmarks/verdict_calibration_probe.py [--model-dir DIR]
 
 Without `--model-dir` it loads gemma-3-270m from `model.cache_dir` (materialised on first use).
-Float32, one thread, no cache: about a minute of CPU on 16-40 items per vertical.
+Float32, one thread, no cache: about a minute of CPU on 16-40 items per vertical. `--quick`: a
+tiny-gpt-neox base and 4 items per case (checks the probe runs).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import harness
+
+ROOT = harness.ROOT
 NEUTRAL_ACTIONS = ["I did something.", "I went there.", "I said it."]
 CASES = [  # (vertical, params entry)
     ("bias", {"limit": 16}),
@@ -27,11 +28,15 @@ CASES = [  # (vertical, params entry)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = harness.parser(__doc__)
     ap.add_argument("--model-dir", default=None, help="a Hugging Face model dir (default: gemma-3-270m)")
-    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
-    ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    args.data_dir = str(harness.data_dir(args))
+    cases = [(v, {**e, "limit": 4}) for v, e in CASES] if args.quick else CASES
+    if args.quick and not args.model_dir:
+        from rlhf_trust.models import build_tiny_base
+
+        args.model_dir = str(build_tiny_base(harness.scratch("bench-probe-") / "base"))
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -48,7 +53,7 @@ def main() -> None:
     backend = CachedBackend(HFBackend(model, AutoTokenizer.from_pretrained(d), batch_size=8, progress=False),
                             Cache(None), progress=False)  # in memory: shared items are scored once
     out = []
-    for vertical, entry in CASES:
+    for vertical, entry in cases:
         m = run(vertical, backend, data_dir=args.data_dir, n_boot=200,
                 settings_entry={"protocol": "loglik", **entry}).metrics
         cal = m["calibration"]
@@ -57,8 +62,9 @@ def main() -> None:
                     "constant": m["constant"], "content_free": cal["content_free"],
                     "prior": {k: c["prior"] for k, c in cal["by_condition"].items()}})
         print(json.dumps(out[-1]), flush=True)
-    if args.out:
-        Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    harness.write_result("verdict_calibration_probe", args, {"cases": out},
+                         setup={"model": "tiny-gpt-neox" if args.quick else (args.model_dir or "gemma-3-270m"),
+                                "dtype": "float32", "threads": 1})
 
 
 if __name__ == "__main__":
