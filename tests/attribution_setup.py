@@ -6,12 +6,12 @@ from pathlib import Path
 
 import torch
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+DATA = Path(__file__).resolve().parent / "fixtures" / "data"
 TARGETS = ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]
 
 
 def hh_rows(n: int, chars: int = 120) -> list[dict]:
-    """The first n HH pairs of the raw mirror, prompt tail and responses cut to keep tests fast."""
+    """The first n HH pairs of the fixtures, prompt tail and responses cut to keep tests fast."""
     from rlhf_trust.data import records
 
     rows = records.load("hh_train", DATA)[:n]

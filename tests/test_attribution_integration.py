@@ -25,7 +25,7 @@ def test_attributor_on_trained_sft_rm_dpo(tmp_path, monkeypatch):
     monkeypatch.chdir(root)
     rows = fileio.read_jsonl(layout.split("hh_train"))
     test_rows = [{"id": r["id"], "prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}
-                 for r in hh_pairs(3, offset=700, max_chars=120)]
+                 for r in hh_pairs(3, offset=180, max_chars=120)]
     cfg = config.section("influence", {"influence": {"layers": "last:1", "batch_size": 4, "shard_size": 8,
                                                      "max_length": 64, "device": "cpu"}})
     for stage in ("sft", "rm", "dpo"):

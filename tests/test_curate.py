@@ -1,5 +1,5 @@
 """`rlhf-trust curate`: pass-through when off, exactly the listed pairs dropped when on,
-the curated set's md5 on MLflow and in the report's provenance. Real HH pairs from ../shared/data."""
+the curated set's md5 on MLflow and in the report's provenance. Real HH pairs from the fixtures."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from rlhf_trust.errors import UserError
 
 
 @pytest.fixture
-def project(tmp_path, monkeypatch, shared_data):
+def project(tmp_path, monkeypatch, raw_data):
     monkeypatch.chdir(tmp_path)
-    pairs = records.hh_pairs(shared_data)[:40]
+    pairs = records.hh_pairs(raw_data)[:40]
     prep = tmp_path / "outputs" / "prepared"
     fileio.write_jsonl(prep / "hh_train.jsonl", pairs[:30])
     fileio.write_jsonl(prep / "hh_heldout.jsonl", pairs[30:])

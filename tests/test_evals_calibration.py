@@ -58,15 +58,15 @@ CASES = {  # vertical -> (its verdicts, params entry)
 
 
 @pytest.mark.parametrize("vertical", list(CASES))
-def test_calibration_recovers_the_item_dependent_verdict(vertical, shared_data):
+def test_calibration_recovers_the_item_dependent_verdict(vertical, raw_data):
     options, entry = CASES[vertical]
     be = prior_model(vertical, options)
-    plain = run(vertical, be, data_dir=shared_data, n_boot=20,
+    plain = run(vertical, be, data_dir=raw_data, n_boot=20,
                 settings_entry={"protocol": "loglik", "calibration": "none", **entry})
     assert {r["generation"] for r in plain.rows} == {options[0]}
     assert plain.metrics["constant"] is True  # the prior decides every verdict: nothing could move
 
-    res = run(vertical, be, data_dir=shared_data, n_boot=20, settings_entry={"protocol": "loglik", **entry})
+    res = run(vertical, be, data_dir=raw_data, n_boot=20, settings_entry={"protocol": "loglik", **entry})
     signs = [sign(vertical, r["prompt"]) for r in res.rows]
     assert {-1, 1} <= set(signs)  # the sample holds items of both kinds
     assert [r["generation"] for r in res.rows] == [options[0] if s > 0 else options[1] for s in signs]
@@ -89,13 +89,13 @@ def test_calibration_recovers_the_item_dependent_verdict(vertical, shared_data):
         assert r[key] == pytest.approx(q if (s > 0) == first_is_key else 1 - q)
 
 
-def test_calibration_is_per_condition(shared_data):
+def test_calibration_is_per_condition(raw_data):
     """Two jailbreak prefixes with opposite priors: each condition's own content-free distribution
     removes its own prior."""
     def prior(ctx):
         return PRIOR if ctx.startswith(ethics.PREFIXES["benign"]) else -PRIOR
     be = prior_model("ethics", ethics.VERDICTS, prior)
-    res = run("ethics", be, data_dir=shared_data, n_boot=20,
+    res = run("ethics", be, data_dir=raw_data, n_boot=20,
               settings_entry={"protocol": "loglik", "limit": 40, "prompts": ["benign", "prefer_not_wrong"]})
     for r in res.rows:
         assert r["prediction"] == (1 if sign("ethics", r["prompt"]) > 0 else 0)
@@ -104,9 +104,9 @@ def test_calibration_is_per_condition(shared_data):
     assert by["prefer_not_wrong"]["prior"]["wrong"] == pytest.approx(1 / (1 + math.exp(PRIOR)))
 
 
-def test_targeted_system_prompt_has_a_prior_per_group(shared_data):
+def test_targeted_system_prompt_has_a_prior_per_group(raw_data):
     be = prior_model("bias", bias.VERDICTS)
-    res = run("bias", be, data_dir=shared_data, n_boot=20,
+    res = run("bias", be, data_dir=raw_data, n_boot=20,
               settings_entry={"protocol": "loglik", "limit": 30, "system_prompts": ["none", "targeted"]})
     groups = {r["target_group"] for r in res.rows}
     assert set(res.metrics["calibration"]["by_condition"]) == {"none"} | {f"targeted|{g}" for g in groups}
@@ -114,7 +114,7 @@ def test_targeted_system_prompt_has_a_prior_per_group(shared_data):
         bias.VERDICTS[0] if sign("bias", r["prompt"]) > 0 else bias.VERDICTS[1] for r in res.rows]
 
 
-def test_whole_verdict_not_first_token(shared_data):
+def test_whole_verdict_not_first_token(raw_data):
     """Hand-computed: log P(" wrong") = -1.0; log P(" not") = -0.3, log P(" wrong" | " not") = -1.2.
     First tokens would say "not wrong" (-0.3 > -1.0); whole verdicts say "wrong" (-1.0 > -1.5, acc);
     per character (acc_norm) "not wrong" wins (-1.5 / 10 > -1.0 / 6)."""
@@ -123,7 +123,7 @@ def test_whole_verdict_not_first_token(shared_data):
     def loglik(ctx, cont):
         asked.append(cont)
         return {" wrong": -1.0, " not wrong": -0.3 - 1.2}[cont]
-    res = run("ethics", CallableBackend(lambda p, i: "", loglik=loglik), data_dir=shared_data, limit=10, n_boot=20,
+    res = run("ethics", CallableBackend(lambda p, i: "", loglik=loglik), data_dir=raw_data, limit=10, n_boot=20,
               settings_entry={"protocol": "loglik", "calibration": "none", "prompts": ["benign"]})
     assert set(asked) == {" wrong", " not wrong"}
     for r in res.rows:
@@ -151,7 +151,7 @@ def test_verdicts_hand_computed():
     assert calibration.apply([0.2, 0.8], None) == [0.2, 0.8]
 
 
-def test_loglik_cache_keys_follow_the_request(shared_data, tmp_path):
+def test_loglik_cache_keys_follow_the_request(raw_data, tmp_path):
     """Another verdict or content-free input is another request, so another cache key; a re-run
     asks the model nothing."""
     calls = []
@@ -160,13 +160,13 @@ def test_loglik_cache_keys_follow_the_request(shared_data, tmp_path):
 
     def cached():
         return CachedBackend(be, Cache(tmp_path / "c.sqlite"), progress=False)
-    run("ethics", cached(), data_dir=shared_data, n_boot=10, settings_entry=entry)
+    run("ethics", cached(), data_dir=raw_data, n_boot=10, settings_entry=entry)
     assert len(calls) == (10 + 3) * 2 and {x for _, x in calls} == {" wrong", " not wrong"}
     again = cached()
-    run("ethics", again, data_dir=shared_data, n_boot=10, settings_entry=entry)
+    run("ethics", again, data_dir=raw_data, n_boot=10, settings_entry=entry)
     assert again.misses == 0 and len(calls) == 26
     other = cached()
-    run("ethics", other, data_dir=shared_data, n_boot=10, settings_entry={**entry, "content_free": ["N/A", "-", "?"]})
+    run("ethics", other, data_dir=raw_data, n_boot=10, settings_entry={**entry, "content_free": ["N/A", "-", "?"]})
     assert other.misses == 2 * 2 and len(calls) == 30  # only the two new content-free inputs' pairs
 
 
@@ -208,7 +208,7 @@ def tiny(tmp_path_factory):
     return load_causal_lm(build_tiny_base(tmp_path_factory.mktemp("tiny") / "base"))
 
 
-def test_hf_scores_multi_token_verdicts_whole(tiny, shared_data):
+def test_hf_scores_multi_token_verdicts_whole(tiny, raw_data):
     """The HF engine on the ethics frame: each verdict's log-likelihood is the sum over all its tokens
     (an unpadded forward per pair), with the shared-prefix cache on or off; " wrong" is read off the
     " not wrong" row's first position (backends.share_rows)."""
@@ -217,7 +217,7 @@ def test_hf_scores_multi_token_verdicts_whole(tiny, shared_data):
     from rlhf_trust.data import records
 
     model, tok = tiny
-    items = [r for r in records.load("ethics", shared_data) if r["is_short"]][:3]
+    items = [r for r in records.load("ethics", raw_data) if r["is_short"]][:3]
     ctxs = [ethics.FRAME.format(prefix=ethics.PREFIXES["benign"], input=r["input"]) for r in items]
     ctxs.append(ethics.FRAME.format(prefix=ethics.PREFIXES["benign"], input="N/A"))
     # " not" (one token here) is the first token of " not wrong": the old first-token score
@@ -256,7 +256,7 @@ eval:
 """
 
 
-def test_stage_writes_graded_units_and_logs_the_calibration(tmp_path, shared_data, monkeypatch):
+def test_stage_writes_graded_units_and_logs_the_calibration(tmp_path, raw_data, monkeypatch):
     """One eval cell on the tiny model: units_graded.csv pairs with units.csv, and the content-free
     inputs and factors reach metrics.run.json and MLflow; a vertical without a graded metric writes
     the header only."""
@@ -267,7 +267,7 @@ def test_stage_writes_graded_units_and_logs_the_calibration(tmp_path, shared_dat
     from rlhf_trust.models import build_tiny_base
 
     build_tiny_base(tmp_path / "outputs" / "models" / "base")
-    (tmp_path / "params.yaml").write_text(STAGE_PARAMS.format(data=shared_data))
+    (tmp_path / "params.yaml").write_text(STAGE_PARAMS.format(data=raw_data))
     monkeypatch.chdir(tmp_path)
     assert cli.main(["eval", "--vertical", "ethics", "--model", "base"]) == 0
     cell = tmp_path / "eval" / "ethics" / "base"
@@ -291,11 +291,11 @@ def test_stage_writes_graded_units_and_logs_the_calibration(tmp_path, shared_dat
     assert runinfo.read(cell / "metrics.json")["graded"] is None
 
 
-def test_few_shot_fairness_has_a_prior_per_person(shared_data):
+def test_few_shot_fairness_has_a_prior_per_person(raw_data):
     """16-shot demonstrations differ per person, so each person's content-free prompt keeps them; the
     record summarises those priors per setting and each row keeps its own."""
     be = prior_model("fairness", fairness.VERDICTS)
-    res = run("fairness", be, data_dir=shared_data, n_boot=20,
+    res = run("fairness", be, data_dir=raw_data, n_boot=20,
               settings_entry={"protocol": "loglik", "limit": 4, "conditions": ["zero_shot_br0.5", "few_shot16_br0.5"]})
     by = res.metrics["calibration"]["by_condition"]
     assert set(by) == {"zero_shot_br0.5", "few_shot16_br0.5"}

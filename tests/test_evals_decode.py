@@ -20,7 +20,7 @@ PROMPTS += ["Hi", "The weather today is", "Once upon a time there was a"]
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, shared_data):
+def tiny(tmp_path_factory, raw_data):
     from rlhf_trust.models import build_tiny_base, load_causal_lm
 
     torch.set_num_threads(1)

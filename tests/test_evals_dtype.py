@@ -30,17 +30,17 @@ def native_bf16(monkeypatch):
     monkeypatch.setattr(store, "cpu_bf16_native", lambda: True)
 
 
-def real_pairs(shared_data):
+def real_pairs(raw_data):
     from rlhf_trust.data import records
 
-    qa = records.load("truthfulness", shared_data)[:2]
+    qa = records.load("truthfulness", raw_data)[:2]
     return [(truthfulness.loglik_context(r["question"]), " " + c) for r in qa for c in r["mc1_choices"]]
 
 
-def test_bfloat16_loglikelihoods_are_close_to_float32(tiny_dir, shared_data, native_bf16):
+def test_bfloat16_loglikelihoods_are_close_to_float32(tiny_dir, raw_data, native_bf16):
     import torch
 
-    pairs = real_pairs(shared_data)
+    pairs = real_pairs(raw_data)
     fp32, bf16 = stage.hf_backend(tiny_dir, cfg("float32")), stage.hf_backend(tiny_dir, cfg("bfloat16"))
     assert next(bf16.model.parameters()).dtype == torch.bfloat16
     assert next(fp32.model.parameters()).dtype == torch.float32
@@ -52,10 +52,10 @@ def test_bfloat16_loglikelihoods_are_close_to_float32(tiny_dir, shared_data, nat
     assert max(abs(x) for x in a) > 1  # the scores are not trivially small
 
 
-def test_dtype_enters_the_cache_key(tiny_dir, shared_data, native_bf16):
+def test_dtype_enters_the_cache_key(tiny_dir, raw_data, native_bf16):
     assert stage.model_fingerprint(tiny_dir, "bfloat16") != stage.model_fingerprint(tiny_dir, "float32")
     assert stage.model_fingerprint(tiny_dir, "auto") == stage.model_fingerprint(tiny_dir, "float32")
-    pairs = real_pairs(shared_data)[:3]
+    pairs = real_pairs(raw_data)[:3]
     cache = Cache(None)
     first = CachedBackend(stage.lazy_backend(tiny_dir, cfg("float32")), cache, progress=False)
     a = first.loglikelihood(pairs)

@@ -22,7 +22,7 @@ PROMPTS = ["Human: hello there\n\nAssistant:", "Human: what is the capital of fr
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, shared_data):
+def tiny(tmp_path_factory, raw_data):
     from rlhf_trust.models import build_tiny_base, load_causal_lm
 
     d = build_tiny_base(tmp_path_factory.mktemp("tiny") / "base")
@@ -86,21 +86,21 @@ def test_loglikelihood_matches_an_unpadded_forward(tiny):
         assert ll == pytest.approx(ref, abs=1e-3)
 
 
-def test_cached_rerun_makes_zero_model_calls(shared_data, tmp_path):
+def test_cached_rerun_makes_zero_model_calls(raw_data, tmp_path):
     fn = lambda p, i: f" I agree. {i}"
     first = CallableBackend(fn, fingerprint="m1")
     cache = Cache(tmp_path / "c.sqlite")
-    m1 = evaluate("bias", CachedBackend(first, cache, progress=False), data_dir=shared_data, limit=5)
+    m1 = evaluate("bias", CachedBackend(first, cache, progress=False), data_dir=raw_data, limit=5)
     assert first.calls == 5 * 4  # 5 statements x 4 samples (the study's frame, no system prompt)
     again = CallableBackend(fn, fingerprint="m1")
     cb = CachedBackend(again, Cache(tmp_path / "c.sqlite"), progress=False)
-    m2 = evaluate("bias", cb, data_dir=shared_data, limit=5)
+    m2 = evaluate("bias", cb, data_dir=raw_data, limit=5)
     assert again.calls == 0 and cb.misses == 0 and cb.hits == 20 and m1 == m2
     # another seed (sampled vertical) or another model is a different key
-    evaluate("bias", cb, data_dir=shared_data, limit=5, seed=1)
+    evaluate("bias", cb, data_dir=raw_data, limit=5, seed=1)
     assert again.calls == 20
     other = CallableBackend(fn, fingerprint="m2")
-    evaluate("bias", CachedBackend(other, cache, progress=False), data_dir=shared_data, limit=5)
+    evaluate("bias", CachedBackend(other, cache, progress=False), data_dir=raw_data, limit=5)
     assert other.calls == 20
 
 
@@ -151,11 +151,11 @@ def _count(path) -> int:
 
 
 @pytest.mark.slow
-def test_kill_and_resume_gives_the_same_metrics(shared_data, tmp_path):
+def test_kill_and_resume_gives_the_same_metrics(raw_data, tmp_path):
     script = tmp_path / "run.py"
     script.write_text(KILL_SCRIPT)
     cache = tmp_path / "killed.sqlite"
-    proc = subprocess.Popen([sys.executable, str(script), str(cache), str(shared_data)],
+    proc = subprocess.Popen([sys.executable, str(script), str(cache), str(raw_data)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=os.environ.copy())
     deadline = time.time() + 60
     while _count(cache) < 12 and time.time() < deadline and proc.poll() is None:
@@ -170,9 +170,9 @@ def test_kill_and_resume_gives_the_same_metrics(shared_data, tmp_path):
 
     resumed = CallableBackend(fn, fingerprint="killme")
     m_resumed = evaluate("ethics", CachedBackend(resumed, Cache(cache), progress=False),
-                         data_dir=shared_data, limit=30)
+                         data_dir=raw_data, limit=30)
     assert resumed.calls == 60 - done  # only the missing generations ran
     fresh = CallableBackend(fn, fingerprint="killme")
     m_fresh = evaluate("ethics", CachedBackend(fresh, Cache(tmp_path / "fresh.sqlite"), progress=False),
-                       data_dir=shared_data, limit=30)
+                       data_dir=raw_data, limit=30)
     assert fresh.calls == 60 and m_resumed == m_fresh

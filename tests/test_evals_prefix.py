@@ -10,19 +10,19 @@ from rlhf_trust.evals.backends import HFBackend
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, shared_data):
+def tiny(tmp_path_factory, raw_data):
     from rlhf_trust.models import build_tiny_base, load_causal_lm
 
     return load_causal_lm(build_tiny_base(tmp_path_factory.mktemp("tiny") / "base"))
 
 
-def real_rows(shared_data):
+def real_rows(raw_data):
     """Real toxicity prompts under both system prompts, and TruthfulQA log-likelihood rows."""
     from rlhf_trust.data import records
 
-    tox = records.load("toxicity", shared_data)[:5]
+    tox = records.load("toxicity", raw_data)[:5]
     prompts = [toxicity.build_prompt(c, r["prompt"]) for c in ("benign", "adversarial") for r in tox]
-    qa = records.load("truthfulness", shared_data)[:3]
+    qa = records.load("truthfulness", raw_data)[:3]
     pairs = [(truthfulness.loglik_context(r["question"]), " " + c) for r in qa for c in r["mc1_choices"]]
     return prompts + ["Hi"], pairs
 
@@ -37,9 +37,9 @@ def test_plan_groups_shared_prefixes():
     assert all(p == 0 for _, p in capped)
 
 
-def test_prefix_reuse_equals_no_reuse(tiny, shared_data):
+def test_prefix_reuse_equals_no_reuse(tiny, raw_data):
     model, tok = tiny
-    prompts, pairs = real_rows(shared_data)
+    prompts, pairs = real_rows(raw_data)
     on = HFBackend(model, tok, batch_size=4, progress=False, prefix_reuse=True)
     off = HFBackend(model, tok, batch_size=4, progress=False, prefix_reuse=False)
     assert on.generate(prompts, max_new_tokens=8) == off.generate(prompts, max_new_tokens=8)
@@ -51,7 +51,7 @@ def test_prefix_reuse_equals_no_reuse(tiny, shared_data):
     assert all(p > 100 for _, p in prefix.plan(enc, [len(e) - 3 for e in enc], 4))
 
 
-def test_options_differing_in_their_last_token_share_one_row(tiny, shared_data):
+def test_options_differing_in_their_last_token_share_one_row(tiny, raw_data):
     """(ctx, " wrong") is read off the (ctx, " not wrong") row: same log-probs as scoring it alone."""
     from rlhf_trust.evals import ethics
     from rlhf_trust.evals.backends import share_rows

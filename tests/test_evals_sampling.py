@@ -49,7 +49,7 @@ def test_same_seed_same_draw_and_processor_leaves_only_the_draw():
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, shared_data):
+def tiny(tmp_path_factory, raw_data):
     from rlhf_trust.models import build_tiny_base, load_causal_lm
 
     return load_causal_lm(build_tiny_base(tmp_path_factory.mktemp("tiny") / "base"))

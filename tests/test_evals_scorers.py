@@ -10,20 +10,28 @@ from rlhf_trust.evals import scorers, stats
 from rlhf_trust.evals.cache import Cache
 
 
-def test_profanity_check_separates_real_perspective_labels(shared_data):
+def separation(recs: list[dict]) -> float:
+    """ROC AUC of profanity-check's scores against Perspective's (continuation toxicity >= 0.5)."""
     from sklearn.metrics import roc_auc_score
 
-    recs = records.load("toxicity", shared_data)[::12]
     texts = [r["continuation"] for r in recs if r["continuation"] and r["continuation_toxicity"] is not None]
     labels = [r["continuation_toxicity"] >= 0.5 for r in recs
               if r["continuation"] and r["continuation_toxicity"] is not None]
     got = scorers.get_scorer("profanity-check").score(texts)
     assert all(0.0 <= s <= 1.0 for s in got)
-    assert roc_auc_score(labels, got) > 0.85
+    return roc_auc_score(labels, got)
 
 
-def test_profanity_check_scores_are_cached_and_a_cached_rerun_loads_no_model(shared_data):
-    texts = [r["continuation"] for r in records.load("toxicity", shared_data)[:40:8] if r["continuation"]]
+def test_profanity_check_separates_real_perspective_labels(raw_data):
+    assert separation(records.load("toxicity", raw_data)) > 0.85
+
+
+def test_profanity_check_separates_the_mirror_s_perspective_labels(mirror):
+    assert separation(records.load("toxicity", mirror)[::12]) > 0.85
+
+
+def test_profanity_check_scores_are_cached_and_a_cached_rerun_loads_no_model(raw_data):
+    texts = [r["continuation"] for r in records.load("toxicity", raw_data)[:40:8] if r["continuation"]]
     cache = Cache(None)
     first = scorers.score_texts(scorers.get_scorer("profanity-check"), texts, cache)
     again = scorers.get_scorer("profanity-check")

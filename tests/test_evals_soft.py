@@ -22,9 +22,9 @@ def backend(scores):
     return CallableBackend(lambda p, i: "", loglik=scores)
 
 
-def test_bias_agree_probability(shared_data):
+def test_bias_agree_probability(raw_data):
     be = backend(lambda ctx, cont: -1.0 if cont == " I agree" else -1.0 - LN3)  # P(agree) = 3/4
-    m = run("bias", be, data_dir=shared_data, limit=10, n_boot=100,
+    m = run("bias", be, data_dir=raw_data, limit=10, n_boot=100,
             settings_entry={"protocol": "loglik", "calibration": "none", "system_prompts": ["none", "targeted"]}).metrics
     assert m["agreeability_index"] == 1.0  # every verdict "agree": the headline is constant
     assert m["constant"] is True and m["graded"] == "agree_probability"
@@ -32,9 +32,9 @@ def test_bias_agree_probability(shared_data):
     assert m["calibration"] == {"method": "none", "verdicts": [" I agree", " I disagree"]}
 
 
-def test_ethics_false_positive_probability(shared_data):
+def test_ethics_false_positive_probability(raw_data):
     be = backend(lambda ctx, cont: 0.0 if cont == " wrong" else -LN3)  # P(" not") = 1/4
-    res = run("ethics", be, data_dir=shared_data, limit=30, n_boot=100,
+    res = run("ethics", be, data_dir=raw_data, limit=30, n_boot=100,
               settings_entry={"protocol": "loglik", "calibration": "none"})
     m = res.metrics
     assert m["false_positive_rate"] == 0.0 and m["false_positive_probability"] == pytest.approx(0.25)
@@ -44,12 +44,12 @@ def test_ethics_false_positive_probability(shared_data):
     assert [v for _, v in res.graded_units] == pytest.approx([0.25] * len(res.units))
 
 
-def test_fairness_soft_parity_gap(shared_data):
+def test_fairness_soft_parity_gap(raw_data):
     def scores(ctx, cont):  # men: P(yes) = 3/4; women: P(yes) = 3/5 -> both always "yes"
         male = "sex Male," in ctx[ctx.rfind("description:"):]
         gap = LN3 if male else math.log(1.5)
         return 0.0 if cont == " yes" else -gap
-    res = run("fairness", backend(scores), data_dir=shared_data, n_boot=100,
+    res = run("fairness", backend(scores), data_dir=raw_data, n_boot=100,
             settings_entry={"protocol": "loglik", "calibration": "none", "limit": 20,
                             "conditions": ["zero_shot_br0.5"]})
     m = res.metrics

@@ -28,13 +28,13 @@ eval:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, shared_data):
+def project(tmp_path_factory, raw_data):
     from rlhf_trust.models import build_tiny_base
 
     root = tmp_path_factory.mktemp("proj")
     build_tiny_base(root / "outputs" / "models" / "base")
     build_tiny_base(root / "outputs" / "models" / "sft", seed=1)
-    (root / "params.yaml").write_text(PARAMS.format(data=shared_data))
+    (root / "params.yaml").write_text(PARAMS.format(data=raw_data))
     return root
 
 

@@ -16,8 +16,8 @@ from rlhf_trust.evals.backends import CallableBackend
 
 
 @pytest.fixture(scope="module")
-def qa(shared_data):
-    return {r["question"]: r for r in records.load("truthfulness", shared_data)}
+def qa(raw_data):
+    return {r["question"]: r for r in records.load("truthfulness", raw_data)}
 
 
 def scorer(qa, pick):
@@ -29,13 +29,13 @@ def scorer(qa, pick):
     return loglik
 
 
-def test_loglik_headline_units_and_rows(qa, shared_data):
+def test_loglik_headline_units_and_rows(qa, raw_data):
     # the true option for questions of even length, else the last option (always a false one)
     def pick(rec):
         return rec["mc1_correct"] if len(rec["question"]) % 2 == 0 else len(rec["mc1_choices"]) - 1
 
     backend = CallableBackend(lambda p, i: "never called", loglik=scorer(qa, pick))
-    res = run("truthfulness", backend, data_dir=shared_data, limit=40, n_boot=50, settings_entry={"protocol": "loglik"})
+    res = run("truthfulness", backend, data_dir=raw_data, limit=40, n_boot=50, settings_entry={"protocol": "loglik"})
     expected = [float(len(qa_question(r)) % 2 == 0) for r in res.rows]
     assert 0 < sum(expected) < len(expected)
     assert res.metrics["mc1_accuracy"] == pytest.approx(sum(expected) / len(expected))
@@ -52,7 +52,7 @@ def test_loglik_headline_units_and_rows(qa, shared_data):
     assert res.graded_units == [(u, pytest.approx(p)) for (u, _), p in zip(res.units, p_false)]
     assert res.metrics["graded"] == "mc1_false_probability"
     assert res.metrics["mc1_false_probability"] == pytest.approx(sum(p_false) / len(p_false))
-    gen = run("truthfulness", CallableBackend(lambda p, i: " (0)"), data_dir=shared_data, limit=40, n_boot=50,
+    gen = run("truthfulness", CallableBackend(lambda p, i: " (0)"), data_dir=raw_data, limit=40, n_boot=50,
               settings_entry={"protocol": "generation"})
     assert [u.split("|")[0] for u, _ in gen.units] == [u.split("|")[0] for u, _ in res.units]  # same questions
     assert {u.split("|")[1] for u, _ in gen.units} == {"mc1_generation"}  # ... never paired across protocols
@@ -62,7 +62,7 @@ def qa_question(row):
     return row["prompt"].rsplit("Q: ", 1)[1][:-len("\nA:")]
 
 
-def test_loglik_rows_feed_the_influence_test_pairs(qa, shared_data, tmp_path, monkeypatch):
+def test_loglik_rows_feed_the_influence_test_pairs(qa, raw_data, tmp_path, monkeypatch):
     from rlhf_trust.attribution import testpairs
 
     monkeypatch.setenv("RLHF_TRUST_ROOT", str(tmp_path))
@@ -70,7 +70,7 @@ def test_loglik_rows_feed_the_influence_test_pairs(qa, shared_data, tmp_path, mo
     picks = {"old": lambda rec: 1, "new": lambda rec: 0 if len(rec["question"]) % 3 == 0 else 1}
     rows = {}
     for model, pick in picks.items():
-        res = run("truthfulness", CallableBackend(lambda p, i: "", loglik=scorer(qa, pick)), data_dir=shared_data,
+        res = run("truthfulness", CallableBackend(lambda p, i: "", loglik=scorer(qa, pick)), data_dir=raw_data,
                   limit=30, n_boot=10, model=model, settings_entry={"protocol": "loglik"})
         rows[model] = res.rows
         fileio.write_jsonl(testpairs.samples_path("truthfulness", model), res.rows)

@@ -26,11 +26,11 @@ eval:
 
 
 @pytest.fixture
-def project(tmp_path, shared_data, monkeypatch):
+def project(tmp_path, raw_data, monkeypatch):
     from rlhf_trust.models import build_tiny_base
 
     build_tiny_base(tmp_path / "outputs" / "models" / "base")
-    (tmp_path / "params.yaml").write_text(PARAMS.format(data=shared_data))
+    (tmp_path / "params.yaml").write_text(PARAMS.format(data=raw_data))
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -25,9 +25,9 @@ def _stage(cmd: list[str], cwd: Path, db: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("content", [os.urandom(20000), b"SQLite format 3\0" + os.urandom(8000)],
                          ids=["random-bytes", "bad-pages"])
-def test_a_corrupt_mlflow_db_is_one_line_exit_2(shared_data, tmp_path, content):
+def test_a_corrupt_mlflow_db_is_one_line_exit_2(raw_data, tmp_path, content):
     (tmp_path / "params.yaml").write_text("prepare: {max_train_pairs: 4, max_heldout_pairs: 2}\n")
-    (tmp_path / "data").symlink_to(shared_data)
+    (tmp_path / "data").symlink_to(raw_data)
     db = tmp_path / "mlflow.db"
     db.write_bytes(content)
     r = _stage(["prepare"], tmp_path, db)
@@ -42,10 +42,10 @@ def test_a_corrupt_mlflow_db_is_one_line_exit_2(shared_data, tmp_path, content):
     assert r.returncode == 2 and len(lines) == 1 and "is unusable" in lines[0], r.stderr[-2000:]
 
 
-def test_data_in_a_copy_without_git_is_one_line_exit_2(shared_data, tmp_path, monkeypatch, capsys):
+def test_data_in_a_copy_without_git_is_one_line_exit_2(raw_data, tmp_path, monkeypatch, capsys):
     shutil.copytree(ROOT / ".dvc", tmp_path / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp", "config.local"))
     shutil.copy(ROOT / "data.dvc", tmp_path / "data.dvc")
-    (tmp_path / "params.yaml").write_text(f"data: {{mirror_dir: {json.dumps(str(shared_data))}}}\n")
+    (tmp_path / "params.yaml").write_text(f"data: {{mirror_dir: {json.dumps(str(raw_data))}}}\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))   # no enclosing repository either
     assert cli.main(["data"]) == 2

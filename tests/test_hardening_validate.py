@@ -18,7 +18,7 @@ from rlhf_trust.config import ValidateConfig
 from rlhf_trust.data import records, validate
 from rlhf_trust.errors import DataError, ValidationFailed
 
-CFG = ValidateConfig(min_hh_pairs=1000)
+CFG = ValidateConfig(min_hh_pairs=100)  # the fixtures hold 200 HH pairs
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -70,7 +70,7 @@ INVALID = {  # corruption -> (dataset, expectation fragment)
 
 
 @pytest.mark.parametrize("case", sorted(INVALID))
-def test_corruption_is_invalid(copy, case, capsys):
+def test_corruption_is_invalid(copy, fixture_rows, case, capsys):
     corrupt, dataset, fragment = INVALID[case]
     corrupt(copy)
     with pytest.raises(ValidationFailed) as e:
@@ -87,10 +87,10 @@ def test_stray_hh_file_is_not_merged(copy):
     assert len(records.load_hh_raw(copy)) == n
 
 
-def test_bom_csv_is_read(copy):
+def test_bom_csv_is_read(copy, fixture_rows):
     p = copy / "ethics/cm_test.csv"
     p.write_bytes(b"\xef\xbb\xbf" + p.read_bytes())
-    assert len(records.load("ethics", copy)) == verticals.get("ethics").expected_rows
+    assert len(records.load("ethics", copy)) == verticals.get("ethics").expected_rows == fixture_rows["ethics"]
 
 
 @pytest.mark.parametrize("make, expected", [
@@ -122,13 +122,13 @@ def _let_others_traverse(paths: list[Path]) -> list[tuple[Path, int]]:
 
 
 @pytest.mark.parametrize("rel", ["ethics/cm_test.csv", "truthfulqa/truth_mc.json"])
-def test_permission_denied_is_one_line_exit_2(shared_data, rel):
+def test_permission_denied_is_one_line_exit_2(raw_data, rel):
     """A file the user may not read. root reads anything, so then the CLI runs as `nobody`."""
     d = Path(tempfile.mkdtemp(prefix="perm-"))
     try:
         d.chmod(0o755)
         data = d / "data"
-        shutil.copytree(shared_data, data)
+        shutil.copytree(raw_data, data)
         for p in [data, *data.rglob("*")]:
             p.chmod(0o755 if p.is_dir() else 0o644)
         (data / rel).chmod(0o000)

@@ -34,7 +34,7 @@ def get(url: str, body: dict | None = None) -> dict:
 
 PARAMS = """\
 prepare: {max_train_pairs: 20, max_heldout_pairs: 5}
-validate: {min_hh_pairs: 1000}
+validate: {min_hh_pairs: 100}
 model: {spec: tiny-gpt-neox}
 sft: {max_length: 64, max_prompt_length: 32, batch_size: 4, max_train_pairs: 8, max_heldout_pairs: 4,
       logging_steps: 1, save_steps: 100, threads: 1, device: cpu}
@@ -49,7 +49,7 @@ report: {}
 
 
 @pytest.mark.slow
-def test_pipeline_runs_through_the_rest_api(shared_data, tmp_path, monkeypatch):
+def test_pipeline_runs_through_the_rest_api(raw_data, fixture_rows, tmp_path, monkeypatch):
     """prepare, validate, base, sft, one eval cell and the report in a git checkout, then read back
     over REST: parent run name/params/headline metrics, datasets (log_input), the registered model
     and its tags, system metrics, settings as params, the source commit tag, run artifacts."""
@@ -58,7 +58,7 @@ def test_pipeline_runs_through_the_rest_api(shared_data, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
     monkeypatch.delenv("RLHF_TRUST_PIPELINE_ID", raising=False)
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.1")  # tiny stages last ~1 s
-    shutil.copytree(shared_data, tmp_path / "data")
+    shutil.copytree(raw_data, tmp_path / "data")
     data_md5 = hashlib.md5(b"rest-test data").hexdigest()
     (tmp_path / "data.dvc").write_text(f"outs:\n- md5: {data_md5}.dir\n  path: data\n")
     (tmp_path / "params.yaml").write_text(PARAMS)
@@ -121,7 +121,7 @@ def test_pipeline_runs_through_the_rest_api(shared_data, tmp_path, monkeypatch):
         # settings are params, not metrics
         assert params["eval_ethics@base"]["settings.limit"] == "4" and params["eval_ethics@base"]["seed"] == "0"
         assert not {"seed", "settings.limit"} & set(metrics["eval_ethics@base"])
-        assert metrics["prepare"]["hh_train"] == 20 and metrics["prepare"]["bias"] == 1152
+        assert metrics["prepare"]["hh_train"] == 20 and metrics["prepare"]["bias"] == fixture_rows["bias"]
 
         # datasets: name, digest = content md5, source
         inputs = {n: [d["dataset"] for d in by_name[n].get("inputs", {}).get("dataset_inputs", [])]

@@ -106,12 +106,12 @@ def test_dvc_yaml_types_no_vertical():
         assert not re.search(rf"\b{v}\b", text), f"dvc.yaml names the vertical '{v}'"
 
 
-def test_a_dataset_change_leaves_the_other_datasets_verdicts_unchanged(shared_data):
+def test_a_dataset_change_leaves_the_other_datasets_verdicts_unchanged(raw_data):
     """Fine-grained deps: training depends on outputs/validated/hh.json, eval@V on V.json; adding
     or editing another dataset's files changes only that dataset's verdict."""
     from rlhf_trust.data import validate
 
-    files = {p.relative_to(shared_data).as_posix(): "md5" for p in shared_data.rglob("*") if p.is_file()}
+    files = {p.relative_to(raw_data).as_posix(): "md5" for p in raw_data.rglob("*") if p.is_file()}
     prepared = {f"{s}.jsonl": "md5" for s in ("hh_train", "hh_heldout", *verticals.names())}
     before = validate.dataset_manifests(files, prepared, {})
     after = validate.dataset_manifests({**files, "fairness/adult_0_200_test_base_rate_0.0.jsonl": "changed"},

@@ -22,9 +22,9 @@ def repo(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_mirror_fill_then_check_matches_on_a_fresh_cache(repo, shared_data, tmp_path):
+def test_mirror_fill_then_check_matches_on_a_fresh_cache(repo, raw_data, tmp_path):
     mirror = tmp_path / "mirror"
-    shutil.copytree(shared_data, mirror)
+    shutil.copytree(raw_data, mirror)
     cfg = DataConfig(mirror_dir=str(mirror))
     assert "created data.dvc" in sources.run(cfg)
     recorded = Path("data.dvc").read_text()
@@ -35,9 +35,9 @@ def test_mirror_fill_then_check_matches_on_a_fresh_cache(repo, shared_data, tmp_
     assert sorted(p.name for p in Path("data/ethics").iterdir()) == ["cm_test.csv"]
 
 
-def test_changed_source_fails_and_keeps_the_committed_pointer(repo, shared_data, tmp_path):
+def test_changed_source_fails_and_keeps_the_committed_pointer(repo, raw_data, tmp_path):
     mirror = tmp_path / "mirror"
-    shutil.copytree(shared_data, mirror)
+    shutil.copytree(raw_data, mirror)
     cfg = DataConfig(mirror_dir=str(mirror))
     sources.run(cfg)
     recorded = Path("data.dvc").read_text()
@@ -54,11 +54,11 @@ def test_missing_mirror_is_one_line(repo, tmp_path):
         sources.run(DataConfig(mirror_dir=str(tmp_path / "nope")))
 
 
-def test_outside_a_dvc_repository_is_one_line(tmp_path, monkeypatch, shared_data):
+def test_outside_a_dvc_repository_is_one_line(tmp_path, monkeypatch, raw_data):
     monkeypatch.chdir(tmp_path)
     mirror = tmp_path / "mirror"
     (mirror / "ethics").mkdir(parents=True)
-    shutil.copyfile(shared_data / "ethics" / "cm_test.csv", mirror / "ethics" / "cm_test.csv")
+    shutil.copyfile(raw_data / "ethics" / "cm_test.csv", mirror / "ethics" / "cm_test.csv")
     with pytest.raises(DataError, match="is not a DVC repository") as e:
         sources.run(DataConfig(mirror_dir=str(mirror)))
     assert e.value.exit_code == 2

@@ -81,8 +81,8 @@ class FakeHub(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def hub(shared_data, tmp_path):
-    FakeHub.files = hub_content(DataConfig(), shared_data, tmp_path)
+def hub(raw_data, tmp_path):
+    FakeHub.files = hub_content(DataConfig(), raw_data, tmp_path)
     FakeHub.served = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -103,7 +103,7 @@ def run_data(endpoint: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300, check=False)
 
 
-def test_hub_source_fetches_every_registered_dataset_into_the_raw_layout(hub, shared_data, tmp_path):
+def test_hub_source_fetches_every_registered_dataset_into_the_raw_layout(hub, raw_data, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     proc = run_data(hub, work)
@@ -116,11 +116,11 @@ def test_hub_source_fetches_every_registered_dataset_into_the_raw_layout(hub, sh
     assert records.unexpected_files(data) == {}
     for f in files:  # plain files arrive byte for byte
         if f.convert is verticals.copy_file:
-            assert (data / f.dest).read_bytes() == (shared_data / f.dest).read_bytes(), f.dest
+            assert (data / f.dest).read_bytes() == (raw_data / f.dest).read_bytes(), f.dest
     assert "fairness" in verticals.names()
     for spec in verticals.specs():  # every registered vertical parses as from the mirror
-        assert records.load(spec.dataset, data) == records.load(spec.dataset, shared_data), spec.name
-    assert records.hh_pairs(data) == records.hh_pairs(shared_data)
+        assert records.load(spec.dataset, data) == records.load(spec.dataset, raw_data), spec.name
+    assert records.hh_pairs(data) == records.hh_pairs(raw_data)
 
 
 def test_a_file_missing_on_the_hub_is_one_line(hub, tmp_path):

@@ -58,12 +58,12 @@ def test_check_reachable_times_out_on_a_server_that_never_answers(monkeypatch):
     assert uri in str(e.value) and "unreachable" in str(e.value)
 
 
-def test_stage_refuses_before_work_when_the_server_is_down(shared_data, tmp_path):
+def test_stage_refuses_before_work_when_the_server_is_down(raw_data, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     (tmp_path / "params.yaml").write_text("prepare: {max_train_pairs: 4, max_heldout_pairs: 2}\n")
-    (tmp_path / "data").symlink_to(shared_data)
+    (tmp_path / "data").symlink_to(raw_data)
     env = {"PATH": str(Path(sys.executable).parent), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}",
            "HOME": str(tmp_path)}
     r = subprocess.run([RLHF_TRUST, "prepare"], cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -115,11 +115,11 @@ class _HealthThen:
 
 
 @pytest.mark.parametrize("mode", ["reset", "hang"])
-def test_a_server_that_answers_health_then_fails_never_shows_the_password(shared_data, tmp_path, mode):
+def test_a_server_that_answers_health_then_fails_never_shows_the_password(raw_data, tmp_path, mode):
     server = _HealthThen(mode)
     try:
         (tmp_path / "params.yaml").write_text("prepare: {max_train_pairs: 4, max_heldout_pairs: 2}\n")
-        (tmp_path / "data").symlink_to(shared_data)
+        (tmp_path / "data").symlink_to(raw_data)
         uri = f"http://alice:pl4nted-pw@127.0.0.1:{server.port}"
         env = {"PATH": str(Path(sys.executable).parent), "MLFLOW_TRACKING_URI": uri, "HOME": str(tmp_path),
                "MLFLOW_HTTP_REQUEST_TIMEOUT": "1", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",

@@ -1,4 +1,5 @@
-"""The GX gate: passes on the real mirror, and fails with the right message on corrupted copies."""
+"""The GX gate: passes on the real mirror and on the fixtures, and fails with the right message on
+corrupted copies of the fixtures (whose row counts the gate is told: `fixture_rows`)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,8 @@ from rlhf_trust.config import ValidateConfig
 from rlhf_trust.data import validate
 from rlhf_trust.errors import DataError, ValidationFailed
 
-CFG = ValidateConfig(min_hh_pairs=1000)
-
-
+CFG = ValidateConfig(min_hh_pairs=100)  # the fixtures hold 200 HH pairs
+PARAMS = "validate:\n  min_hh_pairs: 100\n"
 
 def edit_hh(d: Path, fn) -> None:
     path = d / "hh_rlhf" / "harmless-base-test.jsonl.gz"
@@ -31,9 +31,15 @@ def edit_json(path: Path, fn) -> None:
     path.write_text(json.dumps(fn(json.loads(path.read_text()))))
 
 
-def test_real_mirror_is_valid(shared_data):
-    stats = validate.check_dir(shared_data, CFG)
+def test_real_mirror_is_valid(mirror):
+    stats = validate.check_dir(mirror, ValidateConfig(min_hh_pairs=1000))
     assert stats["hh"]["rows"] == 2312 and stats["bias"]["rows"] == 1152
+    assert all(s["failed"] == 0 for s in stats.values())
+
+
+def test_fixtures_are_valid(raw_data, fixture_rows):
+    stats = validate.check_dir(raw_data, CFG)
+    assert {k: s["rows"] for k, s in stats.items()} == fixture_rows
     assert all(s["failed"] == 0 for s in stats.values())
 
 
@@ -80,12 +86,12 @@ INVALID = {  # corruption -> (dataset named in the summary, expectation fragment
         "toxicity", "prompt_toxicity", "toxic-00001"),
     "enron_not_an_email": (lambda d: edit_json(d / "privacy/name2email.json", _bad_enron), "privacy", "regex",
                            "enron-0000"),
-    "too_few_hh_pairs": (lambda d: edit_hh(d, lambda r: r[:500]), "hh", "row_count", None),
+    "too_few_hh_pairs": (lambda d: edit_hh(d, lambda r: r[:50]), "hh", "row_count", None),
 }
 
 
 @pytest.mark.parametrize("name", sorted(INVALID))
-def test_corrupted_copy_fails_with_a_named_expectation(copy, name):
+def test_corrupted_copy_fails_with_a_named_expectation(copy, fixture_rows, name):
     corrupt, dataset, fragment, row_id = INVALID[name]
     corrupt(copy)
     with pytest.raises(ValidationFailed) as e:
@@ -103,7 +109,7 @@ UNUSABLE = {
     "truncated_gzip": (lambda d: (d / "hh_rlhf/harmless-base-test.jsonl.gz").write_bytes(
         (d / "hh_rlhf/harmless-base-test.jsonl.gz").read_bytes()[:50_000]), "truncated"),
     "bad_json_line": (lambda d: (d / "toxicity/nontoxic.jsonl").write_text(
-        (d / "toxicity/nontoxic.jsonl").read_text() + '{"prompt": {"text": "x"\n'), "line 1201 is not valid JSON"),
+        (d / "toxicity/nontoxic.jsonl").read_text() + '{"prompt": {"text": "x"\n'), "line 41 is not valid JSON"),
     "wrong_encoding": (lambda d: (d / "ethics/cm_test.csv").write_bytes(
         (d / "ethics/cm_test.csv").read_text().encode("utf-16")), "not UTF-8"),
     "missing_column": (lambda d: (d / "ethics/cm_test.csv").write_text(
@@ -115,23 +121,31 @@ UNUSABLE = {
 
 
 @pytest.mark.parametrize("name", sorted(UNUSABLE))
-def test_unusable_copy_is_exit_2_with_one_line(copy, name, capsys):
+def test_unusable_copy_is_exit_2_with_one_line(copy, fixture_rows, name, params, capsys):
     corrupt, fragment = UNUSABLE[name]
     corrupt(copy)
     with pytest.raises(DataError, match=None) as e:
         validate.check_dir(copy, CFG)
     assert fragment in str(e.value) and "\n" not in str(e.value)
-    assert cli.main(["validate", "--data-dir", str(copy)]) == 2
+    assert cli.main(["validate", "--params", str(params), "--data-dir", str(copy)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_cli_exit_codes(copy, tmp_path, capsys):
-    assert cli.main(["validate", "--data-dir", str(copy)]) == 0
-    assert cli.main(["validate", "--data-dir", str(tmp_path / "nowhere")]) == 2
+@pytest.fixture
+def params(tmp_path) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(PARAMS)
+    return path
+
+
+def test_cli_exit_codes(copy, fixture_rows, params, tmp_path, capsys):
+    argv = ["validate", "--params", str(params), "--data-dir"]
+    assert cli.main([*argv, str(copy)]) == 0
+    assert cli.main([*argv, str(tmp_path / "nowhere")]) == 2
     _bad_ethics = INVALID["ethics_label_out_of_set"][0]
     _bad_ethics(copy)
-    assert cli.main(["validate", "--data-dir", str(copy)]) == 1
+    assert cli.main([*argv, str(copy)]) == 1
     err = capsys.readouterr().err
     assert "validation failed: 1 expectation(s) in ethics" in err and "ethics-00000" in err
 

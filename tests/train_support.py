@@ -1,6 +1,6 @@
 """Shared helpers for the model/training tests: real HH pairs and a tiny base model.
 
-HH records are read straight from the raw mirror (split at the last "\n\nAssistant:"), the same
+HH records are read straight from the fixtures (tests/fixtures/data) (split at the last "\n\nAssistant:"), the same
 {"id","prompt","chosen","rejected"} schema the prepare stage writes.
 """
 
@@ -14,7 +14,7 @@ import torch
 
 from rlhf_trust.data.records import split_pair
 
-HH_RAW = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "hh_rlhf" / "harmless-base-test.jsonl.gz"
+HH_RAW = Path(__file__).resolve().parent / "fixtures" / "data" / "hh_rlhf" / "harmless-base-test.jsonl.gz"
 
 
 def hh_pairs(n: int, offset: int = 0, max_chars: int = 300) -> list[dict]:
@@ -57,7 +57,7 @@ def make_layout(tmp: Path, n_train: int = 24, n_heldout: int = 8, **sizes):
     layout = Layout(data_dir=tmp / "prepared", models_dir=tmp / "models", checkpoints_dir=tmp / "checkpoints",
                     metrics_dir=tmp / "metrics")
     write_jsonl(layout.split("hh_train"), hh_pairs(n_train, max_chars=200))
-    write_jsonl(layout.split("hh_heldout"), hh_pairs(n_heldout, offset=500, max_chars=200))
+    write_jsonl(layout.split("hh_heldout"), hh_pairs(n_heldout, offset=100, max_chars=200))
     build_tiny_base(layout.model("base"), tiny_texts(), **sizes)
     return layout
 
@@ -149,7 +149,7 @@ def hand_made_layout(src, dst: Path, n_train: int):
     """A copy of `src` whose train/held-out splits are hand-made refusal-vs-compliance pairs."""
     layout = copy_layout(src, dst)
     write_jsonl(layout.split("hh_train"), hand_made_pairs(n_train))
-    write_jsonl(layout.split("hh_heldout"), hand_made_pairs(8, offset=400))
+    write_jsonl(layout.split("hh_heldout"), hand_made_pairs(8, offset=150))
     return layout
 
 
