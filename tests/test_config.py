@@ -36,7 +36,7 @@ def test_paper_params_file_is_valid():
     ("sft:\n  batch_size: 0\n", "sft.batch_size: must be >= 1"),
     ("dpo:\n  beta: -1\n", "dpo.beta: must be > 0"),
     ("prepare:\n  heldout_fraction: 1.5\n", "prepare.heldout_fraction: must be in (0, 1)"),
-    ("data:\n  source: ftp\n", "data.source: must be one of ['mirror', 'hub']"),
+    ("data:\n  source: ftp\n", "data.source: must be one of ['auto', 'mirror', 'hub']"),
     ("sft:\n  lora: {r: 0}\n", "lora.r: must be >= 1"),
     ("sft:\n  lora: {enabled: yes please}\n", "sft.lora.enabled: must be true or false"),
     ("trian:\n  x: 1\n", "unknown section 'trian'"),

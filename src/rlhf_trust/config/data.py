@@ -14,7 +14,8 @@ from rlhf_trust.config.schema import require as _require
 class DataConfig:
     """Where `rlhf-trust data` fills `data/` from."""
 
-    source: Literal["mirror", "hub"] = "mirror"
+    # auto = the mirror when mirror_dir is a directory, else the Hugging Face hub
+    source: Literal["auto", "mirror", "hub"] = "auto"
     mirror_dir: str = "../shared/data"   # a local copy in the raw layout (see data/README)
     dir: str = "data"                    # the DVC-tracked raw directory
     hh_subsets: list[str] = field(default_factory=lambda: ["harmless-base"])  # hub: which HH subsets

@@ -1,15 +1,18 @@
 """`rlhf-trust data` (`make data`): fill data/ in the raw layout, then check it against data.dvc.
 
-Two sources, named in params (`data.source`):
+Three sources, named in params (`data.source`):
 - `mirror`: copy a local directory already in the raw layout (`data.mirror_dir`);
 - `hub`: download Anthropic/hh-rlhf and every registered vertical's files (`VerticalSpec.hub`)
   from the Hugging Face hub, one file at a time, and write them in the same layout, so everything
-  downstream is identical. `HF_ENDPOINT` points it at another hub.
+  downstream is identical. `HF_ENDPOINT` points it at another hub;
+- `auto` (the default): the mirror when `data.mirror_dir` is a directory, else the hub.
+The command says in one line which source it used.
 The raw layout is `records.raw_files()`.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -118,12 +121,26 @@ def _dvc_md5_text(text: str) -> str | None:
     return m.group(1) if m else None
 
 
-def run(cfg: DataConfig, check: bool = True) -> str:
+def choose(cfg: DataConfig) -> tuple[str, str]:
+    """(source, the line that says which): `auto` takes the mirror when its directory exists."""
+    use_mirror = cfg.source == "mirror" or (cfg.source == "auto" and Path(cfg.mirror_dir).is_dir())
+    if use_mirror:
+        return "mirror", f"data: using the local mirror {cfg.mirror_dir}"
+    where = f"no local mirror at {cfg.mirror_dir}; " if cfg.source == "auto" else ""
+    if os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() in ("1", "true", "yes", "on"):
+        raise DataError(f"data: {where}the Hugging Face hub is off (HF_HUB_OFFLINE=1): set HF_HUB_OFFLINE=0 "
+                        "to download, or data.mirror_dir to a local copy in the raw layout")
+    return "hub", f"data: {where}downloading from the Hugging Face hub"
+
+
+def run(cfg: DataConfig, check: bool = True, say=print) -> str:
+    source, line = choose(cfg)
+    say(line)
     dest = Path(cfg.dir)
     with fileio.atomic_path(dest) as tmp:
         tmp.mkdir()
-        n = from_mirror(Path(cfg.mirror_dir), tmp) if cfg.source == "mirror" else from_hub(cfg, tmp)
-    msg = f"wrote {n} files to {dest}/ from {cfg.source}"
+        n = from_mirror(Path(cfg.mirror_dir), tmp) if source == "mirror" else from_hub(cfg, tmp)
+    msg = f"wrote {n} files to {dest}/ from {source}"
     if check:
         msg += "; " + check_against_dvc(dest)
     return msg
