@@ -31,7 +31,7 @@ $(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
-test: setup                 ## the test suite (tiny models, real data samples; a few minutes)
+test: setup                 ## the test suite (tiny models, committed data fixtures; RLHF_TRUST_DATA_MIRROR=<dir> adds the full-data tests)
 	$(BIN)/pytest
 
 data: setup                 ## fill data/ from the source in params.yaml and check it against data.dvc

@@ -238,12 +238,12 @@ def test_smoke_pipeline_is_tracked_on_the_team_server(servers, smoke):
                        and ".git" not in f.parts and f.stat().st_size < 50_000_000)
 
 
-def test_dvc_push_to_s3_then_pull_into_a_fresh_clone(servers, raw_data, tmp_path):
+def test_dvc_push_to_s3_then_pull_into_a_fresh_clone(servers, mirror, tmp_path):
     s, env, creds = servers
     env = {**env, "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"}
     one, two = tmp_path / "one", tmp_path / "two"
     assert run(["git", "clone", "-q", str(ROOT), str(one)], env, tmp_path, 60).returncode == 0
-    (tmp_path / "mirror.yaml").write_text(f"data: {{mirror_dir: {raw_data}}}\n")
+    (tmp_path / "mirror.yaml").write_text(f"data: {{mirror_dir: {mirror}}}\n")
     r = run([str(BIN / "rlhf-trust"), "data", "--params", str(tmp_path / "mirror.yaml")], env, one, 120)
     assert r.returncode == 0, r.stderr
     # what a team commits: the remote's URL; endpoint and credentials come from the environment
