@@ -24,10 +24,6 @@ for _k, _v in {
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "data"
 MIRROR_ENV = "RLHF_TRUST_DATA_MIRROR"
-# rows per dataset in tests/fixtures/data (its README says which rows); the full counts are the
-# vertical modules' EXPECTED_ROWS
-FIXTURE_ROWS = {"hh": 200, "toxicity": 80, "bias": 48, "ethics": 60, "truthfulness": 40, "privacy": 20,
-                "fairness": 40}
 
 
 def pytest_configure(config):
@@ -80,22 +76,32 @@ def mirror() -> Path:
     return path.resolve()
 
 
+def fixture_counts() -> dict[str, int]:
+    """Rows per dataset in the fixtures, as the parsers read them (hh: raw pairs)."""
+    from rlhf_trust import verticals
+    from rlhf_trust.data import records
+
+    return {"hh": len(records.load_hh_raw(FIXTURES)), **{s.dataset: len(s.load(FIXTURES)) for s in verticals.specs()}}
+
+
 @pytest.fixture
 def fixture_rows(monkeypatch) -> dict[str, int]:
-    """The validation gate expects the fixtures' row counts instead of the full datasets'."""
+    """The validation gate expects the fixtures' row counts instead of the full datasets' (a spec's
+    `expected_rows`); returns the counts."""
     import dataclasses
     import importlib
 
     from rlhf_trust import verticals
 
+    counts = fixture_counts()
     registry = verticals._registry()
     for name, spec in list(registry.items()):
-        n = FIXTURE_ROWS[spec.dataset]
+        n = counts[spec.dataset]
         monkeypatch.setitem(registry, name, dataclasses.replace(spec, expected_rows=n))
         module = importlib.import_module(f"{verticals.PACKAGE}.{name}")
         if hasattr(module, "EXPECTED_ROWS"):  # what its suite (`expectations`) reads
             monkeypatch.setattr(module, "EXPECTED_ROWS", n)
-    return FIXTURE_ROWS
+    return counts
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ def test_every_vertical_declares_suite_direction_unit_and_test_loss():
 def test_data_path_reads_the_registry(raw_data):
     assert set(records.raw_files()) == {"hh"} | {s.dataset for s in verticals.specs()}
     assert verticals.get("fairness").expected_rows == 800
-    assert len(records.load("fairness", raw_data)) == 40  # the fixtures' first 10 of each file's 200
+    assert len(records.load("fairness", raw_data)) == 40  # the fixtures: 10 of each file's 200
     assert records.unexpected_files(raw_data) == {}  # fairness/ files are declared, none stray
 
 
