@@ -8,6 +8,7 @@ import copy
 
 import pytest
 import torch
+from train_support import base_texts
 
 from rlhf_trust.evals.backends import HFBackend
 
@@ -24,7 +25,7 @@ def tiny(tmp_path_factory, raw_data):
     from rlhf_trust.models import build_tiny_base, load_causal_lm
 
     torch.set_num_threads(1)
-    model, tok = load_causal_lm(build_tiny_base(tmp_path_factory.mktemp("tiny") / "base"))
+    model, tok = load_causal_lm(build_tiny_base(tmp_path_factory.mktemp("tiny") / "base", base_texts()))
     return model, tok
 
 

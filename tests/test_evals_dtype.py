@@ -6,6 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from train_support import base_texts
 
 from rlhf_trust.evals import stage, truthfulness
 from rlhf_trust.evals.cache import Cache, CachedBackend
@@ -15,7 +16,7 @@ from rlhf_trust.evals.cache import Cache, CachedBackend
 def tiny_dir(tmp_path_factory):
     from rlhf_trust.models import build_tiny_base
 
-    return build_tiny_base(tmp_path_factory.mktemp("tiny-dtype") / "base")
+    return build_tiny_base(tmp_path_factory.mktemp("tiny-dtype") / "base", base_texts())
 
 
 def cfg(dtype: str):

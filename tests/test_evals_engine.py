@@ -12,6 +12,7 @@ import textwrap
 import time
 
 import pytest
+from train_support import base_texts
 
 from rlhf_trust.evals import evaluate
 from rlhf_trust.evals.backends import CallableBackend, HFBackend
@@ -25,7 +26,7 @@ PROMPTS = ["Human: hello there\n\nAssistant:", "Human: what is the capital of fr
 def tiny(tmp_path_factory, raw_data):
     from rlhf_trust.models import build_tiny_base, load_causal_lm
 
-    d = build_tiny_base(tmp_path_factory.mktemp("tiny") / "base")
+    d = build_tiny_base(tmp_path_factory.mktemp("tiny") / "base", base_texts())
     model, tok = load_causal_lm(d)
     return model, tok
 

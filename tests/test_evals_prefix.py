@@ -4,6 +4,7 @@ through the model once; greedy text and log-likelihoods equal the no-reuse path.
 from __future__ import annotations
 
 import pytest
+from train_support import base_texts
 
 from rlhf_trust.evals import prefix, toxicity, truthfulness
 from rlhf_trust.evals.backends import HFBackend
@@ -13,7 +14,7 @@ from rlhf_trust.evals.backends import HFBackend
 def tiny(tmp_path_factory, raw_data):
     from rlhf_trust.models import build_tiny_base, load_causal_lm
 
-    return load_causal_lm(build_tiny_base(tmp_path_factory.mktemp("tiny") / "base"))
+    return load_causal_lm(build_tiny_base(tmp_path_factory.mktemp("tiny") / "base", base_texts()))
 
 
 def real_rows(raw_data):

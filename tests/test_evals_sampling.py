@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from train_support import base_texts
 
 from rlhf_trust.evals.backends import CallableBackend, HFBackend
 from rlhf_trust.evals.cache import Cache, CachedBackend
@@ -52,7 +53,7 @@ def test_same_seed_same_draw_and_processor_leaves_only_the_draw():
 def tiny(tmp_path_factory, raw_data):
     from rlhf_trust.models import build_tiny_base, load_causal_lm
 
-    return load_causal_lm(build_tiny_base(tmp_path_factory.mktemp("tiny") / "base"))
+    return load_causal_lm(build_tiny_base(tmp_path_factory.mktemp("tiny") / "base", base_texts()))
 
 
 def test_hf_backend_inverse_cdf_sampling(tiny):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from train_support import base_texts
 
 from rlhf_trust import cli, runinfo
 from rlhf_trust.evals.stage import read_units
@@ -32,8 +33,8 @@ def project(tmp_path_factory, raw_data):
     from rlhf_trust.models import build_tiny_base
 
     root = tmp_path_factory.mktemp("proj")
-    build_tiny_base(root / "outputs" / "models" / "base")
-    build_tiny_base(root / "outputs" / "models" / "sft", seed=1)
+    build_tiny_base(root / "outputs" / "models" / "base", base_texts())
+    build_tiny_base(root / "outputs" / "models" / "sft", base_texts(), seed=1)
     (root / "params.yaml").write_text(PARAMS.format(data=raw_data))
     return root
 

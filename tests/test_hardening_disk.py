@@ -8,6 +8,7 @@ import sqlite3
 
 import pytest
 from disk_support import full_disk
+from train_support import base_texts
 
 from rlhf_trust import cli
 
@@ -29,7 +30,7 @@ eval:
 def project(tmp_path, raw_data, monkeypatch):
     from rlhf_trust.models import build_tiny_base
 
-    build_tiny_base(tmp_path / "outputs" / "models" / "base")
+    build_tiny_base(tmp_path / "outputs" / "models" / "base", base_texts())
     (tmp_path / "params.yaml").write_text(PARAMS.format(data=raw_data))
     monkeypatch.chdir(tmp_path)
     return tmp_path

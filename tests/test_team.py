@@ -87,12 +87,17 @@ def servers(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def smoke(servers, tmp_path_factory):
-    """`make smoke` in a throw-away worktree, tracked by the team server."""
+def smoke(servers, mirror, tmp_path_factory):
+    """`make smoke` in a throw-away worktree, tracked by the team server, on the full data (data/ filled
+    from the mirror and checked against data.dvc first; make's `-o data` keeps it)."""
     _, env, _ = servers
     wt = tmp_path_factory.mktemp("smoke") / "wt"
+    params = wt.parent / "mirror.yaml"
+    params.write_text(f"data: {{source: mirror, mirror_dir: {mirror}}}\n")
     try:
-        r = run(["make", "-C", str(ROOT), "smoke", f"SMOKE_DIR={wt}"], env, ROOT, 1200)
+        filled = run([str(BIN / "rlhf-trust"), "data", "--params", str(params)], env, ROOT, 300)
+        assert filled.returncode == 0, filled.stderr
+        r = run(["make", "-C", str(ROOT), "-o", "data", "smoke", f"SMOKE_DIR={wt}"], env, ROOT, 1200)
         yield wt, r
     finally:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(wt)], capture_output=True,

@@ -35,6 +35,14 @@ def hh_pairs(n: int, offset: int = 0, max_chars: int = 300) -> list[dict]:
     return rows
 
 
+def base_texts(limit: int = 300) -> list[str]:
+    """The fixtures' HH dialogues, chosen then rejected: what tiny-gpt-neox trains its tokenizer on
+    when given no texts (it reads them from data/)."""
+    with gzip.open(HH_RAW, "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for _, line in zip(range(limit), f)]
+    return [r["chosen"] for r in rows] + [r["rejected"] for r in rows]
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
