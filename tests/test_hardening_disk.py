@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 from disk_support import full_disk
-from train_support import base_texts
+from train_support import base_texts, hh_pairs, write_jsonl
 
 from rlhf_trust import cli
 
@@ -32,6 +32,7 @@ def project(tmp_path, raw_data, monkeypatch):
 
     build_tiny_base(tmp_path / "outputs" / "models" / "base", base_texts())
     (tmp_path / "params.yaml").write_text(PARAMS.format(data=raw_data))
+    write_jsonl(tmp_path / "outputs" / "prepared" / "hh_train.jsonl", hh_pairs(40))  # `base`: tokenizer texts
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
