@@ -10,6 +10,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from train_support import base_texts
 
 from rlhf_trust import cli
 from rlhf_trust.errors import ConfigError
@@ -205,7 +206,7 @@ def test_empty_content_free_from_the_cli(tmp_path, capsys):
 def tiny(tmp_path_factory):
     from rlhf_trust.models import build_tiny_base, load_causal_lm
 
-    return load_causal_lm(build_tiny_base(tmp_path_factory.mktemp("tiny") / "base"))
+    return load_causal_lm(build_tiny_base(tmp_path_factory.mktemp("tiny") / "base", base_texts()))
 
 
 def test_hf_scores_multi_token_verdicts_whole(tiny, raw_data):
@@ -266,7 +267,7 @@ def test_stage_writes_graded_units_and_logs_the_calibration(tmp_path, raw_data, 
     from rlhf_trust.evals.stage import read_units
     from rlhf_trust.models import build_tiny_base
 
-    build_tiny_base(tmp_path / "outputs" / "models" / "base")
+    build_tiny_base(tmp_path / "outputs" / "models" / "base", base_texts())
     (tmp_path / "params.yaml").write_text(STAGE_PARAMS.format(data=raw_data))
     monkeypatch.chdir(tmp_path)
     assert cli.main(["eval", "--vertical", "ethics", "--model", "base"]) == 0
