@@ -1,18 +1,17 @@
 """benchmarks/attribution_lds.py loads its cached retrains and model files back: the cache is the user's
 own directory, never a fixed path in the shared temp dir another user could create first."""
 
-import importlib.util
 import os
 import tempfile
 from pathlib import Path
+
+import bench_support
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_retrain_cache_is_not_a_shared_temp_path():
-    spec = importlib.util.spec_from_file_location("attribution_lds", ROOT / "benchmarks" / "attribution_lds.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = bench_support.load("attribution_lds")
     shared = {Path(tempfile.gettempdir()).resolve(), Path("/tmp").resolve(), Path("/var/tmp").resolve()}
     assert not any(d == mod.CACHE.resolve() or d in mod.CACHE.resolve().parents for d in shared)
     assert str(mod.CACHE).startswith(os.path.expanduser("~"))

@@ -1,22 +1,16 @@
 """benchmarks/eval_tradeoff.py: the units-vs-minutes table read from a run's committed files."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
+import bench_support
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _module():
-    if str(ROOT / "benchmarks") not in sys.path:  # as `python benchmarks/eval_tradeoff.py` has it (for harness)
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("eval_tradeoff", ROOT / "benchmarks" / "eval_tradeoff.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_support.load("eval_tradeoff")
 
 
 def _run(tmp_path: Path, walls: dict[str, float], units: int, mde: float) -> tuple[Path, Path]:

@@ -1,10 +1,9 @@
 """benchmarks/ppo_seeds.py: the ppo stage per seed, the spread over seeds, and the weight soup."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
+import bench_support
 import pytest
 from train_support import copy_layout, train_cfg, trained_layout
 
@@ -12,12 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _module():
-    if str(ROOT / "benchmarks") not in sys.path:  # as `python benchmarks/ppo_seeds.py` has it (for harness)
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("ppo_seeds", ROOT / "benchmarks" / "ppo_seeds.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_support.load("ppo_seeds")
 
 
 def test_summary_over_seeds_known_answer():

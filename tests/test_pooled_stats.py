@@ -4,11 +4,11 @@ unit sets, no difference)."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 from types import SimpleNamespace
 
+import bench_support
 import numpy as np
 import pytest
 
@@ -20,10 +20,7 @@ SLOW_SETS = 200   # today's bootstrap CI, one set at a time
 
 
 def _sim():
-    spec = importlib.util.spec_from_file_location("pooled_stats_sim", ROOT / "benchmarks" / "pooled_stats_sim.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_support.load("pooled_stats_sim")
 
 
 sim = _sim()
