@@ -54,7 +54,7 @@ def _stage_dir(root, name, kind, task, parent, save):
 def _samples(vertical, model, prompts, gens):
     rows = [{"id": f"{vertical}-{i}", "vertical": vertical, "model": model, "condition": "benign",
              "sample_index": 0, "prompt": p, "generation": g} for i, (p, g) in enumerate(zip(prompts, gens))]
-    fileio.write_jsonl(f"eval/{vertical}/{model}/samples.jsonl", rows)
+    fileio.write_jsonl(f"eval/{vertical}/{model}/samples.jsonl.gz", rows)
 
 
 @pytest.fixture(scope="module")

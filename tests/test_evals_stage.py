@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from train_support import base_texts
 
-from rlhf_trust import cli, runinfo
+from rlhf_trust import cli, fileio, runinfo
 from rlhf_trust.evals.stage import read_units
 
 PARAMS = """
@@ -49,7 +50,7 @@ def test_every_vertical_end_to_end_then_cached(project, monkeypatch, capsys):
     for vertical in ("toxicity", "bias", "ethics", "truthfulness", "privacy"):
         assert run_cli("--vertical", vertical, "--model", "base") == 0
         m = runinfo.read(project / "eval" / vertical / "base" / "metrics.json")
-        rows = [json.loads(x) for x in (project / "eval" / vertical / "base" / "samples.jsonl").open()]
+        rows = fileio.read_jsonl(project / "eval" / vertical / "base" / "samples.jsonl.gz")
         assert m["model_calls"] > 0 and m["n_samples"] == len(rows) > 0
         assert m[m["headline"]] is not None and m["mlflow_run_id"]
         assert "refusal_rate" in m and "parse_failure_rate" in m and f"{m['headline']}_ci95" in m
@@ -70,7 +71,13 @@ def test_every_vertical_end_to_end_then_cached(project, monkeypatch, capsys):
     runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.stage = 'eval_ethics' and tags.model = 'base'")
     assert len(runs) >= 2 and all(n.startswith("eval_ethics@base p") for n in runs["tags.mlflow.runName"])
     client = mlflow.tracking.MlflowClient()
-    assert "samples.jsonl" in [a.path for a in client.list_artifacts(runs.iloc[0]["run_id"])]
+    run_id = runs.iloc[0]["run_id"]
+    assert {"samples.jsonl.gz", "samples_table.json"} <= {a.path for a in client.list_artifacts(run_id)}
+    table = json.loads(Path(client.download_artifacts(run_id, "samples_table.json")).read_text())
+    assert table["columns"][:2] == ["unit", "score"] and len(table["data"]) == after[f"{after['headline']}_n"]
+    # even a fully cached (sub-second) run records its host's load: a sample at its start and end
+    cpu = client.get_metric_history(run_id, "system/cpu_utilization_percentage")
+    assert sorted(m.step for m in cpu) == [0, 1]
 
 
 @pytest.mark.slow

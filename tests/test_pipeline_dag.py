@@ -71,7 +71,7 @@ def test_every_registered_vertical_gets_an_eval_cell_reading_its_own_data_only(d
         assert not [d for d in st["deps"] if any(names_vertical(d, w) for w in others)], v
         for m in PARAMS["eval"]["models"]:
             cell = paths.EVAL / v / m
-            assert {f"{cell}/{f}" for f in ("metrics.json", "samples.jsonl", "units.csv")} <= st["outs"], (v, m)
+            assert {f"{cell}/{f}" for f in ("metrics.json", "samples.jsonl.gz", "units.csv")} <= st["outs"], (v, m)
         assert all(o.startswith(f"{paths.EVAL}/{v}/") for o in st["outs"]), v
 
 
@@ -84,7 +84,7 @@ def test_each_influence_cell_reads_the_samples_of_the_change_its_stage_explains(
         for v in verts:
             st = dag[f"influence@{s}-{v}"]
             assert st["cmd"] == f"rlhf-trust influence --stage {s} --vertical {v}"
-            need = {f"{paths.EVAL}/{v}/{m}/samples.jsonl" for m in (spec.new, spec.old)}
+            need = {f"{paths.EVAL}/{v}/{m}/samples.jsonl.gz" for m in (spec.new, spec.old)}
             need |= {str(paths.model_dir(m)) for m in (spec.model, *([spec.ref] if spec.ref else []))}
             assert need <= st["deps"], (s, v, need - st["deps"])
             others = set(verticals.names()) - {v}

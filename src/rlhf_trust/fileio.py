@@ -151,9 +151,22 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
 
 
+def _open_text(path: Path, mode: str) -> Any:
+    """A text stream; `*.gz` is gzip, written with mtime 0 (the header's name is the file's own), so
+    the same rows give the same bytes and a re-run leaves a git-tracked file unchanged."""
+    if path.suffix != ".gz":
+        return open(path, mode, encoding="utf-8")
+    import gzip
+    import io
+
+    if "w" in mode:
+        return io.TextIOWrapper(gzip.GzipFile(path, "wb", compresslevel=9, mtime=0), encoding="utf-8")
+    return gzip.open(path, "rt", encoding="utf-8")
+
+
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
     n = 0
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, _open_text(tmp, "w") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False, default=_jsonable) + "\n")
             n += 1
@@ -165,7 +178,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     if not path.is_file():
         raise DataError(f"missing file: {path}")
     rows = []
-    with open(path, encoding="utf-8") as f:
+    with _open_text(path, "r") as f:
         for i, line in enumerate(f, 1):
             if line.strip():
                 try:

@@ -3,7 +3,7 @@
 Every vertical uses the study's form for generation verticals (attribute_{ppo,dpo}.py): for one
 evaluation input, the NEW stage's continuation is preferred over the PREVIOUS stage's continuation
 on the same input. Rows of the two models pair by (id, condition, sample_index) in
-eval/<vertical>/<model>/samples.jsonl; "prompt" is the exact model input, and what the
+eval/<vertical>/<model>/samples.jsonl.gz; "prompt" is the exact model input, and what the
 continuation is (a generated text, or the option a log-likelihood protocol chose) is the
 vertical's own: its spec's `test_loss` says it in words.
 
@@ -21,7 +21,7 @@ from rlhf_trust.errors import UserError
 
 
 def samples_path(vertical: str, model: str) -> Path:
-    return paths.EVAL / vertical / model / "samples.jsonl"
+    return paths.EVAL / vertical / model / "samples.jsonl.gz"
 
 
 def _key(row: dict) -> tuple:

@@ -16,7 +16,7 @@ class EvalConfig:
 
     models: list[str] = field(default_factory=lambda: ["base", "sft", "ppo", "dpo"])
     data_dir: str = "outputs/prepared"       # prepared JSONL dir (or any raw-layout dir)
-    out_dir: str = "eval"                    # eval/<vertical>/<model>/{metrics.json,samples.jsonl}
+    out_dir: str = "eval"                    # eval/<vertical>/<model>/{metrics.json,samples.jsonl.gz,units.csv}
     batch_size: int = 8
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     # the dtype every eval model computes in (part of the cache key); auto = the stage's own (float32)

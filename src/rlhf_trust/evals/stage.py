@@ -5,7 +5,10 @@ process: the four cells share the interpreter, the imports and the MLflow set-up
 `LazyBackend` behind the sqlite cache: its weights are loaded on the first cache miss only, so an
 unchanged model (every unit cached) costs no model load and no model call. Each cell runs inside
 an MLflow run named "eval_<V>@<M>" and writes eval/<V>/<M>/{metrics.json, metrics.run.json,
-samples.jsonl, units.csv, units_graded.csv} atomically.
+samples.jsonl.gz, units.csv, units_graded.csv} atomically. samples.jsonl.gz (every generation,
+verdict and score; gzip with a fixed header, so a re-run with the same results leaves it byte for
+byte) is committed to git like units.csv: a fresh clone has what is behind every number. The run also gets the cell as an
+MLflow table (samples_table.json: one row per unit) and a system-metrics sample at its start and end.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ MODELS = pipeline.MODELS
 
 def out_paths(cfg: Any, vertical: str, model: str) -> tuple[Path, Path]:
     d = Path(cfg.out_dir) / vertical / model
-    return d / "metrics.json", d / "samples.jsonl"
+    return d / "metrics.json", d / "samples.jsonl.gz"
 
 
 def write_units(path: Path, units: list[tuple[str, float]]) -> None:
@@ -127,6 +130,7 @@ def lazy_backend(model_dir: Path, cfg: Any, batch: int | None = None):
 def evaluate_cell(cfg: Any, vertical: str, model: str, backend: Any, limit: int | None = None,
                   inputs: list[Path] | None = None) -> dict:
     """Run one cell with any backend (the CLI passes the HF one; tests a CallableBackend)."""
+    from rlhf_trust.evals import sample_table
     from rlhf_trust.evals.cache import Cache, CachedBackend
     from rlhf_trust.tracking import track_stage
 
@@ -136,6 +140,7 @@ def evaluate_cell(cfg: Any, vertical: str, model: str, backend: Any, limit: int 
 
     def work(sr) -> dict:
         t0 = time.perf_counter()
+        sr.log_system_sample(0)
         res = evals.run(vertical, cached, data_dir=cfg.data_dir, limit=limit, seed=cfg.seed,
                         settings_entry=cfg.verticals.get(vertical), n_boot=cfg.bootstrap_samples,
                         model=model)
@@ -144,6 +149,8 @@ def evaluate_cell(cfg: Any, vertical: str, model: str, backend: Any, limit: int 
         # the graded metric's units (header only where the vertical's protocol has none)
         write_units(samples_path.with_name("units_graded.csv"), res.graded_units)
         sr.log_artifact(samples_path)
+        sr.log_table(sample_table.table(res.rows, dict(res.units)), "samples_table.json")
+        sr.log_system_sample(1)
         return {**res.metrics,
                 "model_calls": getattr(cached, "misses", None),
                 "model_loaded": getattr(backend, "loaded", True),

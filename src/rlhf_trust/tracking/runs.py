@@ -195,6 +195,22 @@ class StageRun:
             self.logging_failed = short_cause(str(e))
             return None
 
+    def log_table(self, columns: dict[str, list], artifact_file: str) -> None:
+        """Columns as an MLflow table artifact: the run page shows it as rows."""
+        self._guard(self._mlflow.log_table, data=columns, artifact_file=artifact_file)
+
+    def log_system_sample(self, step: int) -> None:
+        """One system-metrics sample (CPU %, memory) now, under MLflow's `system/` names: a run shorter
+        than the background monitor's interval still records its host's load (needs psutil)."""
+        try:
+            import psutil
+        except ImportError:
+            return
+        mem = psutil.virtual_memory()
+        self.log_metrics({"system/cpu_utilization_percentage": psutil.cpu_percent(interval=None),
+                          "system/system_memory_usage_megabytes": (mem.total - mem.available) / 2**20,
+                          "system/system_memory_usage_percentage": mem.percent}, step=step)
+
     def log_metrics_to(self, run_id: str, metrics: dict[str, Any]) -> None:
         """Metrics into another run (the pipeline's parent), one batch."""
         from mlflow.entities import Metric
