@@ -116,6 +116,23 @@ def test_stage_runs_of_one_pipeline_nest_under_one_parent(tmp_path, monkeypatch)
     assert len(parents) == 1
     children = c.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
     assert sorted(r.info.run_name for r in children) == ["stage-a", "stage-b"]
+    # the parent spans its pipeline: it ends when the last stage does
+    parent = c.get_run(parents[0].info.run_id).info
+    assert parent.end_time >= max(r.info.end_time for r in children) > parent.start_time
+
+
+def test_a_smoke_run_has_its_own_experiment_and_registered_names(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RLHF_TRUST_PROFILE", "smoke")
+    seen = {}
+    tracking.track_stage("smoke-stage", lambda sr: seen.setdefault("run", sr.run_id) and {"x": 1},
+                         metrics_path="a.json")
+    c = _client()
+    assert tracking.experiment_name() == "rlhf-trust-smoke"
+    assert c.get_experiment(c.get_run(seen["run"]).info.experiment_id).name == "rlhf-trust-smoke"
+    assert tracking.registered_model_name("sft") == "rlhf-trust-smoke-sft"
+    monkeypatch.delenv("RLHF_TRUST_PROFILE")
+    assert tracking.registered_model_name("sft") == "rlhf-trust-sft"
 
 
 def test_settings_and_costs_stay_out_of_the_dvc_metrics():

@@ -4,12 +4,11 @@ SIGTERM ends the current one as KILLED."""
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from typing import Any
 
 from rlhf_trust import fileio
-from rlhf_trust.tracking.store import EXPERIMENT
+from rlhf_trust.tracking.store import experiment_name
 
 
 def mark_dead_runs_killed(mlflow: Any, stage: str) -> list[str]:
@@ -19,7 +18,7 @@ def mark_dead_runs_killed(mlflow: Any, stage: str) -> list[str]:
     import socket
 
     client = mlflow.tracking.MlflowClient()
-    exp = mlflow.get_experiment_by_name(os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT))
+    exp = mlflow.get_experiment_by_name(experiment_name())
     if exp is None:
         return []
     host, done = socket.gethostname(), []

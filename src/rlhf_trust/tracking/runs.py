@@ -31,17 +31,17 @@ from rlhf_trust.tracking.provenance import (
 )
 from rlhf_trust.tracking.reaper import mark_dead_runs_killed, sigterm_kills_run
 from rlhf_trust.tracking.store import (
-    EXPERIMENT,
     artifact_root,
     check_reachable,
+    experiment_name,
     redact,
+    registered_model_name,
     short_cause,
     store_unusable,
     tracking_uri,
 )
 
 SYSTEM_METRICS_STAGES = ("sft", "rm", "ppo", "dpo", "influence")
-REGISTERED_MODEL_PREFIX = "rlhf-trust-"   # one registered model per training stage: rlhf-trust-sft, ...
 
 
 class _BackgroundLogFailures(logging.Filter):
@@ -115,7 +115,7 @@ def _pipeline_parent(mlflow: Any, pipeline: str, tags: dict[str, str]) -> str:
     One per `dvc repro` / `dvc exp run` (the report stage included: a repro's own results do not
     make the tree dirty); it carries params.yaml as params, the report adds its headline metrics."""
     client = mlflow.tracking.MlflowClient()
-    exp = mlflow.get_experiment_by_name(os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT))
+    exp = mlflow.get_experiment_by_name(experiment_name())
     found = client.search_runs([exp.experiment_id], max_results=1,
                                filter_string=f"tags.`pipeline.id` = '{pipeline}' and tags.kind = 'pipeline'")
     if found:
@@ -173,13 +173,13 @@ class StageRun:
         self._guard(self._mlflow.log_params, params)
 
     def register_model(self, stage: str, artifact_path: str, tags: dict[str, str]) -> str | None:
-        """A new version of registered model `rlhf-trust-<stage>` from this run's `artifact_path`
+        """A new version of registered model `rlhf-trust-<stage>` (a smoke run's: `rlhf-trust-smoke-<stage>`) from this run's `artifact_path`
         (the model directory logged as artifacts: a LoRA adapter and stage.json), tagged with `tags`.
         Returns the version (None when logging failed)."""
         from mlflow.exceptions import MlflowException
 
         client = self._mlflow.tracking.MlflowClient()
-        name = REGISTERED_MODEL_PREFIX + stage
+        name = registered_model_name(stage)
         if self.logging_failed is not None:
             return None
         try:
@@ -235,6 +235,15 @@ class StageRun:
             self._mlflow.end_run(status)
         except (MlflowException, OSError) as e:
             self.logging_failed = self.logging_failed or short_cause(str(e))
+        self.extend_parent()
+
+    def extend_parent(self) -> None:
+        """The pipeline's parent run ends when its latest stage does: it spans the pipeline (its
+        start is the first stage's), not the instant it was created."""
+        parent = self.run.data.tags.get("mlflow.parentRunId")
+        if parent:
+            self._guard(self._mlflow.tracking.MlflowClient().set_terminated, parent, "FINISHED",
+                        end_time=int(time.time() * 1000))
 
 
 @contextlib.contextmanager
@@ -275,7 +284,7 @@ def _open_run(mlflow: Any, uri: str, stage: str, cfg: Any, inputs: list[str | Pa
               tags: dict[str, str] | None) -> Any:
     """Experiment, pipeline parent run and the stage's run with its provenance tags."""
     mlflow.set_tracking_uri(uri)
-    name = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
+    name = experiment_name()
     if mlflow.get_experiment_by_name(name) is None:
         mlflow.create_experiment(name, artifact_location=artifact_root())
     mlflow.set_experiment(name)

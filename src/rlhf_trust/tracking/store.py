@@ -12,6 +12,22 @@ from rlhf_trust import paths
 from rlhf_trust.errors import UserError
 
 EXPERIMENT = "rlhf-trust"
+SMOKE = "smoke"   # $RLHF_TRUST_PROFILE of `make smoke`: a random tiny model, numbers are not results
+
+
+def is_smoke() -> bool:
+    return os.environ.get("RLHF_TRUST_PROFILE") == SMOKE
+
+
+def experiment_name() -> str:
+    """$MLFLOW_EXPERIMENT_NAME, else `rlhf-trust`; a smoke run's own `rlhf-trust-smoke`, so its
+    runs never sit among results."""
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or (f"{EXPERIMENT}-{SMOKE}" if is_smoke() else EXPERIMENT)
+
+
+def registered_model_name(stage: str) -> str:
+    """`rlhf-trust-<stage>`; a smoke run's models are `rlhf-trust-smoke-<stage>`, never a real name."""
+    return f"{EXPERIMENT}-{SMOKE}-{stage}" if is_smoke() else f"{EXPERIMENT}-{stage}"
 
 
 def tracking_uri() -> str:
