@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rloo": ("rlhf_trust.train.rloo:cli", "RLOO from the SFT policy with the reward model (TRL RLOOTrainer)"),
     "eval": ("rlhf_trust.evals.stage:cli", "evaluate one model on one trust vertical"),
     "influence": ("rlhf_trust.attribution.stage:cli", "DataInf attribution of trust changes to HH pairs"),
+    "samples": ("rlhf_trust.report.samples:cli", ("one vertical's units side by side: prompt, each model's answer, "
+                "score and paired difference (HTML page + table)")),
     "report": ("rlhf_trust.report.summary:cli", "write reports/trust_summary.{md,html} and figures"),
     "compare": ("rlhf_trust.report.compare:cli", "B - A per vertical and model with paired stats (git rev, DVC exp or MLflow run)"),
 }
@@ -64,6 +66,12 @@ def _extra_args(name: str, sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--fail-on-regression", action="store_true",
                         help="exit 1 when any vertical is significantly (Holm) less trustworthy in B")
         sp.add_argument("--out-dir", default="reports", help="where compare.{md,html,json} go (default: reports)")
+    elif name == "samples":
+        sp.add_argument("vertical", help="a registered vertical")
+        sp.add_argument("--models", default="base,dpo", help="comma-separated models, first = baseline (default: base,dpo)")
+        sp.add_argument("--changed", action="store_true", help="only units whose score or answer differs between the models")
+        sp.add_argument("--seed", type=int, default=None, help="the training seed of seeded cells (default: the lowest)")
+        sp.add_argument("--out", default=None, help="the page (default: outputs/samples/<vertical>.html, untracked)")
     elif name == "influence":
         sp.add_argument("--stage", default=None, help="only this RLHF stage (sft, rm, dpo)")
         sp.add_argument("--vertical", default=None, help="only this vertical")
