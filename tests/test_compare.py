@@ -55,13 +55,13 @@ def worse_copy() -> str:
 
 def test_a_run_compared_with_itself_is_all_zero(repo):
     assert cli.main(["compare", repo, "HEAD"]) == 0
-    res = json.loads(Path("reports/compare.json").read_text())
+    res = json.loads(Path("outputs/compare/compare.json").read_text())
     cells = [r for per in res["rows"].values() for r in per.values()]
     assert len(cells) == 8 and all(r["delta"] == 0 and not r["significant"] for r in cells)
     assert all(r["ci95"] == {"low": 0.0, "high": 0.0} and r["p_value"] == 1.0 for r in cells)
     assert res["params_changed"] == [] and res["regressions"] == []
     assert res["a"]["data.version"] == "0123456789abcdef0123456789abcdef.dir"
-    assert "none" in Path("reports/compare.md").read_text()
+    assert "none" in Path("outputs/compare/compare.md").read_text()
 
 
 def test_one_model_worse_is_a_conditional_regression_that_does_not_fail_the_gate(repo, capsys):
@@ -71,7 +71,7 @@ def test_one_model_worse_is_a_conditional_regression_that_does_not_fail_the_gate
     assert cli.main(["compare", repo, b]) == 0
     assert cli.main(["compare", repo, b, "--fail-on-regression"]) == 0
     assert "one seed per trained model" in capsys.readouterr().out
-    res = json.loads(Path("reports/compare.json").read_text())
+    res = json.loads(Path("outputs/compare/compare.json").read_text())
     r = res["rows"]["bias"]["dpo"]
     assert r["delta"] > 0.2 and r["significant"] and r["more_trustworthy"] is False
     assert r["level"] == "conditional" and r["conditional"] == "conditional on these checkpoints"
@@ -79,9 +79,9 @@ def test_one_model_worse_is_a_conditional_regression_that_does_not_fail_the_gate
     assert res["one_seed"] == [repo, b]
     assert not any(x["significant"] for v, per in res["rows"].items() for m, x in per.items() if (v, m) != ("bias", "dpo"))
     assert res["params_changed"] == [{"key": "sft.learning_rate", "a": 0.0002, "b": 0.0001}]
-    md = Path("reports/compare.md").read_text()
+    md = Path("outputs/compare/compare.md").read_text()
     assert "bias@dpo" in md and "| bias | dpo | +0.2" in md and "sft.learning_rate" in md
-    assert "bias@dpo" in Path("reports/compare.html").read_text()
+    assert "bias@dpo" in Path("outputs/compare/compare.html").read_text()
     assert "conditional on these checkpoints" in md
     # the regression gate on the workspace (make check-trust BASELINE=...)
     assert cli.main(["compare", repo, "workspace", "--fail-on-regression"]) == 0
@@ -94,7 +94,7 @@ def test_dvc_experiment_ref_resolves(repo):
     b = worse_copy()
     git("update-ref", "refs/exps/ab/cdef0123/curated-tox", b)
     assert cli.main(["compare", repo, "curated-tox", "--fail-on-regression"]) == 0
-    res = json.loads(Path("reports/compare.json").read_text())
+    res = json.loads(Path("outputs/compare/compare.json").read_text())
     assert res["b"]["commit"] == b and res["conditional_regressions"] == ["bias@dpo"]
 
 
@@ -121,7 +121,7 @@ def test_bad_input_one_line_exit_2_nothing_written(repo, case, capsys):
     assert cli.main(["compare", repo, b, "--fail-on-regression"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("rlhf-trust compare: error: ")
-    assert not Path("reports").exists()
+    assert not Path("outputs/compare").exists() and not Path("reports").exists()
 
 
 def test_curated_side_shows_predicted_beside_measured_and_data_versions(repo):
@@ -135,13 +135,13 @@ def test_curated_side_shows_predicted_beside_measured_and_data_versions(repo):
                     {"id": "p2", "harm": 0.3, "scores": {"dpo/bias": -0.3}}]}))
     b = commit("curated run")
     assert cli.main(["compare", repo, b]) == 0
-    res = json.loads(Path("reports/compare.json").read_text())
+    res = json.loads(Path("outputs/compare/compare.json").read_text())
     p = res["predicted"][0]
     # Koh and Liang: removing pair i changes the test loss by about -score_i / n
     assert p["predicted_test_loss_change"] == pytest.approx(0.8 / 100) and p["n_dropped"] == 2
     assert p["measured"]["delta"] == res["rows"]["bias"]["dpo"]["delta"]
     assert res["b"]["train_data.version"] == "c" * 32 and res["a"]["train_data.version"] is None
-    md = Path("reports/compare.md").read_text()
+    md = Path("outputs/compare/compare.md").read_text()
     assert "Predicted (influence of the dropped pairs) vs measured" in md and "+0.008" in md and "c" * 32 in md
 
 
@@ -159,6 +159,6 @@ def test_mlflow_pipeline_run_id_resolves_to_its_commit(repo, capsys):
     with mlflow.start_run(tags={"git.commit": repo, "git.dirty": "true"}) as dirty:
         pass
     assert cli.main(["compare", clean.info.run_id, "HEAD"]) == 0
-    assert json.loads(Path("reports/compare.json").read_text())["a"]["commit"] == repo
+    assert json.loads(Path("outputs/compare/compare.json").read_text())["a"]["commit"] == repo
     assert cli.main(["compare", dirty.info.run_id, "HEAD"]) == 2
     assert "dirty" in capsys.readouterr().err

@@ -108,7 +108,7 @@ def test_planted_regression_of_mde80_size_fails_the_gate(repo, capsys):
     seeded_run(rng, item, range(3, 6))
     b = commit("seeds 3-5")
     assert cli.main(["compare", a, b, "--fail-on-regression"]) == 0
-    r = json.loads(Path("reports/compare.json").read_text())["rows"]["bias"]["ppo"]
+    r = json.loads(Path("outputs/compare/compare.json").read_text())["rows"]["bias"]["ppo"]
     assert r["level"] == "two_level" and r["n_seeds"] == {"a": 3, "b": 3} and r["seeds"]["b"] == [3, 4, 5]
     assert "one seed" not in capsys.readouterr().out
     # the same B, every unit worse (bias: lower is better) by the MDE80 of that comparison
@@ -116,9 +116,9 @@ def test_planted_regression_of_mde80_size_fails_the_gate(repo, capsys):
     seeded_run(rng, item, range(3, 6), shift=r["mde80"])
     worse = commit("seeds 3-5, worse")
     assert cli.main(["compare", a, worse, "--fail-on-regression"]) == 1
-    res = json.loads(Path("reports/compare.json").read_text())
+    res = json.loads(Path("outputs/compare/compare.json").read_text())
     assert res["regressions"] == ["bias@ppo"] and res["rows"]["bias"]["ppo"]["more_trustworthy"] is False
-    assert "seeds" in Path("reports/compare.md").read_text() and "3+3: SD" in Path("reports/compare.md").read_text()
+    assert "seeds" in Path("outputs/compare/compare.md").read_text() and "3+3: SD" in Path("outputs/compare/compare.md").read_text()
 
 
 def test_a_one_seed_side_says_so_and_is_labelled(repo, capsys):
@@ -132,8 +132,8 @@ def test_a_one_seed_side_says_so_and_is_labelled(repo, capsys):
     assert cli.main(["compare", a, b, "--fail-on-regression"]) == 0
     out = capsys.readouterr().out
     assert out.count("one seed per trained model") == 1 and b in out
-    res = json.loads(Path("reports/compare.json").read_text())
+    res = json.loads(Path("outputs/compare/compare.json").read_text())
     assert res["rows"]["bias"]["ppo"]["level"] == "conditional" and res["conditional_regressions"] == ["bias@ppo"]
     assert res["rows"]["bias"]["base"]["level"] == "unit" and res["one_seed"] == [b]
     for f in ("compare.md", "compare.html", "compare.json"):
-        assert pooled.CONDITIONAL in Path("reports", f).read_text()
+        assert pooled.CONDITIONAL in Path("outputs/compare", f).read_text()

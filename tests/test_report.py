@@ -109,7 +109,7 @@ def test_html_is_self_contained(project):
 def test_cli_writes_report_and_tracks_it(project, capsys):
     from rlhf_trust import cli
 
-    assert cli.main(["report"]) == 0
+    assert cli.main(["report", "--write"]) == 0
     out = json.loads(Path("reports/report_metrics.json").read_text())
     assert out["cells_filled"] == 6 and out["cells_missing"] == len(collect.registry()) * 4 - 6
     assert out["contrasts"] == 6 and out["contrasts_significant"] >= 2
@@ -123,6 +123,36 @@ def test_cli_writes_report_and_tracks_it(project, capsys):
     assert run.data.metrics["contrast.bias.sft-base.significant"] == 1.0
     assert run.data.metrics["contrast.bias.sft-base.mde80"] == pytest.approx(data["mde80"])
     assert "trust_summary.md" in capsys.readouterr().out
+
+
+def test_without_write_committed_results_stay_as_they_are(project, capsys):
+    from rlhf_trust import cli
+
+    assert cli.main(["report", "--write"]) == 0
+    before = {p: p.read_bytes() for p in Path("reports").rglob("*") if p.is_file()}
+    assert cli.main(["report"]) == 0
+    assert {p: p.read_bytes() for p in Path("reports").rglob("*") if p.is_file()} == before
+    assert Path("outputs/report/trust_summary.html").is_file()
+    assert "written to outputs/report/ (untracked)" in capsys.readouterr().out
+
+
+def test_report_leads_with_its_findings(project):
+    summary.write_report(Path("reports"), top_k=2)
+    md = Path("reports/trust_summary.md").read_text()
+    head = md.split("## Changes")[0]
+    data = json.loads(Path("reports/trust_summary.json").read_text())["contrasts"]
+    n = sum(map(len, data.values()))
+    k = sum(r["significant"] for per in data.values() for r in per.values())
+    assert f"{k} of {n} changes are significant after Holm's adjustment: " in head
+    assert "Model " in head and "data version" in head and "1 training seed" in head
+    assert "figures/forest.png" in head and Path("reports/figures/forest.png").stat().st_size > 1000
+    assert "conditional on these checkpoints" in head
+    page = Path("reports/trust_summary.html").read_text()
+    assert page.index("id='findings'") < page.index('id="forest"') < page.index("<h2>Changes")
+    # only significant changes are coloured
+    for row in page.split("<tr>")[1:]:
+        if 'class="down"' in row or 'class="up"' in row:
+            assert "▼*" in row or "▲*" in row
 
 
 def test_cost_column_from_run_info_and_smoke_banner(project):

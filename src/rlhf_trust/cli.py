@@ -29,10 +29,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "grpo": ("rlhf_trust.train.grpo:cli", "GRPO from the SFT policy with the reward model (TRL GRPOTrainer)"),
     "rloo": ("rlhf_trust.train.rloo:cli", "RLOO from the SFT policy with the reward model (TRL RLOOTrainer)"),
     "eval": ("rlhf_trust.evals.stage:cli", "evaluate one model on one trust vertical"),
-    "influence": ("rlhf_trust.attribution.stage:cli", "DataInf attribution of trust changes to HH pairs"),
+    "influence": ("rlhf_trust.attribution.stage:cli", ("attribute trust changes to HH pairs with influence.method "
+                  "(exact, DataInf, ...; the report names the one used)")),
     "samples": ("rlhf_trust.report.samples:cli", ("one vertical's units side by side: prompt, each model's answer, "
                 "score and paired difference (HTML page + table)")),
-    "report": ("rlhf_trust.report.summary:cli", "write reports/trust_summary.{md,html} and figures"),
+    "report": ("rlhf_trust.report.summary:cli", ("the report (findings, forest plot, tables, samples pages): "
+               "outputs/report/, or reports/ with --write")),
     "compare": ("rlhf_trust.report.compare:cli", "B - A per vertical and model with paired stats (git rev, DVC exp or MLflow run)"),
 }
 
@@ -65,7 +67,12 @@ def _extra_args(name: str, sp: argparse.ArgumentParser) -> None:
         sp.add_argument("b", help="the run to check, same forms")
         sp.add_argument("--fail-on-regression", action="store_true",
                         help="exit 1 when any vertical is significantly (Holm) less trustworthy in B")
-        sp.add_argument("--out-dir", default="reports", help="where compare.{md,html,json} go (default: reports)")
+        sp.add_argument("--out-dir", default=None,
+                        help="where compare.{md,html,json} go (default: outputs/compare/, untracked)")
+        sp.add_argument("--write", action="store_true", help="write them to reports/ (committed results)")
+    elif name == "report":
+        sp.add_argument("--write", action="store_true",
+                        help="write to report.out_dir (reports/: committed results; the DVC stage passes it)")
     elif name == "samples":
         sp.add_argument("vertical", help="a registered vertical")
         sp.add_argument("--models", default="base,dpo", help="comma-separated models, first = baseline (default: base,dpo)")

@@ -6,7 +6,8 @@ both sides' data versions, the params that differ and, when B is a curated run, 
 dropped pairs' influence predicts beside the measured change. A trained model with two or more seeds
 on both sides is compared beyond training noise (pooled.two_sample); with one seed on a side its
 cells are the unit-level test, conditional on these checkpoints; the base model (untrained) is the
-unit-level test. Writes reports/compare.{md,html,json} only after both sides are read and checked:
+unit-level test. Writes compare.{md,html,json} (outputs/compare/, reports/ with --write, or --out-dir)
+only after both sides are read and checked:
 bad input is one line, exit 2, nothing written. `--fail-on-regression` exits 1 when a cell that is
 not conditional is significantly (Holm) less trustworthy in B: a conditional cell cannot tell a
 regression from another training seed, so it is reported and does not fail the gate.
@@ -18,7 +19,7 @@ import html as _html
 from pathlib import Path
 from typing import Any
 
-from rlhf_trust import fileio, pipeline
+from rlhf_trust import fileio, paths, pipeline
 from rlhf_trust.errors import DataError
 from rlhf_trust.report import contrasts, paired, pooled
 from rlhf_trust.report.sides import Side, load, params_diff
@@ -204,9 +205,17 @@ def write(res: dict[str, Any], out_dir: Path) -> None:
     fileio.write_text(out_dir / "compare.html", html_page(res))
 
 
+def out_dir(args) -> Path:
+    """--out-dir, else reports/ with --write (committed results), else outputs/compare/ (untracked)."""
+    if getattr(args, "out_dir", None):
+        return Path(args.out_dir)
+    return paths.REPORTS if getattr(args, "write", False) else paths.OUTPUTS / "compare"
+
+
 def cli(args) -> int:
     res = build(load(args.a), load(args.b))
-    write(res, Path(args.out_dir))
+    where = out_dir(args)
+    write(res, where)
     for lbl in res["one_seed"]:
         print(f"{lbl}: one seed per trained model; its cells are conditional on these checkpoints and do not "
               "fail the gate (train two or more seeds to compare beyond training noise)")
@@ -215,5 +224,5 @@ def cli(args) -> int:
     print(f"compare {args.a} -> {args.b}: {n} cells, {sig} significant after Holm, "
           f"regressions: {', '.join(res['regressions']) or 'none'}"
           + (f", conditional (not gated): {', '.join(res['conditional_regressions'])}"
-             if res["conditional_regressions"] else "") + f" ({args.out_dir}/compare.md)")
+             if res["conditional_regressions"] else "") + f" ({where}/compare.md)")
     return 1 if args.fail_on_regression and res["regressions"] else 0

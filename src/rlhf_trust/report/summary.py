@@ -1,4 +1,11 @@
-"""`rlhf-trust report` / `make report`: reports/trust_summary.{md,html,json} + one PNG per vertical.
+"""`rlhf-trust report --write` (the DVC stage): reports/trust_summary.{md,html,json}, a forest plot of
+every contrast, one PNG per vertical and one samples page per vertical (reports/samples/). Without
+`--write` (`make report`) the same files go to outputs/report/, untracked: committed results are
+rewritten only when asked.
+
+The report opens with its findings (findings.py: a paragraph generated from the contrasts, and the
+model, sizes, seeds and data version), then the forest plot (forest.py), the tables and the
+influence sections, significant changes first, each labelled with the method that ranked it.
 
 Tables: vertical x stage headline metrics with 95% CIs; the contrasts (sft-base, ppo-base, dpo-base,
 ppo-sft, dpo-sft) as paired differences over the same units with their CI, Holm-adjusted p and MDE,
@@ -12,10 +19,18 @@ import io as _io
 from pathlib import Path
 from typing import Any
 
-from rlhf_trust import fileio
-from rlhf_trust.report import contrasts
+from rlhf_trust import fileio, paths
+from rlhf_trust.report import contrasts, findings
 from rlhf_trust.report.collect import STAGES, Results, Vertical, collect
-from rlhf_trust.report.tables import DASH, SMOKE_BANNER, stage_rows, table_rows, top_pairs
+from rlhf_trust.report.tables import (
+    DASH,
+    SMOKE_BANNER,
+    methods,
+    significant_first,
+    stage_rows,
+    table_rows,
+    top_pairs,
+)
 from rlhf_trust.report.tables import is_number as _num
 
 
@@ -60,23 +75,33 @@ def method_notes(v: Vertical) -> list[str]:
     return [*out, ""] if out else []
 
 
-def markdown(res: Results, figures: dict[str, str], k: int) -> str:
+def markdown(res: Results, figures: dict[str, str], k: int, pages: dict[str, str] | None = None) -> str:
     p = res.provenance
+    pages = pages or {}
     out = ["# Trustworthiness summary", "", *([f"**{SMOKE_BANNER}**", ""] if p.get("smoke") else []),
-           "Headline metric per trust vertical and alignment stage, with bootstrap 95% CIs.", "",
-           md_table(["vertical", "metric", *STAGES], table_rows(res)), "",
-           "## Changes", "", contrasts.LEGEND, "",
-           md_table(contrasts.HEADER, contrasts.rows(res.contrasts, [v.name for v in res.verticals])), ""]
+           findings.identity(p, res.verticals, findings.seed_count(res.contrasts)), "",
+           findings.paragraph(res.contrasts, res.verticals), ""]
+    if "forest" in figures:
+        out += [f"![every contrast: Δ with 95% CI]({figures['forest']})", ""]
+    out += ["Headline metric per trust vertical and alignment stage, with bootstrap 95% CIs.", "",
+            md_table(["vertical", "metric", *STAGES], table_rows(res)), "",
+            "## Changes", "", contrasts.LEGEND, "",
+            md_table(contrasts.HEADER, contrasts.rows(res.contrasts, [v.name for v in res.verticals])), ""]
+    if pages:
+        out += ["Per-unit samples behind each contrast (prompt, each model's answer, score, paired difference): "
+                + ", ".join(f"[{v}]({u})" for v, u in pages.items()), ""]
     if res.notes:
         out += [f"{len(res.notes)} contrast(s) skipped:", "", *(f"- {md_text(n)}" for n in res.notes), ""]
-    for v in res.verticals:
+    for v in significant_first(res):
         out += [f"## {md_text(v.name)}", ""]
+        if findings.is_constant(v, res.contrasts.get(v.name, {})):
+            out += [f"{md_text(v.name)}: {findings.CONSTANT}.", ""]
         if v.name in figures:
             out += [f"![{md_text(v.name)}]({figures[v.name]})", ""]
         rows = top_pairs(v, k)
         if rows:
-            out += [("Most influential HH pairs (negative score = the pair lowers the test loss, "
-                     "i.e. pushed the model toward its new behaviour):"), "", *method_notes(v),
+            out += [(f"Most influential HH pairs, ranked by {methods(v)} (negative score = the pair lowers the "
+                     "test loss, i.e. pushed the model toward its new behaviour):"), "", *method_notes(v),
                     md_table(["stage", "kind", "score", "pair", "prompt", "chosen", "rejected"], rows), ""]
         elif v.top:
             out += [("Influence ran, but the stages' continuations did not differ on these samples: "
@@ -121,36 +146,66 @@ def plot_csv(v: Vertical) -> str:
     return buf.getvalue()
 
 
-def write_report(out_dir: Path, top_k: int = 3, res: Results | None = None) -> Results:
-    from rlhf_trust.report import figures, html
+def sample_pages(res: Results, out_dir: Path, eval_dir: Path = paths.EVAL) -> dict[str, str]:
+    """reports/samples/<vertical>.html for each vertical with units for every model (all four side by
+    side, every contrast's paired difference): vertical -> its path relative to the report."""
+    from rlhf_trust.errors import UserError
+    from rlhf_trust.report import samples
+
+    out = {}
+    for v in res.verticals:
+        if v.name not in res.contrasts:
+            continue
+        try:
+            page = samples.load(v.name, [m for m in STAGES if m in v.cells], eval_dir=eval_dir)
+        except UserError:
+            continue
+        rel = f"samples/{v.name}.html"
+        samples.write_page(page, out_dir / rel, back="../trust_summary.html")
+        out[v.name] = rel
+    return out
+
+
+def write_report(out_dir: Path, top_k: int = 3, res: Results | None = None,
+                 previous: Path | None = None) -> Results:
+    """`previous`: the trust_summary.json whose contrasts may be reused (default: out_dir's)."""
+    from rlhf_trust.report import figures, forest, html
 
     out_dir = Path(out_dir)
-    res = res or collect(previous=out_dir / "trust_summary.json")
+    res = res or collect(previous=previous or out_dir / "trust_summary.json")
     fig_dir = out_dir / "figures"
     figs = {}
+    if forest.draw(res.contrasts, [v.name for v in res.verticals], fig_dir / "forest.png"):
+        figs["forest"] = "figures/forest.png"
+    pages = sample_pages(res, out_dir)
     for v in res.verticals:
         if v.cells:
             path = fig_dir / f"{v.name}.png"
             figures.bar_chart(v, path)
             figs[v.name] = path.relative_to(out_dir).as_posix()
         fileio.write_text(out_dir / "plots" / f"{v.name}.csv", plot_csv(v))
-    md = markdown(res, figs, top_k)
+    md = markdown(res, figs, top_k, pages)
     fileio.write_text(out_dir / "trust_summary.md", md)
     fileio.write_json(out_dir / "trust_summary.json", as_json(res))
-    fileio.write_text(out_dir / "trust_summary.html", html.render(res, figs, out_dir, top_k))
+    fileio.write_text(out_dir / "trust_summary.html", html.render(res, figs, out_dir, top_k, pages))
     return res
+
+
+UNTRACKED = paths.OUTPUTS / "report"   # where `rlhf-trust report` writes without --write
 
 
 def cli(args) -> int:
     from rlhf_trust import config, tracking
 
     cfg = config.load("report", args.params)
+    out_dir = Path(cfg.out_dir) if getattr(args, "write", False) else UNTRACKED
 
     def work(sr) -> dict:
-        res = write_report(Path(cfg.out_dir), cfg.top_k)
+        res = write_report(out_dir, cfg.top_k, previous=Path(cfg.out_dir) / "trust_summary.json")
         for name in ("trust_summary.md", "trust_summary.html", "trust_summary.json"):
-            sr.log_artifact(Path(cfg.out_dir) / name)
-        sr.log_artifact(Path(cfg.out_dir) / "figures", "figures")
+            sr.log_artifact(out_dir / name)
+        sr.log_artifact(out_dir / "figures", "figures")
+        sr.log_artifact(out_dir / "samples", "samples")
         filled = sum(len(v.cells) for v in res.verticals)
         sr.log_metrics(contrasts.mlflow_metrics(res.contrasts))
         sr.set_tags({"train_data.version": res.provenance.get("train_data.version")})
@@ -164,8 +219,10 @@ def cli(args) -> int:
                 "missing_results": len(res.missing), "contrasts": sum(map(len, res.contrasts.values())),
                 "contrasts_significant": n_sig}
 
-    tracking.track_stage("report", work, cfg=cfg, metrics_path=Path(cfg.out_dir) / "report_metrics.json",
-                         summary=lambda m: (f"{cfg.out_dir}/trust_summary.md and .html ({m['cells_filled']} cells, "
+    tracking.track_stage("report", work, cfg=cfg, metrics_path=out_dir / "report_metrics.json",
+                         summary=lambda m: (f"{out_dir}/trust_summary.md and .html ({m['cells_filled']} cells, "
                                             f"{m['contrasts_significant']}/{m['contrasts']} contrasts "
                                             f"significant, {m['missing_results']} missing results)"))
+    if out_dir != Path(cfg.out_dir):
+        print(f"report: written to {out_dir}/ (untracked); `rlhf-trust report --write` updates {cfg.out_dir}/")
     return 0

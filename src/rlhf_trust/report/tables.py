@@ -57,3 +57,16 @@ def stage_rows(res: Results) -> list[list[str]]:
         shown = [f"{k}={m[k]:.1f}" if isinstance(m.get(k), (int, float)) else None for k in keys]
         rows.append([s, ", ".join(x for x in shown if x) or DASH, m.get("mlflow_run_id", DASH)])
     return rows
+
+
+def significant_first(res: Results) -> list[Vertical]:
+    """Verticals with a significant change first, each group in registry order."""
+    def sig(v: Vertical) -> bool:
+        return any(r.get("significant") for r in res.contrasts.get(v.name, {}).values())
+    return sorted(res.verticals, key=lambda v: not sig(v))
+
+
+def methods(v: Vertical) -> str:
+    """The ranking method(s) the vertical's influence stages actually used (`exact`, `datainf`, ...)."""
+    used = sorted({str(m["method"]) for m in v.influence.values() if m.get("method")})
+    return ", ".join(used) or "method not recorded"
