@@ -53,8 +53,9 @@ def worse_copy() -> str:
     return commit("run B")
 
 
-def test_a_run_compared_with_itself_is_all_zero(repo):
+def test_a_run_compared_with_itself_is_all_zero(repo, capsys):
     assert cli.main(["compare", repo, "HEAD"]) == 0
+    assert "are the same commit" in capsys.readouterr().out
     res = json.loads(Path("outputs/compare/compare.json").read_text())
     cells = [r for per in res["rows"].values() for r in per.values()]
     assert len(cells) == 8 and all(r["delta"] == 0 and not r["significant"] for r in cells)
@@ -162,3 +163,34 @@ def test_mlflow_pipeline_run_id_resolves_to_its_commit(repo, capsys):
     assert json.loads(Path("outputs/compare/compare.json").read_text())["a"]["commit"] == repo
     assert cli.main(["compare", dirty.info.run_id, "HEAD"]) == 2
     assert "dirty" in capsys.readouterr().err
+
+
+def test_an_mlflow_run_whose_results_are_not_committed_is_refused(repo, capsys):
+    """A smoke run, or a run whose commit holds other runs' results, is one line, never HEAD vs HEAD."""
+    import mlflow
+
+    from rlhf_trust import tracking
+
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    mlflow.set_experiment("compare-test-refuse")
+    with mlflow.start_run(run_name="abc1234 0123abcd smoke",
+                          tags={"git.commit": repo, "git.dirty": "false", "profile": "smoke"}) as smoke:
+        pass
+    with mlflow.start_run(tags={"git.commit": repo, "git.dirty": "false"}) as ours, \
+            mlflow.start_run(nested=True) as child:
+        pass
+    Path("reports").mkdir()
+    Path("reports/trust_summary.json").write_text(json.dumps({"provenance": {"mlflow_runs": {"eval": "f" * 32}}}))
+    other = commit("results of another run")
+    with mlflow.start_run(tags={"git.commit": other, "git.dirty": "false"}) as stale:
+        pass
+    assert cli.main(["compare", "HEAD", smoke.info.run_id]) == 2
+    assert cli.main(["compare", "HEAD", stale.info.run_id]) == 2
+    err = capsys.readouterr().err
+    assert "is a smoke run" in err and "not the ones committed" in err
+    assert not Path("outputs/compare/compare.json").exists()
+    # the run whose stage run is named in the committed summary is accepted
+    Path("reports/trust_summary.json").write_text(json.dumps({"provenance": {"mlflow_runs": {"eval": child.info.run_id}}}))
+    mine = commit("results of our run")
+    mlflow.tracking.MlflowClient().set_tag(ours.info.run_id, "git.commit", mine)
+    assert cli.main(["compare", ours.info.run_id, "HEAD~1"]) == 0

@@ -213,7 +213,10 @@ def out_dir(args) -> Path:
 
 
 def cli(args) -> int:
-    res = build(load(args.a), load(args.b))
+    a, b = load(args.a), load(args.b)
+    if a.ref == b.ref:
+        print(f"compare: note: {args.a} and {args.b} are the same commit ({a.ref[:12]}): every Δ is 0")
+    res = build(a, b)
     where = out_dir(args)
     write(res, where)
     for lbl in res["one_seed"]:

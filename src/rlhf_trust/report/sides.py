@@ -95,10 +95,26 @@ def _from_mlflow(run_id: str) -> str:
         except UserError:
             pass
     commit = tags.get("git.commit", "")
+    if tags.get("profile") == "smoke" or tags.get("mlflow.runName", "").endswith(" smoke"):
+        raise UserError(f"MLflow run {run_id} is a smoke run (random tiny model, a throw-away worktree): "
+                        "its results are not in git or DVC")
     if tags.get("git.dirty") == "true" or not git("rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}"):
         raise UserError(f"MLflow run {run_id} ran on a dirty or unknown commit ({commit[:12] or '?'}); "
                         "its results are not in git: commit them or pass the experiment name")
+    committed = set((_json(_read(commit, "reports/trust_summary.json")).get("provenance") or {})
+                    .get("mlflow_runs", {}).values())
+    if committed and not committed & _run_family(mlflow, run_id):
+        raise UserError(f"MLflow run {run_id}'s results are not the ones committed at {commit[:12]} (those come "
+                        "from other runs): commit its results or pass the experiment name")
     return commit
+
+
+def _run_family(mlflow: Any, run_id: str) -> set[str]:
+    """The run and, for a pipeline's parent run, its stage runs."""
+    client = mlflow.tracking.MlflowClient()
+    exp = client.get_run(run_id).info.experiment_id
+    children = client.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'", max_results=1000)
+    return {run_id, *(r.info.run_id for r in children)}
 
 
 def _read(ref: str, path: str) -> str | None:

@@ -34,6 +34,7 @@ from rlhf_trust.tracking.store import (
     artifact_root,
     check_reachable,
     experiment_name,
+    is_smoke,
     redact,
     registered_model_name,
     short_cause,
@@ -120,7 +121,8 @@ def _pipeline_parent(mlflow: Any, pipeline: str, tags: dict[str, str]) -> str:
                                filter_string=f"tags.`pipeline.id` = '{pipeline}' and tags.kind = 'pipeline'")
     if found:
         return found[0].info.run_id
-    keep = {k: v for k, v in tags.items() if k.startswith(("git.", "data.", "version.", "dvc.", "mlflow.source."))}
+    keep = {k: v for k, v in tags.items()
+            if k.startswith(("git.", "data.", "version.", "dvc.", "mlflow.source.", "profile"))}
     run = client.create_run(exp.experiment_id, run_name=pipeline_name(pipeline, tags),
                             tags={**keep, "pipeline.id": pipeline, "kind": "pipeline"})
     from mlflow.entities import Param
@@ -294,6 +296,8 @@ def _open_run(mlflow: Any, uri: str, stage: str, cfg: Any, inputs: list[str | Pa
         "params.hash": params_hash(cfg) if dataclasses.is_dataclass(cfg) else "",
         **git_info(), **library_versions(), **input_tags(list(inputs)), **(tags or {}),
     }
+    if is_smoke():
+        all_tags["profile"] = "smoke"   # `compare` refuses a smoke run: its results are in no git or DVC
     exp_name = os.environ.get("DVC_EXP_NAME")
     if exp_name:
         all_tags["dvc.exp_name"] = exp_name
