@@ -52,9 +52,12 @@ def test_units_side_by_side_with_their_paired_difference(project):
     assert sum(x.deltas["dpo-base"] for x in page.units) / 3 == pytest.approx(0.0)
 
 
-def test_changed_keeps_only_units_whose_outcome_differs(project):
+def test_changed_keeps_only_units_whose_outcome_differs(project, capsys):
     page = samples.load("privacy", ["base", "dpo"], seed=0, changed=True)
-    assert [x.unit for x in page.units] == ["r1|pii", "r2|pii"]
+    assert [x.unit for x in page.units] == ["r1|pii", "r2|pii"]   # r0: same score, however worded
+    _cell(project, "ppo", [1, 0, 1], ["other", "words", "here"])
+    assert cli.main(["samples", "privacy", "--models", "base,ppo", "--changed"]) == 0
+    assert "no unit's outcome differs between base and ppo" in capsys.readouterr().out
 
 
 def test_seed_level_is_chosen_and_a_missing_seed_is_one_line(project, capsys):
@@ -73,7 +76,7 @@ def test_page_escapes_everything_and_the_command_prints_a_table(project, capsys)
     assert "&lt;script&gt;" in page and "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in page
     assert page.count('<tr class="unit"') == 2
     text = capsys.readouterr().out
-    assert "privacy, seed 0: 2 of 3 units (changed only)" in text
+    assert "privacy, seed 0: 2 of 3 units whose score differs between base, dpo" in text
     assert "dpo-base" in text and "r1|pii" in text and f"page: {out}" in text
 
 

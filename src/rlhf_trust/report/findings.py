@@ -58,13 +58,13 @@ def paragraph(contrasts: Mapping[str, Mapping[str, dict]], verticals: Sequence[A
 
 
 def identity(provenance: Mapping[str, Any], verticals: Sequence[Any], seeds: int | None) -> str:
-    """`model gemma-3-270m; units per vertical: bias 200, ...; 1 training seed; data 30de0b87, training set 394a5784`"""
+    """`Model gemma-3-270m; samples per model: bias 200, ...; 1 training seed; data version 30de0b87, ...`"""
     sizes = ", ".join(f"{v.name} {c.n}" for v in verticals
                       for c in [next((c for c in v.cells.values() if c.n), None)] if c is not None)
     data = str(provenance.get("data.version") or "?")[:8]
     train = str(provenance.get("train_data.version") or "?")[:8]
     seed_txt = "training seeds: ?" if seeds is None else f"{seeds} training seed{'s' if seeds != 1 else ''}"
-    return (f"Model {provenance.get('model.spec') or '?'}; units per vertical: {sizes or '?'}; {seed_txt}; "
+    return (f"Model {provenance.get('model.spec') or '?'}; samples per model: {sizes or '?'}; {seed_txt}; "
             f"data version {data}, training set {train}; commit {str(provenance.get('git.commit') or '?')[:8]}.")
 
 

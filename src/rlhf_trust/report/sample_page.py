@@ -51,8 +51,8 @@ def render(page, back: str | None = None) -> str:
         cells += [f'<td class="n">{x.scores[m]:.4g}</td>' if m in x.scores else "<td>—</td>" for m in page.models]
         cells += [_delta(x.deltas.get(n), page.higher_is_better) for n in page.names]
         rows.append(f'<tr class="unit" id="{esc(x.unit)}">{"".join(cells)}</tr>')
-    kept = (f"{len(page.units)} of {page.total} units: those whose score or answer differs between the models"
-            if len(page.units) != page.total else f"{page.total} units")
+    kept = (f"{len(page.units)} of {page.total} units: those whose score differs between the models"
+            if page.changed else f"{page.total} units")
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{esc(page.vertical)}: samples</title><style>{CSS}</style></head><body>",

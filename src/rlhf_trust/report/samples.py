@@ -44,6 +44,7 @@ class Page:
     units: list[Unit]
     total: int                                 # units before --changed
     notes: list[str]
+    changed: bool = False                      # only units whose score differs between the models
     headline: str = ""
     higher_is_better: bool = True
 
@@ -117,10 +118,10 @@ def load(vertical: str, models: Sequence[str], seed: int | None = None, changed:
         deltas = {f"{b}-{a}": sc[b] - sc[a] for b, a in cons if a in sc and b in sc}
         units.append(Unit(u, prompt, sc, answers, deltas))
     total = len(units)
-    if changed:
-        units = [x for x in units if len(set(x.scores.values())) > 1
-                 or len({a.text for a in x.answers.values()}) > 1 and len(x.answers) > 1]
-    return Page(vertical, list(models), seed, cons, units, total, notes, spec.headline, spec.higher_is_better)
+    if changed:  # the outcome (the unit's score), not the wording of an answer
+        units = [x for x in units if len(set(x.scores.values())) > 1]
+    return Page(vertical, list(models), seed, cons, units, total, notes, spec.headline, spec.higher_is_better,
+                changed)
 
 
 def short(text: str, n: int) -> str:
@@ -144,7 +145,7 @@ def terminal(page: Page, limit: int = 15, width: int = 28) -> str:
 
 
 def summary(page: Page) -> str:
-    which = " (changed only)" if len(page.units) != page.total else ""
+    which = f" whose score differs between {', '.join(page.models)}" if page.changed else ""
     seed = f", seed {page.seed}" if page.seed is not None else ""
     return (f"{page.vertical}{seed}: {len(page.units)} of {page.total} units{which}; "
             f"{page.headline} per unit, {'higher' if page.higher_is_better else 'lower'} = more trustworthy")
@@ -170,5 +171,7 @@ def cli(args: Any) -> int:
         print(f"note: {n}")
     if page.units:
         print(terminal(page))
+    elif page.changed:
+        print(f"no unit's outcome differs between {' and '.join(page.models)}")
     print(f"page: {out}")
     return 0
