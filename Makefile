@@ -20,15 +20,16 @@ UI_PORT ?= 5000
 export UI_PORT
 
 .PHONY: setup test test-team team-up team-down data repro smoke report ui lint paper-params bench doctor clean-outputs compare check-trust curate-demo
+.PHONY: help
 
 setup: $(VENV)/.installed   ## create .venv and install the pinned stack + this package
 
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements.txt
-	$(BIN)/pip install -q --no-deps -r requirements-nodeps.txt
-	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install --progress-bar on -r requirements.txt
+	$(BIN)/pip install --no-deps -r requirements-nodeps.txt
+	$(BIN)/pip install --no-deps -e .
 	touch $@
 
 test: setup                 ## the test suite (tiny models, committed data fixtures; RLHF_TRUST_DATA_MIRROR=<dir> adds the full-data tests)
@@ -37,8 +38,8 @@ test: setup                 ## the test suite (tiny models, committed data fixtu
 data: setup                 ## fill data/ from the source in params.yaml and check it against data.dvc
 	$(BIN)/rlhf-trust data
 
-repro: data                 ## the whole pipeline (dvc repro)
-	$(BIN)/dvc repro
+repro: data                 ## the whole pipeline (dvc repro), with "stage k/N, elapsed" per stage
+	$(BIN)/python -m rlhf_trust.progress -- $(BIN)/dvc repro
 
 # The whole DAG on a random tiny model (params/smoke.yaml) in a throw-away git worktree, so the
 # workspace's dvc.lock / metrics / eval / influence / reports stay as committed. The worktree gets
@@ -56,16 +57,18 @@ smoke: data                 ## few-minute check that every stage runs and is tra
 	cd "$$SMOKE_DIR" && RLHF_TRUST_PROFILE=smoke $(BIN)/python -m rlhf_trust.preload -- $(BIN)/dvc repro
 	@echo "smoke: report in $$SMOKE_DIR/reports/trust_summary.md (smoke run: numbers are not results)"
 
-report: setup               ## reports/trust_summary.{md,html} from whatever results exist (partial runs too)
-	$(BIN)/rlhf-trust report
+# Writes to outputs/report/ (untracked) and says so; WRITE=1 updates the committed reports/ (as the DVC stage does).
+WRITE ?=
+report: setup               ## the report from whatever results exist (partial runs too), in outputs/report/
+	$(BIN)/rlhf-trust report $(if $(WRITE),--write)
 
-# Two runs side by side with paired statistics (reports/compare.{md,html,json}). A and B: a git revision,
-# a DVC experiment name, an MLflow pipeline run id, or `workspace`.
+# Two runs side by side with paired statistics (outputs/compare/compare.{md,html,json}; WRITE=1: reports/).
+# A and B: a git revision, a DVC experiment name, an MLflow pipeline run id, or `workspace`.
 A ?= HEAD
 B ?= workspace
 export A B
 compare: setup              ## B - A per vertical and model: paired CI, Holm p, MDE, data versions, params diff
-	$(BIN)/rlhf-trust compare -- "$$A" "$$B"
+	$(BIN)/rlhf-trust compare $(if $(WRITE),--write) -- "$$A" "$$B"
 
 # Acting on attributions (README): retrain on the default run's data minus the top-k pairs
 # most harmful to one vertical (by one stage's influence), re-evaluate, and compare with the default run.
@@ -78,7 +81,7 @@ CURATE_K ?= 12
 # = dpo.max_train_pairs: only pairs the stage trains on are candidates
 CURATE_WITHIN ?= 80
 export CURATE_VERTICAL CURATE_STAGE CURATE_K CURATE_WITHIN
-curate-demo: data           ## curated run vs the default one: dvc exp curated-<vertical>, then reports/compare.md
+curate-demo: data           ## curated run vs the default one: dvc exp curated-<vertical>, then outputs/compare/compare.md
 	$(BIN)/dvc exp run -n "curated-$$CURATE_VERTICAL" -S curate.enabled=true \
 	  -S "curate.stages=[$$CURATE_STAGE]" -S "curate.verticals=[$$CURATE_VERTICAL]" \
 	  -S "curate.top_k=$$CURATE_K" -S "curate.within_first=$$CURATE_WITHIN"
@@ -87,7 +90,7 @@ curate-demo: data           ## curated run vs the default one: dvc exp curated-<
 # The regression gate (a CI step, README): exit 1 when any vertical is significantly worse than BASELINE.
 BASELINE ?= HEAD
 export BASELINE
-check-trust: setup          ## fail if the workspace's results are significantly less trustworthy than BASELINE
+check-trust: setup          ## fail if the workspace's results are significantly less trustworthy than BASELINE (writes outputs/compare/)
 	$(BIN)/rlhf-trust compare --fail-on-regression -- "$$BASELINE" workspace
 
 # Team mode (README): the same three servers a team runs, on 127.0.0.1 only, state in $(TEAM_DIR)/.
@@ -114,7 +117,7 @@ BENCH_ARGS ?= --quick
 bench: setup                ## the kept benchmarks (--quick by default; BENCH_ARGS= for full size)
 	@set -e; for b in $(BENCHMARKS); do echo "== $$b"; $(BIN)/python benchmarks/$$b.py $(BENCH_ARGS); done
 
-lint: setup
+lint: setup                 ## ruff on src, tests and benchmarks
 	$(BIN)/ruff check src tests benchmarks
 
 paper-params:               ## switch params.yaml to the study's scale (git checkout params.yaml to undo)
@@ -122,3 +125,7 @@ paper-params:               ## switch params.yaml to the study's scale (git chec
 
 doctor: setup               ## versions of the pinned stack
 	@$(BIN)/python -c "import importlib.metadata as m; [print(f'{p:20s}', m.version(p)) for p in ('torch','transformers','trl','peft','datasets','accelerate','mlflow','dvc','great-expectations')]"
+
+help:                       ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-zA-Z_-]+):.*## (.*)/\1\t\2/' | \
+	  awk -F'\t' '{printf "  %-14s %s\n", $$1, $$2}'

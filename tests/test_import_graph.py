@@ -22,7 +22,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / PKG
 # - errors, then paths and fileio (which raises errors): what every layer stands on.
 # - quiet (warning filters), runinfo (which record keys are metrics, which settings) and
 #   preload_client (a stage's side of the fork server) import nothing of the project and are used
-#   by tracking, cli and the stages, so they sit at the bottom too; so does the vertical registry
+#   by tracking, cli and the stages, so they sit at the bottom too, as does progress (`make repro`'s
+#   stage counter, standard library only); so does the vertical registry
 #   (verticals), which data and evals both read and which finds the vertical modules by name.
 # - pipeline (the stage DAG) is a declaration, like the params sections: it sits with config, below
 #   every stage that reads it.
@@ -30,7 +31,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / PKG
 #   preload (the fork server) runs cli in its children, so it sits above it.
 LAYERS: list[set[str]] = [
     {"errors"},
-    {"paths", "fileio", "quiet", "runinfo", "preload_client", "verticals"},
+    {"paths", "fileio", "quiet", "runinfo", "preload_client", "verticals", "progress"},
     {"config", "pipeline"},
     {"tracking"},
     {"data"},
