@@ -131,3 +131,14 @@ def test_bytecode_next_to_stage_sources_is_not_a_code_change():
     assert ignore.is_ignored_file("src/rlhf_trust/evals/__pycache__/stage.cpython-311.pyc")
     assert ignore.is_ignored_file("src/rlhf_trust/report/summary.pyc")
     assert not ignore.is_ignored_file("src/rlhf_trust/evals/stage.py")
+
+
+def test_plots_show_each_stage_in_pipeline_order_with_its_ci():
+    import json
+
+    plots = yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
+    spec = plots[0]["reports/plots"]
+    template = json.loads((ROOT / ".dvc" / "plots" / f"{spec['template']}.json").read_text())
+    assert template["encoding"]["y"]["sort"] == list(pipeline.MODELS)
+    bars = {layer["mark"]["type"]: layer["encoding"] for layer in template["layer"]}
+    assert bars["errorbar"]["x"]["field"] == "ci_low" and bars["errorbar"]["x2"]["field"] == "ci_high"
