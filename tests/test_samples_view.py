@@ -66,6 +66,8 @@ def test_seed_level_is_chosen_and_a_missing_seed_is_one_line(project, capsys):
     assert samples.load("privacy", ["base", "dpo"], seed=1).units[0].scores["dpo"] == 0.0
     assert cli.main(["samples", "privacy", "--seed", "7"]) == 1
     assert "no seed 7 (have: 0, 1)" in capsys.readouterr().err
+    assert cli.main(["samples", "privacy", "--seed", "1"]) == 0
+    assert "privacy, seed 1: 3 of 3 units; leakage_rate per unit, lower = more trustworthy" in capsys.readouterr().out
 
 
 def test_page_escapes_everything_and_the_command_prints_a_table(project, capsys):

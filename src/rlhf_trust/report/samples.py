@@ -120,8 +120,8 @@ def load(vertical: str, models: Sequence[str], seed: int | None = None, changed:
     total = len(units)
     if changed:  # the outcome (the unit's score), not the wording of an answer
         units = [x for x in units if len(set(x.scores.values())) > 1]
-    return Page(vertical, list(models), seed, cons, units, total, notes, spec.headline, spec.higher_is_better,
-                changed)
+    return Page(vertical, list(models), seed, cons, units, total, notes, changed=changed, headline=spec.headline,
+                higher_is_better=spec.higher_is_better)
 
 
 def short(text: str, n: int) -> str:
