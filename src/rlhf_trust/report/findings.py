@@ -57,6 +57,20 @@ def paragraph(contrasts: Mapping[str, Mapping[str, dict]], verticals: Sequence[A
     return " ".join(out)
 
 
+def params_model(path: str = "params.yaml") -> str | None:
+    """model.spec from params.yaml: the model when its stage output (outputs/models/base) is absent,
+    as in a fresh clone."""
+    from pathlib import Path
+
+    import yaml
+
+    try:
+        spec = ((yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}).get("model") or {}).get("spec")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    return str(spec) if spec else None
+
+
 def identity(provenance: Mapping[str, Any], verticals: Sequence[Any], seeds: int | None) -> str:
     """`Model gemma-3-270m; samples per model: bias 200, ...; 1 training seed; data version 30de0b87, ...`"""
     sizes = ", ".join(f"{v.name} {c.n}" for v in verticals
@@ -64,7 +78,8 @@ def identity(provenance: Mapping[str, Any], verticals: Sequence[Any], seeds: int
     data = str(provenance.get("data.version") or "?")[:8]
     train = str(provenance.get("train_data.version") or "?")[:8]
     seed_txt = "training seeds: ?" if seeds is None else f"{seeds} training seed{'s' if seeds != 1 else ''}"
-    return (f"Model {provenance.get('model.spec') or '?'}; samples per model: {sizes or '?'}; {seed_txt}; "
+    model = provenance.get("model.spec") or params_model() or "?"
+    return (f"Model {model}; samples per model: {sizes or '?'}; {seed_txt}; "
             f"data version {data}, training set {train}; commit {str(provenance.get('git.commit') or '?')[:8]}.")
 
 
