@@ -28,6 +28,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / PKG
 # - pipeline (the stage DAG) is a declaration, like the params sections: it sits with config, below
 #   every stage that reads it.
 # - cli dispatches to every stage; team (team mode's servers) is a command of its own beside it;
+#   study (a grid of runs fanned out to submitit or Ray, then pooled) is one too;
 #   preload (the fork server) runs cli in its children, so it sits above it.
 LAYERS: list[set[str]] = [
     {"errors"},
@@ -39,7 +40,7 @@ LAYERS: list[set[str]] = [
     {"train", "evals"},
     {"attribution"},
     {"report"},
-    {"cli", "team"},
+    {"cli", "team", "study"},
     {"preload"},
 ]
 LAYER = {component: i for i, layer in enumerate(LAYERS) for component in layer}

@@ -36,6 +36,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("rlhf_trust.report.summary:cli", ("the report (findings, forest plot, tables, samples pages): "
                "outputs/report/, or reports/ with --write")),
     "compare": ("rlhf_trust.report.compare:cli", "B - A per vertical and model with paired stats (git rev, DVC exp or MLflow run)"),
+    "study": ("rlhf_trust.study.command:cli",
+              "a grid of params overrides, one pipeline run per cell on submitit/Ray, pooled into one report"),
 }
 
 
@@ -79,9 +81,32 @@ def _extra_args(name: str, sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--changed", action="store_true", help="only units whose score or answer differs between the models")
         sp.add_argument("--seed", type=int, default=None, help="the training seed of seeded cells (default: the lowest)")
         sp.add_argument("--out", default=None, help="the page (default: outputs/samples/<vertical>.html, untracked)")
+    elif name == "study":
+        _study_args(sp)
     elif name == "influence":
         sp.add_argument("--stage", default=None, help="only this RLHF stage (sft, rm, dpo)")
         sp.add_argument("--vertical", default=None, help="only this vertical")
+
+
+def _study_args(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2",
+                    help="params key (dotted, or an alias: seeds, arms) and its values; one cell per combination")
+    sp.add_argument("--executor", default="local", help="local (submitit processes), slurm (submitit), ray")
+    sp.add_argument("--name", default=None, help="the study's name: studies/<name>/ (default: from the grid)")
+    sp.add_argument("--seed-key", default=None,
+                    help="the grid key whose cells are training seeds of one group (default: train.seeds if a grid key)")
+    sp.add_argument("--target", nargs="*", default=[], help="dvc repro targets per cell (default: the whole DAG)")
+    sp.add_argument("--parallel", type=int, default=0, help="cells at once with submitit (default 0: all)")
+    sp.add_argument("--cpus-per-cell", type=int, default=1)
+    sp.add_argument("--gpus-per-cell", type=int, default=0,
+                    help="N > 1: each training stage runs under `accelerate launch` with N processes")
+    sp.add_argument("--accelerate-config", default=None,
+                    help="accelerate config for N-GPU cells (default: configs/accelerate_gpu8.yaml)")
+    sp.add_argument("--timeout-min", type=int, default=24 * 60, help="per cell")
+    sp.add_argument("--slurm-partition", default=None)
+    sp.add_argument("--ray-address", default=None,
+                    help="a running Ray cluster (ray://host:10001 or auto); default: a local one, stopped afterwards")
+    sp.add_argument("--ray-num-cpus", type=int, default=2, help="CPUs of the local Ray cluster")
 
 
 def main(argv: list[str] | None = None) -> int:
