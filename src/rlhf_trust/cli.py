@@ -109,7 +109,30 @@ def _study_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--ray-num-cpus", type=int, default=2, help="CPUs of the local Ray cluster")
 
 
+TRAINING = ("sft", "rm", "ppo", "dpo")
+
+
+def accelerate_argv(argv: list[str], environ: dict[str, str] | os._Environ = os.environ) -> list[str] | None:
+    """A training stage's command line under `accelerate launch` when $RLHF_TRUST_PROCESSES > 1 (a
+    study's multi-GPU cell sets it, with $RLHF_TRUST_ACCELERATE_CONFIG: one of configs/accelerate_*.yaml);
+    None when the stage runs as it is (one process, another command, or already a launched rank)."""
+    try:
+        n = int(environ.get("RLHF_TRUST_PROCESSES") or 1)
+    except ValueError:
+        n = 1
+    if n < 2 or "RANK" in environ or not argv or argv[0] not in TRAINING:
+        return None
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n)]
+    config = environ.get("RLHF_TRUST_ACCELERATE_CONFIG")
+    return launch + (["--config_file", config] if config else []) + ["-m", "rlhf_trust.cli", *argv]
+
+
 def main(argv: list[str] | None = None) -> int:
+    launch = accelerate_argv(sys.argv[1:]) if argv is None else None
+    if launch:   # the stage's processes under accelerate; their exit status is the stage's
+        import subprocess
+
+        return subprocess.call(launch)
     if argv is None and os.environ.get("RLHF_TRUST_PRELOAD"):  # under `python -m rlhf_trust.preload`
         from rlhf_trust.preload_client import run_via_server
 

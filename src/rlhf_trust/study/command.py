@@ -20,6 +20,7 @@ from rlhf_trust.study import executors, gather, grid, state
 
 # passed to every cell: the team's servers and credentials, offline switches, the package path
 PASS_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+            "AWS_ENDPOINT_URL_S3", "RLHF_TRUST_ARTIFACT_ROOT", "RLHF_TRUST_TRACKING_TIMEOUT",
             "AWS_DEFAULT_REGION", "PYTHONPATH", "PATH", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE",
             "TRANSFORMERS_OFFLINE", "MLFLOW_DISABLE_TELEMETRY", "DVC_NO_ANALYTICS", "TOKENIZERS_PARALLELISM")
 
