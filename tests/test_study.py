@@ -100,6 +100,23 @@ def test_state_keeps_done_cells_and_resubmits_the_rest(tmp_path):
         state.merge(again, {}, {}, {**settings, "targets": ["eval"]})
 
 
+def test_a_cell_pushes_to_the_repository_s_local_remote(tmp_path):
+    """A relative local remote (`../dvc-remote`) names the directory beside the repository, for a
+    cell's worktree too (relative to the worktree it would point inside the study)."""
+    from rlhf_trust.study.cell import _anchor_remotes, dvc
+
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([dvc(), "init", "-q"], cwd=repo, check=True)
+    subprocess.run([dvc(), "remote", "add", "-d", "local", "../dvc-remote"], cwd=repo, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "init"], cwd=repo, check=True)
+    ws = tmp_path / "repo" / "studies" / "s" / "work" / "c"
+    subprocess.run(["git", "worktree", "add", "-q", "--detach", str(ws)], cwd=repo, check=True)
+    _anchor_remotes(repo, ws)
+    listed = subprocess.run([dvc(), "remote", "list"], cwd=ws, check=True, capture_output=True, text=True).stdout
+    assert listed.split()[:2] == ["local", str(tmp_path / "dvc-remote")]
+
+
 # --- the pooled report -------------------------------------------------------------------------------
 
 def _units(path: Path, values: list[float]) -> None:

@@ -85,8 +85,25 @@ def _workspace(spec: dict[str, Any], ws: Path) -> None:
     if (repo / ".dvc").is_dir():
         subprocess.run([dvc(), "cache", "dir", "--local", str(repo / ".dvc" / "cache")], cwd=ws, check=True,
                        capture_output=True)
+    _anchor_remotes(repo, ws)
     if (repo / "data").is_dir():   # hard links: no copy of the raw data per cell
         subprocess.run(["cp", "-al", str(repo / "data"), str(ws / "data")], check=True, capture_output=True)
+
+
+def _anchor_remotes(repo: Path, ws: Path) -> None:
+    """A local remote's relative URL names a directory beside the repository: the same one for the cell
+    (relative to the worktree's .dvc/ it would point inside the study)."""
+    # the repository's settings as written (a relative URL is relative to .dvc/, where they live);
+    # `dvc remote list` would do, but it wraps long lines
+    for level in ("--project", "--local"):
+        listed = subprocess.run([dvc(), "config", "--list", level], cwd=repo, capture_output=True, text=True,
+                                check=False)
+        for line in listed.stdout.splitlines():
+            key, _, url = line.partition("=")
+            parts = key.strip().split(".")
+            if len(parts) == 3 and parts[0] == "remote" and parts[2] == "url" and url and "://" not in url:
+                subprocess.run([dvc(), "remote", "modify", "--local", parts[1], "url",
+                                str((repo / ".dvc" / url.strip()).resolve())], cwd=ws, check=True, capture_output=True)
 
 
 def _run(cmd: list[str], ws: Path, env: dict[str, str], log: Path, pid_file: str | None) -> int:

@@ -98,7 +98,7 @@ def cli(args: Any) -> int:
 
         def started(cid: str, job: str) -> None:
             state.mark(st, cid, status=state.RUNNING, job_id=job, attempts=st["cells"][cid].get("attempts", 0) + 1,
-                       error=None)
+                       error=None, rc=None, wall_s=None, log=None, mlflow_runs={}, pushed=None)
             state.save(path, st)
 
         def finished(cid: str, result: dict[str, Any]) -> None:
