@@ -220,6 +220,7 @@ def test_local_executor_runs_cells_in_parallel_and_resubmits_a_killed_one(study_
     assert report["groups"] == {"all cells": [0, 1]}
     assert {w["contrast"] for w in report["within"]} == {"sft-base", "ppo-base", "dpo-base", "ppo-sft", "dpo-sft"}
     assert all(w["level"] == "two_level" and w["n_seeds"] == 2 for w in report["within"])
+    assert {w["vertical"] for w in report["within"]} == {"truthfulness"}   # the cells' own, not the checkout's
 
 
 @pytest.mark.slow
@@ -227,6 +228,14 @@ def test_ray_local_cluster_runs_a_two_cell_study(study_repo):
     repo, env = study_repo
     before = ray_servers()
     proc = study(repo, env, "--name", "ray", "--executor", "ray", "--ray-num-cpus", "2")
+    t0 = time.time()
+    while not ray_servers() - before and proc.poll() is None and time.time() - t0 < 300:
+        time.sleep(1)
+    time.sleep(5)
+    # the local cluster's servers listen on the loopback address only
+    sockets = subprocess.run(["ss", "-ltnpH"], check=True, capture_output=True, text=True).stdout.splitlines()
+    theirs = [ln for ln in sockets if any(f"pid={p}," in ln for p in ray_servers() - before)]
+    assert theirs and all("127.0.0.1:" in ln.split()[3] for ln in theirs), theirs
     out, _ = proc.communicate(timeout=1800)
     assert proc.returncode == 0, out
     st = json.loads((repo / "studies/ray/study.json").read_text())

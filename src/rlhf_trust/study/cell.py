@@ -38,6 +38,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     log = ws.parent / f"{ws.name}.log"
     try:
         _workspace(spec, ws)
+        ran_from = time.time()
         env = {**os.environ, **spec.get("env", {})}
         # the cell's stages run the cell's own code (its commit and the driver's changes)
         env["PYTHONPATH"] = os.pathsep.join([str(ws / "src"), *filter(None, [env.get("PYTHONPATH")])])
@@ -53,7 +54,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     if rc != 0:
         reason = f"killed by signal {-rc}" if rc < 0 else f"dvc repro exited {rc}"
         return {**out, "status": "failed", "error": _error_line(log) or reason}
-    out["units"] = _units(ws)
+    out["units"] = _units(ws, ran_from)
     out["pushed"] = _push(ws, env, log)
     return {**out, "status": "done", "error": None}
 
@@ -151,9 +152,11 @@ def _run_ids(ws: Path) -> dict[str, str]:
     return out
 
 
-def _units(ws: Path) -> dict[str, str]:
-    """eval/<vertical>/<model>[/s<k>]/units.csv (relative path) -> its text."""
-    return {str(p.relative_to(ws)): p.read_text(encoding="utf-8") for p in sorted((ws / "eval").glob("**/units.csv"))}
+def _units(ws: Path, since: float) -> dict[str, str]:
+    """eval/<vertical>/<model>[/s<k>]/units.csv (relative path) -> its text, for the files this run
+    wrote (the checkout's committed ones are another run's, e.g. of verticals this cell does not evaluate)."""
+    return {str(p.relative_to(ws)): p.read_text(encoding="utf-8") for p in sorted((ws / "eval").glob("**/units.csv"))
+            if p.stat().st_mtime >= since}
 
 
 def _push(ws: Path, env: dict[str, str], log: Path) -> bool:

@@ -89,6 +89,11 @@ def _submitit(executor: str, specs: Mapping[str, dict], folder: Path, res: Resou
 def _ray(specs: Mapping[str, dict], res: Resources, started: Started, finished: Finished) -> None:
     import os
 
+    if not res.ray_address:
+        # a local cluster listens on the loopback address only: Ray otherwise resolves 127.0.0.1 to the
+        # machine's routable address; this switch (read when ray is imported) is how it keeps a
+        # single-machine cluster on loopback on macOS and Windows
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
     from rlhf_trust.study.cell import run_cell
