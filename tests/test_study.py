@@ -240,6 +240,11 @@ def test_ray_local_cluster_runs_a_two_cell_study(study_repo):
     assert proc.returncode == 0, out
     st = json.loads((repo / "studies/ray/study.json").read_text())
     assert [c["status"] for c in st["cells"].values()] == ["done", "done"]
+    # each cell's MLflow runs: its own stages up to eval of the one vertical, nothing of the checkout's
+    assert all(set(c["mlflow_runs"]) >= {"metrics/prepare.run.json", "metrics/dpo.run.json",
+                                         "eval/truthfulness/dpo/metrics.run.json"}
+               and not any(k.startswith(("eval/bias", "influence/")) for k in c["mlflow_runs"])
+               for c in st["cells"].values()), st["cells"]
     assert (repo / "studies/ray/report.md").read_text().startswith("# Study ray: 2 of 2 cells done")
     assert ray_servers() <= before   # the local cluster's raylet and GCS server are stopped
 

@@ -50,7 +50,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     except (OSError, subprocess.CalledProcessError) as e:
         return {"status": "failed", "rc": None, "error": f"workspace: {e}", "wall_s": time.time() - t0}
     out: dict[str, Any] = {"rc": rc, "wall_s": round(time.time() - t0, 1), "log": str(log),
-                           "commit": spec["commit"], "mlflow_runs": _run_ids(ws)}
+                           "commit": spec["commit"], "mlflow_runs": _run_ids(ws, ran_from)}
     if rc != 0:
         reason = f"killed by signal {-rc}" if rc < 0 else f"dvc repro exited {rc}"
         return {**out, "status": "failed", "error": _error_line(log) or reason}
@@ -135,13 +135,13 @@ def _error_line(log: Path) -> str | None:
     return next((e.strip() for e in reversed(found) if "rlhf-trust" in e), found[-1].strip() if found else None)
 
 
-def _run_ids(ws: Path) -> dict[str, str]:
-    """run-info file (relative path) -> its MLflow run id."""
+def _run_ids(ws: Path, since: float) -> dict[str, str]:
+    """run-info file (relative path) -> its MLflow run id, for the stages this run ran."""
     import json
 
     out = {}
     for p in sorted(ws.glob("**/*.run.json")):
-        if ".dvc" in p.parts:
+        if ".dvc" in p.parts or p.stat().st_mtime < since:
             continue
         try:
             rid = json.loads(p.read_text(encoding="utf-8")).get("mlflow_run_id")
