@@ -224,6 +224,22 @@ def test_local_executor_runs_cells_in_parallel_and_resubmits_a_killed_one(study_
 
 
 @pytest.mark.slow
+def test_a_cell_whose_tracking_server_is_unreachable_fails_with_the_stage_s_line(study_repo):
+    repo, env = study_repo
+    env = {**env, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "RLHF_TRUST_TRACKING_TIMEOUT": "2"}
+    cmd = [sys.executable, "-m", "rlhf_trust.cli", "study", "--params", "params/study-test.yaml",
+           "--grid", "prepare.seed=3", "--target", "prepare", "--name", "down"]
+    r = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert r.returncode == 1, r.stdout + r.stderr
+    cell = json.loads((repo / "studies/down/study.json").read_text())["cells"]["prepare.seed-3"]
+    assert cell["status"] == "failed"
+    assert cell["error"] == ("rlhf-trust prepare: error: MLflow tracking server http://127.0.0.1:9 is unreachable "
+                             "([Errno 111] Connection refused); start it, or unset MLFLOW_TRACKING_URI for the local store")
+    assert "| prepare.seed-3 | failed | rlhf-trust prepare: error: MLflow tracking server" in \
+        (repo / "studies/down/report.md").read_text()
+
+
+@pytest.mark.slow
 def test_ray_local_cluster_runs_a_two_cell_study(study_repo):
     repo, env = study_repo
     before = ray_servers()
@@ -235,7 +251,7 @@ def test_ray_local_cluster_runs_a_two_cell_study(study_repo):
     # the local cluster's servers listen on the loopback address only
     sockets = subprocess.run(["ss", "-ltnpH"], check=True, capture_output=True, text=True).stdout.splitlines()
     theirs = [ln for ln in sockets if any(f"pid={p}," in ln for p in ray_servers() - before)]
-    assert theirs and all("127.0.0.1:" in ln.split()[3] for ln in theirs), theirs
+    assert theirs and all("127.0.0.1" in ln.split()[3] for ln in theirs), theirs
     out, _ = proc.communicate(timeout=1800)
     assert proc.returncode == 0, out
     st = json.loads((repo / "studies/ray/study.json").read_text())

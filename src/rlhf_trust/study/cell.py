@@ -132,7 +132,9 @@ def _error_line(log: Path) -> str | None:
     except OSError:
         return None
     found = ERROR_LINE.findall(text)
-    return next((e.strip() for e in reversed(found) if "rlhf-trust" in e), found[-1].strip() if found else None)
+    stage = [e for e in found if e.startswith("rlhf-trust ")]   # DVC's own ERROR line names the stage too
+    picked = stage or found
+    return picked[-1].strip() if picked else None
 
 
 def _run_ids(ws: Path, since: float) -> dict[str, str]:
