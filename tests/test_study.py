@@ -242,15 +242,14 @@ def test_a_cell_whose_tracking_server_is_unreachable_fails_with_the_stage_s_line
 @pytest.mark.slow
 def test_ray_local_cluster_runs_a_two_cell_study(study_repo):
     repo, env = study_repo
-    before = ray_servers()
     proc = study(repo, env, "--name", "ray", "--executor", "ray", "--ray-num-cpus", "2")
     t0 = time.time()
-    while not ray_servers() - before and proc.poll() is None and time.time() - t0 < 300:
+    while not ray_servers(proc.pid) and proc.poll() is None and time.time() - t0 < 300:
         time.sleep(1)
     time.sleep(5)
     # the local cluster's servers listen on the loopback address only
     sockets = subprocess.run(["ss", "-ltnpH"], check=True, capture_output=True, text=True).stdout.splitlines()
-    theirs = [ln for ln in sockets if any(f"pid={p}," in ln for p in ray_servers() - before)]
+    theirs = [ln for ln in sockets if any(f"pid={p}," in ln for p in ray_servers(proc.pid))]
     assert theirs and all("127.0.0.1" in ln.split()[3] for ln in theirs), theirs
     out, _ = proc.communicate(timeout=1800)
     assert proc.returncode == 0, out
@@ -261,10 +260,15 @@ def test_ray_local_cluster_runs_a_two_cell_study(study_repo):
                                          "eval/truthfulness/dpo/metrics.run.json"}
                and not any(k.startswith(("eval/bias", "influence/")) for k in c["mlflow_runs"])
                for c in st["cells"].values()), st["cells"]
-    assert (repo / "studies/ray/report.md").read_text().startswith("# Study ray: 2 of 2 cells done")
-    assert ray_servers() <= before   # the local cluster's raylet and GCS server are stopped
+    report = (repo / "studies/ray/report.md").read_text()
+    assert report.startswith("# Study ray: 2 of 2 cells done")
+    assert "| all cells | truthfulness | dpo-base |" in report and "| bias |" not in report
+    assert not ray_servers(proc.pid)   # the local cluster's raylet and GCS server are stopped
 
 
-def ray_servers() -> set[str]:
-    found = subprocess.run(["pgrep", "-f", "raylet|gcs_server"], check=False, capture_output=True, text=True)
+def ray_servers(driver: int) -> set[str]:
+    """The raylet and GCS server of the local cluster that process `driver` started (Ray names the
+    session after its driver's pid)."""
+    found = subprocess.run(["pgrep", "-f", rf"(raylet|gcs_server).*session_[0-9_-]+_{driver}\b"], check=False,
+                           capture_output=True, text=True)
     return set(found.stdout.split())
