@@ -42,6 +42,9 @@ def test_grid_keys_of_the_params_file_on_main():
     assert cells["dpo.beta-0.2_sft.learning_rate-0.001_prepare.seed-1"] == {
         "dpo.beta": 0.2, "sft.learning_rate": 1e-3, "prepare.seed": 1}
     assert grid.seed_key(g) is None and grid.seed_key(g, "prepare.seed") == "prepare.seed"
+    arms = grid.parse_grid(["arms=[ppo],[dpo]"], raw)   # the alias names the params file's train.arms
+    assert arms == {"train.arms": [["ppo"], ["dpo"]]}
+    assert grid.apply(raw, {"train.arms": ["dpo"]})["train"]["arms"] == ["dpo"]
 
 
 @pytest.mark.parametrize("args, problem", [
@@ -158,13 +161,14 @@ def test_report_pools_seeds_within_groups_and_compares_groups(tmp_path):
 # --- end to end (tiny model) -------------------------------------------------------------------------
 
 def tiny_params(path: Path) -> None:
-    """The smoke params cut further: one vertical, a handful of pairs and PPO episodes."""
+    """The smoke params cut further: one vertical, a handful of pairs and PPO episodes, the PPO and DPO arms."""
     p = yaml.safe_load(SMOKE.read_text())
     p["eval"]["verticals"] = {"truthfulness": p["eval"]["verticals"]["truthfulness"]}
     p["influence"]["verticals"] = ["truthfulness"]
     for s in ("sft", "rm", "dpo"):
         p[s]["max_train_pairs"] = 8
     p["ppo"].update(total_episodes=4, max_train_pairs=4)
+    p["train"]["arms"] = ["ppo", "dpo"]
     path.write_text(yaml.safe_dump(p, sort_keys=False))
 
 
