@@ -160,9 +160,10 @@ def test_report_pools_seeds_within_groups_and_compares_groups(tmp_path):
 
 # --- end to end (tiny model) -------------------------------------------------------------------------
 
-def tiny_params(path: Path) -> None:
+def tiny_params(path: Path, mirror: Path) -> None:
     """The smoke params cut further: one vertical, a handful of pairs and PPO episodes, the PPO and DPO arms."""
     p = yaml.safe_load(SMOKE.read_text())
+    p["data"].update(source="mirror", mirror_dir=str(mirror))
     p["eval"]["verticals"] = {"truthfulness": p["eval"]["verticals"]["truthfulness"]}
     p["influence"]["verticals"] = ["truthfulness"]
     for s in ("sft", "rm", "dpo"):
@@ -173,17 +174,17 @@ def tiny_params(path: Path) -> None:
 
 
 @pytest.fixture
-def study_repo(tmp_path):
-    """A clone of this repository (its committed code) with the raw data and a local MLflow store."""
-    if not (ROOT / "data").is_dir():
-        pytest.fail("data/ is missing: run `rlhf-trust data` first")
+def study_repo(tmp_path, mirror):
+    """A clone of this repository (its committed code) with the raw data from the full mirror (the
+    gate wants real dataset sizes) and a local MLflow store."""
     repo = tmp_path / "repo"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
-    subprocess.run(["cp", "-al", str(ROOT / "data"), str(repo / "data")], check=True)
-    tiny_params(repo / "params" / "study-test.yaml")
+    tiny_params(repo / "params" / "study-test.yaml", mirror)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
            "RLHF_TRUST_ARTIFACT_ROOT": (tmp_path / "mlruns").as_uri(),
            "PYTHONPATH": str(repo / "src"), "RAY_USAGE_STATS_ENABLED": "0"}
+    subprocess.run([sys.executable, "-m", "rlhf_trust.cli", "data", "--params", "params/study-test.yaml"], cwd=repo,
+                   env=env, check=True, capture_output=True)
     return repo, env
 
 
