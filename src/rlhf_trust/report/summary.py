@@ -79,8 +79,8 @@ def markdown(res: Results, figures: dict[str, str], k: int, pages: dict[str, str
     p = res.provenance
     pages = pages or {}
     out = ["# Trustworthiness summary", "", *([f"**{SMOKE_BANNER}**", ""] if p.get("smoke") else []),
-           findings.identity(p, res.verticals, findings.seed_count(res.contrasts)), "",
-           findings.paragraph(res.contrasts, res.verticals), ""]
+           md_text(findings.identity(p, res.verticals, findings.seed_count(res.contrasts))), "",
+           md_text(findings.paragraph(res.contrasts, res.verticals)), ""]
     if "forest" in figures:
         out += [f"![every contrast: Δ with 95% CI]({figures['forest']})", ""]
     out += ["Headline metric per trust vertical and alignment stage, with bootstrap 95% CIs.", "",
@@ -100,7 +100,7 @@ def markdown(res: Results, figures: dict[str, str], k: int, pages: dict[str, str
             out += [f"![{md_text(v.name)}]({figures[v.name]})", ""]
         rows = top_pairs(v, k)
         if rows:
-            out += [(f"Most influential HH pairs, ranked by {methods(v)} (negative score = the pair lowers the "
+            out += [(f"Most influential HH pairs, ranked by {md_text(methods(v))} (negative score = the pair lowers the "
                      "test loss, i.e. pushed the model toward its new behaviour):"), "", *method_notes(v),
                     md_table(["stage", "kind", "score", "pair", "prompt", "chosen", "rejected"], rows), ""]
         elif v.top:
