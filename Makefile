@@ -38,14 +38,15 @@ test: setup                 ## the test suite (tiny models, committed data fixtu
 data: setup                 ## fill data/ from the source in params.yaml and check it against data.dvc
 	$(BIN)/rlhf-trust data
 
-repro: data                 ## the whole pipeline (dvc repro), with "stage k/N, elapsed" per stage
+repro: data                 ## the whole pipeline (dvc repro), with "stage k/N, elapsed" per stage, after a params check
+	$(BIN)/rlhf-trust params
 	$(BIN)/python -m rlhf_trust.progress -- $(BIN)/dvc repro
 
 # The whole DAG on a random tiny model (params/smoke.yaml) in a throw-away git worktree, so the
 # workspace's dvc.lock / metrics / eval / influence / reports stay as committed. The worktree gets
 # the working tree's uncommitted changes too; MLflow runs land in the main store (rlhf_trust.tracking
 # anchors the store at the main checkout, or $$MLFLOW_TRACKING_URI). One fork server imports torch,
-# transformers, MLflow and GX once for the 18 stage processes (src/rlhf_trust/preload.py).
+# transformers, MLflow and GX once for every stage process (src/rlhf_trust/preload.py).
 SMOKE_DIR ?= .smoke
 export SMOKE_DIR
 smoke: data                 ## few-minute check that every stage runs and is tracked (numbers are not results)
@@ -54,6 +55,7 @@ smoke: data                 ## few-minute check that every stage runs and is tra
 	@git ls-files -z -m -o --exclude-standard | tar --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -xf - -C "$$SMOKE_DIR"
 	@cp params/smoke.yaml "$$SMOKE_DIR/params.yaml" && git -C "$$SMOKE_DIR" update-index --skip-worktree params.yaml
 	@cp -r data "$$SMOKE_DIR/data"
+	cd "$$SMOKE_DIR" && $(BIN)/rlhf-trust params
 	cd "$$SMOKE_DIR" && RLHF_TRUST_PROFILE=smoke $(BIN)/python -m rlhf_trust.preload -- $(BIN)/dvc repro
 	@echo "smoke: report in $$SMOKE_DIR/reports/trust_summary.md (smoke run: numbers are not results)"
 

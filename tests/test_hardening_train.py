@@ -214,8 +214,8 @@ def test_full_disk_on_metrics_keeps_model_metrics_and_checkpoints(base_layout, t
     proj = _project(tmp_path, base_layout)
     monkeypatch.chdir(proj)
     assert cli.main(["sft"]) == 0
-    before_md5 = load_stage_info(proj / "outputs/models/sft")["md5"]
-    before_metrics = (proj / "metrics/sft.json").read_bytes()
+    before_md5 = load_stage_info(proj / "outputs/models/sft/s0")["md5"]
+    before_metrics = (proj / "metrics/sft/s0.json").read_bytes()
     (proj / "params.yaml").write_text((proj / "params.yaml").read_text().replace("5.0e-3", "1.0e-3"))
     capsys.readouterr()
     with full_disk(proj / "metrics", monkeypatch):
@@ -224,18 +224,18 @@ def test_full_disk_on_metrics_keeps_model_metrics_and_checkpoints(base_layout, t
     err = [line for line in out.splitlines() if line.startswith("rlhf-trust")]
     assert rc == 2 and len(err) == 1 and "Traceback" not in out, out
     assert err[0].startswith("rlhf-trust sft: error: no space left on device while writing") and "metrics" in err[0]
-    assert load_stage_info(proj / "outputs/models/sft")["md5"] == before_md5  # neither the model ...
-    assert (proj / "metrics/sft.json").read_bytes() == before_metrics  # ... nor the metrics changed
-    assert (proj / "outputs/checkpoints/sft/checkpoint-4").is_dir()  # kept for the re-run
-    assert not list((proj / "outputs/models").glob(".sft*"))
+    assert load_stage_info(proj / "outputs/models/sft/s0")["md5"] == before_md5  # neither the model ...
+    assert (proj / "metrics/sft/s0.json").read_bytes() == before_metrics  # ... nor the metrics changed
+    assert (proj / "outputs/checkpoints/sft/s0/checkpoint-4").is_dir()  # kept for the re-run
+    assert not list((proj / "outputs/models").glob("sft/.s0*"))
     # with space again: resumes from the finished checkpoint, and both change together
     assert cli.main(["sft"]) == 0
     from rlhf_trust import runinfo
 
-    after = runinfo.read(proj / "metrics/sft.json")  # metrics + sft.run.json (resume step, step count)
+    after = runinfo.read(proj / "metrics/sft/s0.json")  # metrics + sft.run.json (resume step, step count)
     assert after["resumed_from_step"] == 4 and after["train_steps"] == 4
-    assert load_stage_info(proj / "outputs/models/sft")["md5"] != before_md5
-    assert not (proj / "outputs/checkpoints/sft").exists()
+    assert load_stage_info(proj / "outputs/models/sft/s0")["md5"] != before_md5
+    assert not (proj / "outputs/checkpoints/sft/s0").exists()
 
 
 @pytest.mark.parametrize("stage", ["rm", "dpo"])

@@ -48,14 +48,30 @@ def test_no_stage_reads_benchmarks_and_only_the_data_stages_read_raw_data(dag):
             assert "data" not in st["deps"] and not any(d.startswith("data/") for d in st["deps"]), name
 
 
-def test_each_training_stage_reads_its_parent_model_and_the_validated_hh_data(dag):
+def test_each_training_stage_and_seed_reads_its_own_seeds_parent_model_and_the_validated_hh_data(dag):
+    seeds = PARAMS["train"]["seeds"]
+    assert {n for n in dag if n.split("@")[0] in pipeline.TRAINED} == {
+        f"{s}@{k}" for s in pipeline.TRAINED for k in seeds}
     for s in pipeline.TRAINED:
-        deps = dag[s]["deps"]
-        for m in (pipeline.PARENT[s], *pipeline.USES.get(s, ())):
-            assert str(paths.model_dir(m)) in deps, f"{s} does not depend on {m}'s model"
-        assert {str(paths.validated("hh")), f"{paths.CURATED}/hh_train.jsonl"} <= deps, s
-        assert str(paths.model_dir(s)) in dag[s]["outs"], s
-        assert not any(names_vertical(d, v) for d in deps for v in verticals.names()), s
+        for k in seeds:
+            st = dag[f"{s}@{k}"]
+            assert st["cmd"] == f"rlhf-trust {s} --seed {k}"
+            for m in (pipeline.PARENT[s], *pipeline.USES.get(s, ())):
+                assert str(paths.model_dir(m, k)) in st["deps"], f"{s}@{k} does not depend on {m}'s model"
+            assert not [d for d in st["deps"] if any(f"/s{j}" in d for j in seeds if j != k)], (s, k)
+            assert {str(paths.validated("hh")), f"{paths.CURATED}/hh_train.jsonl"} <= st["deps"], s
+            assert {str(paths.model_dir(s, k)), str(paths.stage_metrics(s, k))} <= st["outs"], (s, k)
+            assert not any(names_vertical(d, v) for d in st["deps"] for v in verticals.names()), s
+
+
+def test_adding_a_seed_touches_no_existing_stage():
+    """The training stages do not depend on train.seeds itself: a new seed adds stages, it does not
+    invalidate the others (the eval stages read the list, and evaluate the new seed's models)."""
+    text = (ROOT / "dvc.yaml").read_text()
+    stages = yaml.safe_load(text)["stages"]
+    for s in pipeline.TRAINED:
+        assert stages[s]["matrix"] == {"seed": "${train.seeds}"}, s
+        assert all("train" not in str(p) for p in stages[s]["params"]), s
 
 
 def test_every_registered_vertical_gets_an_eval_cell_reading_its_own_data_only(dag):
@@ -69,9 +85,10 @@ def test_every_registered_vertical_gets_an_eval_cell_reading_its_own_data_only(d
         assert {str(paths.model_dir(m)) for m in PARAMS["eval"]["models"]} <= st["deps"], v
         others = registered - {v}
         assert not [d for d in st["deps"] if any(names_vertical(d, w) for w in others)], v
-        for m in PARAMS["eval"]["models"]:
-            cell = paths.EVAL / v / m
-            assert {f"{cell}/{f}" for f in ("metrics.json", "samples.jsonl.gz", "units.csv")} <= st["outs"], (v, m)
+        base = paths.EVAL / v / "base"
+        assert {f"{base}/{f}" for f in ("metrics.json", "samples.jsonl.gz", "units.csv")} <= st["outs"], v
+        # a trained model's folder holds one s<k>/ per seed: the folder is the output
+        assert {f"{paths.EVAL}/{v}/{m}" for m in PARAMS["eval"]["models"] if m != "base"} <= st["outs"], v
         assert all(o.startswith(f"{paths.EVAL}/{v}/") for o in st["outs"]), v
 
 
@@ -84,7 +101,7 @@ def test_each_influence_cell_reads_the_samples_of_the_change_its_stage_explains(
         for v in verts:
             st = dag[f"influence@{s}-{v}"]
             assert st["cmd"] == f"rlhf-trust influence --stage {s} --vertical {v}"
-            need = {f"{paths.EVAL}/{v}/{m}/samples.jsonl.gz" for m in (spec.new, spec.old)}
+            need = {f"{paths.EVAL}/{v}/{m}" + ("/samples.jsonl.gz" if m == "base" else "") for m in (spec.new, spec.old)}
             need |= {str(paths.model_dir(m)) for m in (spec.model, *([spec.ref] if spec.ref else []))}
             assert need <= st["deps"], (s, v, need - st["deps"])
             others = set(verticals.names()) - {v}

@@ -299,17 +299,18 @@ def test_server_dying_mid_stage_keeps_the_outputs(servers, smoke, tmp_path, monk
     t0 = time.monotonic()
     try:
         rc = stage_cli.run_cli("sft", argparse.Namespace(params="params.yaml"),
-                            lambda cfg, layout: sft.run(cfg, layout, callbacks=[StopServerAfterFirstStep()]), [])
+                            lambda cfg, layout: sft.run(cfg, layout, callbacks=[StopServerAfterFirstStep()]),
+                            lambda layout: [])
     finally:
         import mlflow
 
         mlflow.set_tracking_uri(session_uri)  # the process-wide URI the stage set points at a dead server
     assert rc == 0 and "mlflow" not in s.pgids
     assert time.monotonic() - t0 < 120  # no minutes of MLflow retries
-    assert (tmp_path / "outputs/models/sft/stage.json").is_file()
-    assert (tmp_path / "outputs/models/sft/adapter_model.safetensors").is_file()
-    assert "heldout_chosen_nll_per_token" in json.loads((tmp_path / "metrics/sft.json").read_text())
-    assert json.loads((tmp_path / "metrics/sft.run.json").read_text())["mlflow_run_id"]
+    assert (tmp_path / "outputs/models/sft/s0/stage.json").is_file()
+    assert (tmp_path / "outputs/models/sft/s0/adapter_model.safetensors").is_file()
+    assert "heldout_chosen_nll_per_token" in json.loads((tmp_path / "metrics/sft/s0.json").read_text())
+    assert json.loads((tmp_path / "metrics/sft/s0.run.json").read_text())["mlflow_run_id"]
     err = capsys.readouterr().err.splitlines()
     said = [line for line in err if re.search(r"fail|error|refused|unreachable|retry", line, re.IGNORECASE)]
     assert len(said) == 1, said  # the stage's one line; none from MLflow's background loggers

@@ -90,18 +90,18 @@ def test_sft_cli_tracked_run_and_failed_run(tmp_path, monkeypatch):
         "  device: cpu\n")
     # no base model yet: one line, exit 2, run FAILED, nothing written
     assert cli.main(["sft", "--params", "params.yaml"]) == 2
-    assert not (tmp_path / "outputs/models/sft").exists() and not (tmp_path / "metrics/sft.json").exists()
+    assert not (tmp_path / "outputs/models/sft/s0").exists() and not (tmp_path / "metrics/sft/s0.json").exists()
     shutil.copytree(layout.model("base"), tmp_path / "outputs/models/base")
     assert cli.main(["sft", "--params", "params.yaml"]) == 0
     from rlhf_trust import runinfo
 
-    metrics = runinfo.read(tmp_path / "metrics/sft.json")
+    metrics = runinfo.read(tmp_path / "metrics/sft/s0.json")
     import mlflow
 
     run = mlflow.get_run(metrics["mlflow_run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["stage"] == "sft"
     assert "loss" in run.data.metrics and run.data.metrics["train_loss_last"] == pytest.approx(metrics["train_loss_last"])
-    assert run.data.tags["model.md5"] == load_stage_info(tmp_path / "outputs/models/sft")["md5"]
+    assert run.data.tags["model.md5"] == load_stage_info(tmp_path / "outputs/models/sft/s0")["md5"]
     failed = [r for r in mlflow.search_runs(experiment_names=["rlhf-trust"], output_format="list",
                                             filter_string="tags.stage = 'sft'") if r.info.status == "FAILED"]
     assert failed

@@ -13,6 +13,7 @@ import sys
 
 # name -> (module:function, help). Each function takes the parsed argparse.Namespace.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "params": ("rlhf_trust.config:cli", "check every section of the params file (one line per problem, exit 2)"),
     "data": ("rlhf_trust.data.sources:cli", "fill data/ from the mirror dir or the HF hub and check it against data.dvc"),
     "prepare": ("rlhf_trust.data.prepare:cli", "normalise raw data into typed JSONL records (outputs/prepared/)"),
     "validate": ("rlhf_trust.data.validate:cli", "Great Expectations gate: exit 0 valid, 1 invalid, 2 unusable"),
@@ -60,6 +61,9 @@ def _extra_args(name: str, sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--no-check", action="store_true", help="skip the comparison with data.dvc")
     elif name == "validate":
         sp.add_argument("--data-dir", help="validate any directory in the raw layout instead of the prepared outputs")
+    elif COMMANDS[name][0].startswith("rlhf_trust.train."):   # every training stage: sft, rm and the arms
+        sp.add_argument("--seed", type=int, default=None,
+                        help="a seed of train.seeds: outputs/models/<stage>/s<seed> (default: the first)")
     elif name == "eval":
         sp.add_argument("--vertical", required=True, help="a registered vertical (a key of eval.verticals)")
         sp.add_argument("--model", default=None, help="base | sft | ppo | dpo (default: every model in eval.models)")

@@ -28,12 +28,18 @@ def validated(dataset: str) -> Path:
     return VALIDATED / f"{dataset}.json"
 
 
-def model_dir(stage: str) -> Path:
-    return MODELS / stage
+def seed_part(seed: int) -> str:
+    """The folder (or file stem) of one training seed's results: s0, s1, ..."""
+    return f"s{seed}"
 
 
-def stage_metrics(stage: str) -> Path:
-    return METRICS / f"{stage}.json"
+def model_dir(stage: str, seed: int | None = None) -> Path:
+    """outputs/models/<stage>/s<seed> for a trained model; outputs/models/base (no seed) for the base."""
+    return MODELS / stage if seed is None or stage == "base" else MODELS / stage / seed_part(seed)
+
+
+def stage_metrics(stage: str, seed: int | None = None) -> Path:
+    return METRICS / (f"{stage}.json" if seed is None else f"{stage}/{seed_part(seed)}.json")
 
 
 @lru_cache(maxsize=1)

@@ -3,7 +3,7 @@
 Where a section lives: each params section is a dataclass in the module named after the pipeline
 folder whose stage reads it, so `config/<folder>.py` mirrors `rlhf_trust/<folder>/`:
 data.py (data, prepare, validate, curate), models.py (model), train.py (sft, rm, the alignment arms
-ppo, dpo, kto, orpo, simpo, grpo, rloo, and `train`: which arms run), evals.py (eval),
+ppo, dpo, kto, orpo, simpo, grpo, rloo, and `train`: which arms run and the training seeds), evals.py (eval),
 attribution.py (influence), report.py (report). schema.py is the engine they are built with
 (reading, typed building, coercion, one-line errors). This module joins them: `load(section)`
 returns one section, validated (the whole file is validated too). Errors name the key and the
@@ -64,6 +64,7 @@ __all__ = [
     "ValidateConfig",
     "as_flat_dict",
     "build",
+    "cli",
     "load",
     "load_all",
     "params_hash",
@@ -76,6 +77,7 @@ SECTIONS: dict[str, type] = {
     "prepare": PrepareConfig,
     "validate": ValidateConfig,
     "model": ModelConfig,
+    "train": TrainArmsConfig,
     "sft": SFTConfig,
     "rm": RMConfig,
     "ppo": PPOConfig,
@@ -112,3 +114,10 @@ def load_all(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
 def load(name: str, path: str | Path = DEFAULT_PARAMS) -> Any:
     """The validated config of one stage's section (the whole file is validated too)."""
     return load_all(path)[name]
+
+
+def cli(args) -> int:
+    """`rlhf-trust params`: validate the whole params file before anything runs (`make repro` does)."""
+    cfgs = load_all(args.params)
+    print(f"params: {args.params} is valid; training seeds {cfgs['train'].seeds}")
+    return 0

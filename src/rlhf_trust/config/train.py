@@ -1,6 +1,6 @@
 """Params sections of the training stages (rlhf_trust/train/): `sft`, `rm` and the alignment arms
 (`ppo`, `dpo`, `kto`, `orpo`, `simpo`, `grpo`, `rloo`), which share `TrainCommon` and its `lora` block, and
-`train`, the arms a run trains (train/arms.py)."""
+`train`, the arms a run trains (train/arms.py) and the training seeds each arm is trained with."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ class LoraConfig:
 
 @dataclass
 class TrainCommon:
-    seed: int = 0
+    seed: int = 0                            # set per run from train.seeds (`rlhf-trust <stage> --seed k`)
     learning_rate: float = 1e-4
     epochs: float = 1.0
     max_steps: int = -1                      # > 0 overrides epochs
@@ -143,12 +143,20 @@ class TrainArmsConfig:
     """`train`: which alignment arms the pipeline trains, evaluates and attributes (train/arms.py)."""
 
     arms: list[str] = field(default_factory=lambda: ["ppo", "dpo"])   # the study's two; kto orpo simpo grpo rloo opt-in
+    # Each seed trains its own chain sft -> rm -> ppo, sft -> dpo (outputs/models/<stage>/s<k>); a seed sets
+    # every source of training randomness: data order, adapter initialisation, dropout, PPO's prompt
+    # schedule and sampling, the held-out bootstrap.
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
 
     def check(self) -> None:
         # names are checked against the arm registry by `rlhf_trust.train.arms.selected` (the
         # registry lives above config); here only the shape
         _require(len(self.arms) >= 1, "train.arms", "must name at least one arm")
         _require(len(set(self.arms)) == len(self.arms), "train.arms", "names an arm twice")
+        _require(len(self.seeds) >= 1, "train.seeds", "must list at least one seed, got []")
+        dup = sorted({s for s in self.seeds if self.seeds.count(s) > 1})
+        _require(not dup, "train.seeds", f"must not repeat a seed, got {dup} twice")
+        _require(all(s >= 0 for s in self.seeds), "train.seeds", f"must be >= 0, got {self.seeds}")
 
 
 @dataclass

@@ -1,14 +1,16 @@
 """`rlhf-trust eval --vertical V [--model M] [--limit N]`: one DVC stage process per vertical.
 
 Without `--model` it evaluates every model in `eval.models` (base, sft, ppo, dpo) in this one
-process: the four cells share the interpreter, the imports and the MLflow set-up. Each model is a
-`LazyBackend` behind the sqlite cache: its weights are loaded on the first cache miss only, so an
-unchanged model (every unit cached) costs no model load and no model call. Each cell runs inside
-an MLflow run named "eval_<V>@<M>" and writes eval/<V>/<M>/{metrics.json, metrics.run.json,
-samples.jsonl.gz, units.csv, units_graded.csv} atomically. samples.jsonl.gz (every generation,
-verdict and score; gzip with a fixed header, so a re-run with the same results leaves it byte for
-byte) is committed to git like units.csv: a fresh clone has what is behind every number. The run also gets the cell as an
-MLflow table (samples_table.json: one row per unit) and a system-metrics sample at its start and end.
+process, the base once and each trained model once per training seed (train.seeds): the cells
+share the interpreter, the imports and the MLflow set-up. Each model is a `LazyBackend` behind the
+sqlite cache: its weights are loaded on the first cache miss only, so an unchanged model (every
+unit cached) costs no model load and no model call. Each cell runs inside an MLflow run named
+"eval_<V>@<M>" (base) or "eval_<V>@<M>/s<k>" and writes {metrics.json, metrics.run.json,
+samples.jsonl.gz, units.csv, units_graded.csv} atomically to eval/<V>/base/ or eval/<V>/<M>/s<k>/.
+samples.jsonl.gz (every generation, verdict and score; gzip with a fixed header, so a re-run with the
+same results leaves it byte for byte) is committed to git like units.csv: a fresh clone has what is
+behind every number. The run also gets the cell as an MLflow table (samples_table.json: one row per
+unit) and a system-metrics sample at its start and end.
 """
 
 from __future__ import annotations
@@ -25,9 +27,17 @@ from rlhf_trust.errors import UserError
 MODELS = pipeline.MODELS
 
 
-def out_paths(cfg: Any, vertical: str, model: str) -> tuple[Path, Path]:
+def out_paths(cfg: Any, vertical: str, model: str, seed: int | None = None) -> tuple[Path, Path]:
+    """metrics.json and samples.jsonl.gz of one cell: eval/<V>/<M>/ (base, or no seed) or eval/<V>/<M>/s<k>/."""
     d = Path(cfg.out_dir) / vertical / model
+    if seed is not None and model != "base":
+        d = d / paths.seed_part(seed)
     return d / "metrics.json", d / "samples.jsonl.gz"
+
+
+def cells(models: list[str], seeds: list[int]) -> list[tuple[str, int | None]]:
+    """(model, seed) of every cell: the base once (seed None), each trained model once per seed."""
+    return [(m, None) if m == "base" else (m, k) for m in models for k in ([None] if m == "base" else seeds)]
 
 
 def write_units(path: Path, units: list[tuple[str, float]]) -> None:
@@ -128,13 +138,14 @@ def lazy_backend(model_dir: Path, cfg: Any, batch: int | None = None):
 
 
 def evaluate_cell(cfg: Any, vertical: str, model: str, backend: Any, limit: int | None = None,
-                  inputs: list[Path] | None = None) -> dict:
+                  inputs: list[Path] | None = None, seed: int | None = None) -> dict:
     """Run one cell with any backend (the CLI passes the HF one; tests a CallableBackend)."""
     from rlhf_trust.evals import sample_table
     from rlhf_trust.evals.cache import Cache, CachedBackend
     from rlhf_trust.tracking import track_stage
 
-    metrics_path, samples_path = out_paths(cfg, vertical, model)
+    metrics_path, samples_path = out_paths(cfg, vertical, model, seed)
+    cell = model if seed is None or model == "base" else f"{model}/{paths.seed_part(seed)}"
     cache = Cache(cfg.cache) if cfg.cache else None
     cached = CachedBackend(backend, cache) if cache is not None else backend
 
@@ -160,15 +171,17 @@ def evaluate_cell(cfg: Any, vertical: str, model: str, backend: Any, limit: int 
 
     try:
         return track_stage(f"eval_{vertical}", work, cfg=cfg, inputs=inputs or [],
-                           metrics_path=metrics_path, run_name=f"eval_{vertical}@{model}",
-                           tags={"vertical": vertical, "model": model})
+                           metrics_path=metrics_path, run_name=f"eval_{vertical}@{cell}",
+                           tags={"vertical": vertical, "model": model,
+                                 "seed": "none" if seed is None or model == "base" else str(seed)})
     finally:
         if cache is not None:
             cache.close()
 
 
 def cli(args) -> int:
-    cfg = config.load("eval", args.params)
+    cfgs = config.load_all(args.params)
+    cfg, seeds = cfgs["eval"], cfgs["train"].seeds
     evals.check_entries(cfg.verticals)  # each vertical validates its own params entry
     vertical = args.vertical
     evals.get(vertical)  # unknown vertical -> one line, before any model loads
@@ -184,12 +197,13 @@ def cli(args) -> int:
     from rlhf_trust.data import records
 
     records.load(evals.get(vertical).dataset, data_dir)  # missing / malformed data: fail before any model
-    dirs = {m: paths.model_dir(m) for m in models}
-    for m, d in dirs.items():
+    dirs = {(m, k): paths.model_dir(m, k) for m, k in cells(models, seeds)}
+    for (m, k), d in dirs.items():
         if not d.is_dir():
-            raise UserError(f"model directory not found: {d} (run `rlhf-trust {m}` first)")
+            seed = "" if k is None else f" --seed {k}"
+            raise UserError(f"model directory not found: {d} (run `rlhf-trust {m}{seed}` first)")
     data_file = data_dir / f"{evals.get(vertical).dataset}.jsonl"
-    for m, d in dirs.items():  # each cell ends with its summary line
+    for (m, k), d in dirs.items():  # each cell ends with its summary line
         evaluate_cell(cfg, vertical, m, lazy_backend(d, cfg, batch_size(cfg, vertical)), args.limit,
-                      inputs=[p for p in (data_file, d) if p.exists()])
+                      inputs=[p for p in (data_file, d) if p.exists()], seed=k)
     return 0

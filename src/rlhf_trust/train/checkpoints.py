@@ -214,7 +214,7 @@ def save_model_dir(model: Any, tok: Any, out_dir: Path, *, stage: str, task: str
         "stage": stage, "kind": "adapter" if is_adapter else "full", "task": task,
         "spec": parent_info.get("spec"), "dtype": parent_info.get("dtype", "float32"),
         "parent": parent_info.get("stage"), "parent_dir": str(parent.resolve()),
-        "data_md5": data_md5, "params_hash": params_hash(cfg), **(extra or {}),
+        "data_md5": data_md5, "params_hash": params_hash(cfg), "seed": cfg.seed, **(extra or {}),
     }
     with fileio.atomic_path(out_dir, keep_old=_UNIT.get() is not None) as tmp:
         model.save_pretrained(tmp)

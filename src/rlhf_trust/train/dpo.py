@@ -45,7 +45,8 @@ def run(cfg, layout: inputs.Layout | None = None, callbacks: list | None = None)
                "train_pairs": len(rows), "train_tokens": monitor.train_tokens(tok, rows, ("chosen", "rejected"), cfg),
                "resumed_from_step": checkpoints.checkpoint_step(resume), "beta": cfg.beta}
     with precision.heldout_autocast(cfg, trainer.model, ref):
-        metrics.update(heldout_metrics(trainer.model, ref, tok, heldout, cfg.beta, cfg.eval_batch_size))
+        metrics.update(heldout_metrics(trainer.model, ref, tok, heldout, cfg.beta, cfg.eval_batch_size,
+                                        cfg.seed))
     checkpoints.save_model_dir(trainer.model, tok, layout.model(STAGE), stage=STAGE, task="causal_lm",
                           parent=parent, data_md5=md5, cfg=cfg)
     checkpoints.discard_checkpoints(ckpt_dir)
@@ -65,13 +66,12 @@ def implicit_rewards(policy, ref, tok, rows: list[dict], beta: float, batch_size
     return beta * (pol_c - ref_c), beta * (pol_r - ref_r)
 
 
-def heldout_metrics(policy, ref, tok, rows: list[dict], beta: float, batch_size: int) -> dict:
+def heldout_metrics(policy, ref, tok, rows: list[dict], beta: float, batch_size: int, seed: int = 0) -> dict:
     """Held-out preference accuracy (implicit reward of chosen > rejected) and mean reward margin."""
     chosen, rejected = implicit_rewards(policy, ref, tok, rows, beta, batch_size)
-    return scoring.pairwise(chosen, rejected)
+    return scoring.pairwise(chosen, rejected, seed=seed)  # the seed draws the CI's bootstrap
 
 
 def cli(args) -> int:
-    layout = inputs.Layout()
-    return stage_cli.run_cli(STAGE, args, run, [layout.split("hh_train"), layout.split("hh_heldout"),
-                                             layout.model("sft")])
+    return stage_cli.run_cli(STAGE, args, run, lambda layout: [layout.split("hh_train"), layout.split("hh_heldout"),
+                                                               layout.model("sft")])

@@ -19,21 +19,30 @@ CHECKPOINTS = paths.OUTPUTS / "checkpoints"
 
 @dataclass
 class Layout:
-    """Where a stage reads and writes. Defaults = the DVC layout; tests pass temp dirs."""
+    """Where a stage reads and writes. Defaults = the DVC layout; tests pass temp dirs.
+
+    With a `seed`, every trained model, checkpoint and metrics file is that seed's:
+    <models_dir>/<stage>/s<seed>, <metrics_dir>/<stage>/s<seed>.json (the base model has no seed)."""
 
     data_dir: Path = paths.CURATED   # `rlhf-trust curate`: the prepared set unless curate.enabled
     models_dir: Path = paths.MODELS
     checkpoints_dir: Path = CHECKPOINTS
     metrics_dir: Path = paths.METRICS
+    seed: int | None = None
+
+    def _seeded(self, stage: str) -> str:
+        if self.seed is None or stage == "base":
+            return stage
+        return f"{stage}/{paths.seed_part(self.seed)}"
 
     def model(self, stage: str) -> Path:
-        return Path(self.models_dir) / stage
+        return Path(self.models_dir) / self._seeded(stage)
 
     def checkpoints(self, stage: str) -> Path:
-        return Path(self.checkpoints_dir) / stage
+        return Path(self.checkpoints_dir) / self._seeded(stage)
 
     def metrics(self, stage: str) -> Path:
-        return Path(self.metrics_dir) / f"{stage}.json"
+        return Path(self.metrics_dir) / f"{self._seeded(stage)}.json"
 
     def split(self, name: str) -> Path:
         return Path(self.data_dir) / f"{name}.jsonl"

@@ -329,6 +329,5 @@ def merged_adapter(policy):
 
 
 def cli(args) -> int:
-    layout = inputs.Layout()
-    return stage_cli.run_cli(STAGE, args, run, [layout.split("hh_train"), layout.split("hh_heldout"),
-                                             layout.model("sft"), layout.model("rm")])
+    return stage_cli.run_cli(STAGE, args, run, lambda layout: [layout.split("hh_train"), layout.split("hh_heldout"),
+                                                               layout.model("sft"), layout.model("rm")])

@@ -41,22 +41,21 @@ def run(cfg, layout: inputs.Layout | None = None, callbacks: list | None = None)
                "train_pairs": len(rows), "train_tokens": monitor.train_tokens(tok, rows, ("chosen", "rejected"), cfg),
                "resumed_from_step": checkpoints.checkpoint_step(resume)}
     with precision.heldout_autocast(cfg, trainer.model):
-        metrics.update(heldout_metrics(trainer.model, tok, heldout, cfg.eval_batch_size))
+        metrics.update(heldout_metrics(trainer.model, tok, heldout, cfg.eval_batch_size, cfg.seed))
     checkpoints.save_model_dir(trainer.model, tok, layout.model(STAGE), stage=STAGE, task="seq_cls",
                           parent=parent, data_md5=md5, cfg=cfg)
     checkpoints.discard_checkpoints(ckpt_dir)
     return metrics
 
 
-def heldout_metrics(model, tok, rows: list[dict], batch_size: int) -> dict:
+def heldout_metrics(model, tok, rows: list[dict], batch_size: int, seed: int = 0) -> dict:
     """Pairwise accuracy (r(chosen) > r(rejected)) and mean reward margin on held-out pairs."""
     prompts = [r["prompt"] for r in rows]
     chosen = scoring.reward_scores(model, tok, prompts, [r["chosen"] for r in rows], batch_size)
     rejected = scoring.reward_scores(model, tok, prompts, [r["rejected"] for r in rows], batch_size)
-    return scoring.pairwise(chosen, rejected)
+    return scoring.pairwise(chosen, rejected, seed=seed)  # the seed draws the CI's bootstrap
 
 
 def cli(args) -> int:
-    layout = inputs.Layout()
-    return stage_cli.run_cli(STAGE, args, run, [layout.split("hh_train"), layout.split("hh_heldout"),
-                                             layout.model("sft")])
+    return stage_cli.run_cli(STAGE, args, run, lambda layout: [layout.split("hh_train"), layout.split("hh_heldout"),
+                                                               layout.model("sft")])

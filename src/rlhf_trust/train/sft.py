@@ -62,5 +62,4 @@ def heldout_metrics(model, tok, rows: list[dict], batch_size: int) -> dict:
 
 
 def cli(args) -> int:
-    layout = inputs.Layout()
-    return stage_cli.run_cli(STAGE, args, run, [layout.split("hh_train"), layout.model("base")])
+    return stage_cli.run_cli(STAGE, args, run, lambda layout: [layout.split("hh_train"), layout.model("base")])

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rlhf_trust import fileio
+from rlhf_trust import fileio, paths
 from rlhf_trust.train import arms
 from rlhf_trust.train.checkpoints import output_unit
 from rlhf_trust.train.inputs import Layout
@@ -33,15 +33,30 @@ SUMMARY_KEYS = {
 }
 
 
-def run_cli(stage: str, args: Any, run: Callable[..., dict], inputs: list[Path]) -> int:
-    """The DVC stage: load params, open the stage's MLflow run, run, write metrics once."""
+def seeded(stage: str, args: Any, cfgs: dict[str, Any]) -> tuple[Any, Layout]:
+    """The stage's validated config with its seed set, and the seed's layout. `--seed` must be one of
+    train.seeds (default: the first), so every result on disk belongs to a declared seed."""
+    from dataclasses import replace
+
+    from rlhf_trust.errors import ConfigError
+
+    seeds = cfgs["train"].seeds
+    seed = seeds[0] if getattr(args, "seed", None) is None else args.seed
+    if seed not in seeds:
+        raise ConfigError(f"{stage}: --seed {seed} is not in train.seeds {seeds}")
+    return replace(cfgs[stage], seed=seed), Layout(seed=seed)
+
+
+def run_cli(stage: str, args: Any, run: Callable[..., dict],
+            inputs: Callable[[Layout], list[Path]] | list[Path]) -> int:
+    """The DVC stage: load params, open the stage's MLflow run, run, write metrics once.
+    `inputs(layout)` (or a list): the files the stage reads (their md5s go into the run's provenance)."""
     from rlhf_trust import config
     from rlhf_trust.tracking import track_stage
 
     sections = config.load_all(args.params)
     arms.selected(sections)  # train.arms: unknown names and unmet data needs are one line before any work
-    cfg = sections[stage]
-    layout = Layout()
+    cfg, layout = seeded(stage, args, sections)
     if not is_main_process():  # under `accelerate launch` only rank 0 tracks and writes metrics
         run(cfg, layout)
         return 0
@@ -55,7 +70,7 @@ def run_cli(stage: str, args: Any, run: Callable[..., dict], inputs: list[Path])
         sr.log_artifact(model_dir if size <= LOG_MODEL_MAX_BYTES else model_dir / "stage.json",
                         artifact_path="model")
         tags = sr.run.data.tags
-        sr.register_model(stage, "model", {"data.version": tags.get("data.version", ""),
+        sr.register_model(stage, "model", {"seed": str(cfg.seed), "data.version": tags.get("data.version", ""),
                                            "git.commit": tags.get("git.commit", ""),
                                            "git.dirty": tags.get("git.dirty", ""),
                                            "model.md5": fileio.read_json(model_dir / "stage.json")["md5"]})
@@ -64,6 +79,7 @@ def run_cli(stage: str, args: Any, run: Callable[..., dict], inputs: list[Path])
     from rlhf_trust.runinfo import run_info_path
 
     with output_unit(stage, layout.model(stage), [layout.metrics(stage), run_info_path(layout.metrics(stage))]):
-        track_stage(stage, body, cfg=cfg, inputs=[p for p in inputs if Path(p).exists()],
+        track_stage(stage, body, cfg=cfg, inputs=[p for p in (inputs(layout) if callable(inputs) else inputs) if Path(p).exists()],
+                    run_name=f"{stage}@{paths.seed_part(cfg.seed)}", tags={"seed": str(cfg.seed)},
                     metric_keys=SUMMARY_KEYS.get(stage), metrics_path=layout.metrics(stage))
     return 0
