@@ -77,7 +77,6 @@ SECTIONS: dict[str, type] = {
     "prepare": PrepareConfig,
     "validate": ValidateConfig,
     "model": ModelConfig,
-    "train": TrainArmsConfig,
     "sft": SFTConfig,
     "rm": RMConfig,
     "ppo": PPOConfig,

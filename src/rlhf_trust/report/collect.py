@@ -1,8 +1,10 @@
 """Gather whatever results exist (a partial pipeline still gives a report).
 
-Reads eval/<vertical>/<stage>/{metrics.json,units.csv}, influence/<stage>/<vertical>/{metrics.json,
-top.jsonl} and metrics/<stage>.json. Missing cells are None and listed in `missing`; contrasts whose
-units are missing are skipped and listed in `notes`. Verticals come from the eval registry.
+Reads eval/<vertical>/<stage>/{metrics.json,units.csv} (a trained model's per training seed in s<k>/),
+influence/<stage>/<vertical>/{metrics.json, top.jsonl} and metrics/<stage>/s<k>.json (or metrics/<stage>.json).
+A trained model's cell is its mean over the seeds present (report/seeds.py). Missing cells are None and
+listed in `missing`, as is any seed missing beside the others; contrasts whose units are missing are
+skipped and listed in `notes`. Verticals come from the eval registry.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class Results:
     contrasts: dict[str, dict[str, dict]] = field(default_factory=dict)   # paired stats (contrasts.py)
     notes: list[str] = field(default_factory=list)                        # contrasts skipped and why
     contrasts_digest: str = ""                                            # their input (contrasts.jobs_digest)
+    alignment: dict[str, dict[str, Any]] = field(default_factory=dict)   # seeds.alignment: RM/DPO/PPO checks
 
 
 def _read(path: Path) -> Any:
@@ -97,13 +100,19 @@ def collect(eval_dir: Path = paths.EVAL, influence_dir: Path = paths.INFLUENCE,
     """`previous`: an earlier trust_summary.json whose contrasts are reused when their input is
     unchanged (contrasts.compute)."""
     from rlhf_trust.report import contrasts
+    from rlhf_trust.report import seeds as seeding
 
     out, missing = [], []
+    present: dict[str, set[int]] = {}   # what -> training seeds found (to name a seed missing beside others)
     for v in verticals or registry():
         headline, higher = _vertical_meta(v)
         vert = Vertical(v, headline, higher)
         for s in STAGES:
-            m = runinfo.read(eval_dir / v / s / "metrics.json")
+            per_seed = seeding.read_per_seed(seeding.seed_files(eval_dir / v / s, "metrics.json"))
+            m = seeding.pooled_metrics({k: x for k, x in per_seed.items() if number(x.get(headline)) is not None},
+                                       [headline])
+            if not m and per_seed:   # read, but the headline is not a number in any seed's file
+                m = next(iter(per_seed.values()))
             if isinstance(m, dict) and number(m.get(headline)) is not None:
                 vert.cells[s] = _cell(m, headline)
                 vert.extra[s] = m
@@ -111,6 +120,10 @@ def collect(eval_dir: Path = paths.EVAL, influence_dir: Path = paths.INFLUENCE,
                 missing.append(f"eval {v} @ {s} ({eval_dir / v / s / 'metrics.json'}: {headline} is not a number)")
             else:
                 missing.append(f"eval {v} @ {s} ({eval_dir / v / s / 'metrics.json'})")
+            if s != "base":
+                for name in ("metrics.json", "units.csv"):
+                    found = {k for k in seeding.seed_files(eval_dir / v / s, name) if k is not None}
+                    present[f"eval {v} @ {s} ({eval_dir / v / s}/s<k>/{name})"] = found
         for stage in ("sft", "rm", "dpo"):
             d = influence_dir / stage / v
             top = d / "top.jsonl"
@@ -120,14 +133,20 @@ def collect(eval_dir: Path = paths.EVAL, influence_dir: Path = paths.INFLUENCE,
             else:
                 missing.append(f"influence {stage} x {v} ({top})")
         out.append(vert)
-    stages = {}
+    stages, per_stage = {}, {}
     for s in ("prepare", "validate", "curate", "sft", "rm", "ppo", "dpo"):
-        m = runinfo.read(metrics_dir / f"{s}.json")
-        if isinstance(m, dict):
-            stages[s] = m
+        per_stage[s] = seeding.read_per_seed(seeding.stage_seed_files(metrics_dir, s))
+        if per_stage[s]:
+            first = next(iter(per_stage[s].values()))
+            stages[s] = seeding.pooled_metrics(per_stage[s], [k for k, x in first.items() if isinstance(x, (int, float))])
+        if s in pipeline.TRAINED:
+            present[f"training {s} ({metrics_dir / s}/s<k>.json)"] = {k for k in per_stage[s] if k is not None}
+    expected = set().union(*present.values()) if present else set()
+    missing += seeding.missing_seeds(present, expected)
     digest: dict[str, str] = {}
     cons, notes = contrasts.compute(out, eval_dir, previous, digest)
-    return Results(out, stages, provenance(stages, out), missing, cons, notes, digest.get("digest", ""))
+    return Results(out, stages, provenance(stages, out), missing, cons, notes, digest.get("digest", ""),
+                   seeding.alignment(per_stage))
 
 
 def provenance(stages: dict[str, dict], verticals: list[Vertical]) -> dict[str, Any]:

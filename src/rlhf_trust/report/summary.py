@@ -23,8 +23,10 @@ from rlhf_trust import fileio, paths
 from rlhf_trust.report import contrasts, findings
 from rlhf_trust.report.collect import STAGES, Results, Vertical, collect
 from rlhf_trust.report.tables import (
+    ALIGNMENT_HEADER,
     DASH,
     SMOKE_BANNER,
+    alignment_rows,
     methods,
     significant_first,
     stage_rows,
@@ -45,6 +47,11 @@ def md_text(x: Any) -> str:
 def md_code(x: Any) -> str:
     """A value as a Markdown code span (HTML inside is literal); a backtick in it cannot end the span."""
     return "`" + " ".join(str(x).replace("`", "'").splitlines()) + "`"
+
+
+ALIGNMENT_LEGEND = ("Held-out checks of the alignment stages, per training seed; the mean's 95% CI is a "
+                    "Student-t interval over seeds (training variance). Targets: RM and DPO accuracy above "
+                    "chance (CI low > 0.5), PPO's reward gain over SFT above 0.")
 
 
 def md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -85,6 +92,8 @@ def markdown(res: Results, figures: dict[str, str], k: int, pages: dict[str, str
         out += [f"![every contrast: Δ with 95% CI]({figures['forest']})", ""]
     out += ["Headline metric per trust vertical and alignment stage, with bootstrap 95% CIs.", "",
             md_table(["vertical", "metric", *STAGES], table_rows(res)), "",
+            *(["## Alignment checks", "", ALIGNMENT_LEGEND, "", md_table(ALIGNMENT_HEADER, alignment_rows(res)), ""]
+              if res.alignment else []),
             "## Changes", "", contrasts.LEGEND, "",
             md_table(contrasts.HEADER, contrasts.rows(res.contrasts, [v.name for v in res.verticals])), ""]
     if pages:
@@ -131,7 +140,7 @@ def as_json(res: Results) -> dict[str, Any]:
                       for s in STAGES},
         } for v in res.verticals},
         "contrasts": res.contrasts, "contrast_notes": res.notes, "contrasts_digest": res.contrasts_digest,
-        "provenance": res.provenance, "missing": res.missing,
+        "provenance": res.provenance, "missing": res.missing, "alignment": res.alignment,
     }
 
 

@@ -70,3 +70,20 @@ def methods(v: Vertical) -> str:
     """The ranking method(s) the vertical's influence stages actually used (`exact`, `datainf`, ...)."""
     used = sorted({str(m["method"]) for m in v.influence.values() if m.get("method")})
     return ", ".join(used) or "method not recorded"
+
+
+ALIGNMENT_HEADER = ["stage", "held-out metric", "per seed", "mean [95% CI]", "target: CI low >", "met"]
+
+
+def alignment_rows(res: Results) -> list[list[str]]:
+    """One row per alignment stage (report/seeds.py alignment): per-seed values, their mean and CI."""
+    rows = []
+    for stage, a in res.alignment.items():
+        ci = a.get("ci95") or {}
+        ci_txt = f" [{ci['low']:.3f}, {ci['high']:.3f}]" if ci.get("low") is not None else ""
+        per = ", ".join(f"s{k}: {v:.3f}" if k != "None" else f"{v:.3f}" for k, v in a["per_seed"].items())
+        met = DASH if a["met"] is None else ("yes" if a["met"] else "no")
+        if a["n_seeds"] < 2:
+            met += " (one seed: conditional on this checkpoint)"
+        rows.append([stage, a["metric"], per, f"{a['mean']:.3f}{ci_txt}", f"{a['target']:g}", met])
+    return rows
