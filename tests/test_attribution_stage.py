@@ -14,6 +14,8 @@ from rlhf_trust.errors import UserError
 torch.set_num_threads(1)
 
 PARAMS = """
+train:
+  seeds: [0]
 influence:
   stages: [sft, rm, dpo]
   verticals: [toxicity, ethics]
@@ -43,18 +45,21 @@ def _stage_dir(root, name, kind, task, parent, save):
 
     from rlhf_trust.models import write_stage_info
 
-    out = root / name
+    out = root / name / "s0"   # training seed 0's model
     out.mkdir(parents=True)
     save(out)
     AutoTokenizer.from_pretrained(str(root / "base")).save_pretrained(out)
+    parent_dir = root / parent if parent == "base" else root / parent / "s0"
     write_stage_info(out, {"stage": name, "kind": kind, "task": task, "spec": "tiny-gpt-neox", "parent": parent,
-                           "parent_dir": str(root / parent), "data_md5": None, "dtype": "float32"})
+                           "parent_dir": str(parent_dir), "data_md5": None, "dtype": "float32"})
 
 
 def _samples(vertical, model, prompts, gens):
     rows = [{"id": f"{vertical}-{i}", "vertical": vertical, "model": model, "condition": "benign",
              "sample_index": 0, "prompt": p, "generation": g} for i, (p, g) in enumerate(zip(prompts, gens))]
-    fileio.write_jsonl(f"eval/{vertical}/{model}/samples.jsonl.gz", rows)
+    from rlhf_trust.attribution import testpairs
+
+    fileio.write_jsonl(testpairs.samples_path(vertical, model, 0), rows)
 
 
 @pytest.fixture(scope="module")
@@ -70,11 +75,11 @@ def project(tmp_path_factory):
     _stage_dir(models, "sft", "adapter", "causal_lm", "base",
                lambda out: _adapter(AutoModelForCausalLM.from_pretrained(str(models / "base")), out))
     _stage_dir(models, "rm", "adapter", "seq_cls", "sft",
-               lambda out: _adapter(seq_cls_from_causal(load_merged_causal_lm(models / "sft")), out,
+               lambda out: _adapter(seq_cls_from_causal(load_merged_causal_lm(models / "sft" / "s0")), out,
                                     task="SEQ_CLS", seed=1))
 
     def full_dpo(out):  # a full fine-tune of SFT: exercises the SVD conversion
-        m = load_merged_causal_lm(models / "sft")
+        m = load_merged_causal_lm(models / "sft" / "s0")
         with torch.no_grad():
             for p in m.parameters():
                 p.add_(0.01 * torch.randn_like(p))

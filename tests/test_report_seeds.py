@@ -92,3 +92,14 @@ def test_one_seed_layout_reads_as_one_seed(tmp_path, monkeypatch):
     assert not [m for m in res.missing if "seed" in m]
     assert res.alignment["rm"]["met"] is True and res.alignment["rm"]["ci_level"].startswith("one seed")
     assert res.contrasts["bias"]["sft-base"]["level"] == "conditional"
+
+
+def test_influence_shows_the_seed_ensembles_agreement(seeded):
+    d = seeded / "influence" / "dpo" / "bias"
+    d.mkdir(parents=True)
+    (d / "top.jsonl").write_text(json.dumps({"id": "hh-1", "kind": "helpful", "score": -0.5, "prompt": "p",
+                                             "chosen": "c", "rejected": "r"}) + "\n")
+    (d / "metrics.json").write_text(json.dumps({"method": "exact", "n_seeds": 3, "seed_spearman_mean": 0.41,
+                                                "seed_spearman_min": 0.22}))
+    md = summary.markdown(collect.collect(verticals=("bias",)), {}, 2)
+    assert "the ensemble of 3 training seeds' scores (Spearman between seeds: mean 0.41, min 0.22)" in md

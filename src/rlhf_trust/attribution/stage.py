@@ -12,6 +12,9 @@ Stages (the study's attribute_{sft,ppo,dpo}.py, with its defects fixed, docs/inf
   dpo: DPO policy vs the SFT reference; train = DPO loss on the pair; test = DPO loss preferring
        DPO's continuation over SFT's.
 Train gradients are computed once per stage (sharded on disk, resumable) and reused by every vertical.
+With several training seeds (train.seeds) each seed's models are attributed on that seed's samples and
+the scores averaged, as TRAK ensembles models: `score` ranks by the ensemble, `score_s<k>` keeps each
+seed's, and the metrics give the Spearman agreement between seeds.
 Outputs: influence/<stage>/<vertical>/{scores.parquet, top.jsonl, hist.png, metrics.json}.
 """
 
@@ -55,7 +58,7 @@ def out_dir(stage: str, vertical: str) -> Path:
 class Attributor:
     """One RLHF stage: its model, train pairs and train-gradient store, scoring any test pairs."""
 
-    def __init__(self, stage: str, cfg, train_rows: list[dict], train_md5: str):
+    def __init__(self, stage: str, cfg, train_rows: list[dict], train_md5: str, seed: int | None = None):
         import torch
 
         from rlhf_trust import models
@@ -66,9 +69,9 @@ class Attributor:
         self.device = models.resolve_device(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        model_dir = paths.model_dir(self.spec.model)
+        model_dir = paths.model_dir(self.spec.model, seed)
         self.model, self.tok = loading.load_lora_model(model_dir, cfg.svd_rank, self.device)
-        self.ref = loading.load_reference(paths.model_dir(self.spec.ref), self.device) if self.spec.ref else None
+        self.ref = loading.load_reference(paths.model_dir(self.spec.ref, seed), self.device) if self.spec.ref else None
         self.layers = grads.select_layers(grads.lora_param_names(self.model), cfg.layers)
         self.pe = grads.PerExampleGrads(self.model, self.layers)
         key = grads.store_key(model=models.load_stage_info(model_dir).get("md5"), stage=stage, data=train_md5,
@@ -284,58 +287,94 @@ def train_rows(cfg) -> tuple[list[dict], str]:
 
 # the DVC metrics: sizes, the chosen method's measured LDS (params: influence.validity), and every pair of
 # methods' agreement
-METRIC_KEYS = ("n_train", "n_test", "lds", *(f"spearman_{a}_{b}" for a in ("exact", "datainf", "gradsim", "repsim")
+METRIC_KEYS = ("n_train", "n_test", "lds", "n_seeds", "seed_spearman_mean", "seed_spearman_min",
+               *(f"spearman_{a}_{b}" for a in ("exact", "datainf", "gradsim", "repsim")
                                             for b in ("exact", "datainf", "gradsim", "repsim") if a != b))
 
 
-def run_stage(stage: str, verticals: list[str], cfg) -> dict[str, dict]:
+def ensemble(per_seed: dict, method: str) -> dict:
+    """Mean over seeds of each method's scores (TRAK's ensemble over models), each seed's chosen-method
+    scores as column `s<k>`, and the Spearman agreement between seeds (every pair, their mean and min)."""
+    import numpy as np
+
+    from rlhf_trust.attribution import methods
+
+    seeds = list(per_seed)
+    if len(seeds) == 1:   # one model: its own scores
+        return per_seed[seeds[0]]
+    shared = [m for m in per_seed[seeds[0]]["columns"] if all(m in r["columns"] for r in per_seed.values())]
+    cols = {m: np.mean([np.asarray(per_seed[k]["columns"][m], dtype=np.float64) for k in seeds], axis=0)
+            for m in shared}
+    by_seed = {paths.seed_part(k): np.asarray(per_seed[k]["scores"], dtype=np.float64) for k in seeds}
+    rho = methods.spearman_table(by_seed) if len(seeds) > 1 else {}
+    agree = {f"seed_spearman_{a}_{b}": r for key, r in rho.items() for a, b in [key.split("~")]}
+    vals = [r for r in agree.values() if r is not None and not math.isnan(r)]
+    metrics = {**per_seed[seeds[0]]["metrics"], **agree, "n_seeds": len(seeds), "seeds": ",".join(map(str, seeds))}
+    if vals:
+        metrics.update(seed_spearman_mean=float(np.mean(vals)), seed_spearman_min=float(np.min(vals)))
+    return {"scores": np.mean(list(by_seed.values()), axis=0), "columns": {**cols, **by_seed}, "metrics": metrics}
+
+
+def run_stage(stage: str, verticals: list[str], cfg, seeds: list[int | None] = (None,)) -> dict[str, dict]:
     from rlhf_trust.attribution import testpairs
     from rlhf_trust.tracking import track_stage
 
+    seeds = list(seeds)
     rows, md5 = train_rows(cfg)
     sp = spec(stage, cfg)
     # fail fast on missing eval samples before the (long) gradient pass
-    tests = {v: testpairs.build(v, sp.new, sp.old, cfg.max_test_samples) for v in verticals}
-    att = Attributor(stage, cfg, rows, md5)
-    att.check_memory()  # exact past the memory: one line, exit 2, before the gradient pass
+    tests = {(v, k): testpairs.build(v, sp.new, sp.old, cfg.max_test_samples, k) for v in verticals for k in seeds}
+    atts = {k: Attributor(stage, cfg, rows, md5, k) for k in seeds}
+    for att in atts.values():
+        att.check_memory()  # exact past the memory: one line, exit 2, before the gradient pass
     results = {}
     for vertical in verticals:
         dest = out_dir(stage, vertical)
-        test_rows, counts = tests[vertical]
 
-        def work(sr, vertical=vertical, dest=dest, test_rows=test_rows, counts=counts):
+        def work(sr, vertical=vertical, dest=dest):
             import numpy as np
 
             t0 = time.perf_counter()
-            first = not att.grads_ready and bool(test_rows)
-            if first:
-                att.train_grads()
-            if test_rows:
-                res = att.score(test_rows)
-            else:  # no behaviour change between the two stages on these samples: nothing to attribute
-                zeros = np.zeros(len(rows))
-                res = {"scores": zeros, "columns": {cfg.method: zeros}, "metrics": {"no_behaviour_change": 1}}
+            per_seed, grad_s = {}, 0.0
+            for k, att in atts.items():
+                test_rows, _ = tests[(vertical, k)]
+                if not att.grads_ready and test_rows:
+                    att.train_grads()
+                    grad_s += att.grad_seconds
+                if test_rows:
+                    per_seed[k] = att.score(test_rows)
+                else:  # no behaviour change between the two stages on these samples: nothing to attribute
+                    zeros = np.zeros(len(rows))
+                    per_seed[k] = {"scores": zeros, "columns": {cfg.method: zeros},
+                                   "metrics": {"no_behaviour_change": 1}}
+            res = ensemble(per_seed, cfg.method)
             summary = write_outputs(dest, rows, res["scores"], res["columns"], cfg.top_k)
             for name in ("scores.parquet", "top.jsonl", "hist.png"):
                 sr.log_artifact(dest / name)
-            return {**summary, **counts, **res["metrics"], **cfg.validity.measured(stage, cfg.method), "n_test": len(test_rows),
-                    "train_grad_s": att.grad_seconds if first else 0.0,
-                    "runtime_s": time.perf_counter() - t0, "layers": len(att.layers),
-                    "params_per_example": sum(math.prod(s) for s in att.pe.shapes.values()),
+            counts = tests[(vertical, seeds[0])][1]
+            return {**summary, **counts, **res["metrics"], **cfg.validity.measured(stage, cfg.method),
+                    "n_test": sum(len(tests[(vertical, k)][0]) for k in seeds),
+                    "train_grad_s": grad_s, "runtime_s": time.perf_counter() - t0,
+                    "layers": len(atts[seeds[0]].layers),
+                    "params_per_example": sum(math.prod(s) for s in atts[seeds[0]].pe.shapes.values()),
                     "train_loss": sp.train_loss, "test_loss": sp.test_loss}
 
-        inputs = [paths.CURATED / "hh_train.jsonl", paths.model_dir(sp.model), testpairs.samples_path(vertical, sp.new),
-                  testpairs.samples_path(vertical, sp.old)]
-        results[vertical] = track_stage("influence", work, cfg=cfg, inputs=inputs,
+        inputs = [paths.CURATED / "hh_train.jsonl"]
+        for k in seeds:
+            inputs += [paths.model_dir(sp.model, k), testpairs.samples_path(vertical, sp.new, k),
+                       testpairs.samples_path(vertical, sp.old, k)]
+        results[vertical] = track_stage("influence", work, cfg=cfg, inputs=list(dict.fromkeys(inputs)),
                                         metrics_path=dest / "metrics.json",
                                         metric_keys=METRIC_KEYS,
                                         run_name=f"influence@{stage}-{vertical}",
-                                        tags={"influence.stage": stage, "influence.vertical": vertical})
+                                        tags={"influence.stage": stage, "influence.vertical": vertical,
+                                              "seed": ",".join("none" if k is None else str(k) for k in seeds)})
     return results
 
 
 def cli(args) -> int:
-    cfg = config.load("influence", args.params)
+    cfgs = config.load_all(args.params)
+    cfg, seeds = cfgs["influence"], cfgs["train"].seeds
     stages = [args.stage] if getattr(args, "stage", None) else list(cfg.stages)
     verticals = [args.vertical] if getattr(args, "vertical", None) else list(cfg.verticals)
     known = registry.names()
@@ -345,5 +384,5 @@ def cli(args) -> int:
     for stage in stages:
         spec(stage, cfg)
     for stage in stages:
-        run_stage(stage, verticals, cfg)
+        run_stage(stage, verticals, cfg, seeds)
     return 0

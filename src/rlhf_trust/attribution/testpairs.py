@@ -20,19 +20,22 @@ from rlhf_trust import fileio, paths
 from rlhf_trust.errors import UserError
 
 
-def samples_path(vertical: str, model: str) -> Path:
-    return paths.EVAL / vertical / model / "samples.jsonl.gz"
+def samples_path(vertical: str, model: str, seed: int | None = None) -> Path:
+    """eval/<vertical>/<model>/samples.jsonl.gz (base, or no seed), or that seed's eval/<vertical>/<model>/s<k>/."""
+    d = paths.EVAL / vertical / model
+    return (d if seed is None or model == "base" else d / paths.seed_part(seed)) / "samples.jsonl.gz"
 
 
 def _key(row: dict) -> tuple:
     return (str(row["id"]), str(row.get("condition", "")), int(row.get("sample_index", 0)))
 
 
-def build(vertical: str, new: str, old: str, limit: int) -> tuple[list[dict], dict]:
-    """([{"id", "prompt", "chosen": new continuation, "rejected": old continuation}], counts)."""
+def build(vertical: str, new: str, old: str, limit: int, seed: int | None = None) -> tuple[list[dict], dict]:
+    """([{"id", "prompt", "chosen": new continuation, "rejected": old continuation}], counts): the
+    continuations of training seed `seed`'s models (the base model has one)."""
     rows = {}
     for model in (new, old):
-        path = samples_path(vertical, model)
+        path = samples_path(vertical, model, seed)
         if not path.is_file():
             raise UserError(f"missing {path}; run `rlhf-trust eval --vertical {vertical} --model {model}` first")
         rows[model] = {_key(r): r for r in fileio.read_jsonl(path)}

@@ -64,7 +64,8 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
 
 def method_notes(v: Vertical) -> list[str]:
     """Per influence stage: the ranking method, its LDS measured by retraining (95% CI and the set-up it
-    was measured at: params influence.validity) and its Spearman agreement with the study's DataInf
+    was measured at: params influence.validity), its Spearman agreement with the study's DataInf and,
+    over training seeds, the seeds' agreement
     (influence metrics, docs/influence.md)."""
     out = []
     for stage, m in v.influence.items():
@@ -78,6 +79,10 @@ def method_notes(v: Vertical) -> list[str]:
                else "LDS not measured")
         rho = m.get(f"spearman_{method}_datainf", m.get(f"spearman_datainf_{method}"))
         agree = "" if method == "datainf" or not _num(rho) else f", Spearman with DataInf {rho:.2f}"
+        n = m.get("n_seeds")
+        if isinstance(n, int) and n > 1 and _num(m.get("seed_spearman_mean")) and _num(m.get("seed_spearman_min")):
+            agree += (f"; the ensemble of {n} training seeds' scores (Spearman between seeds: mean "
+                      f"{m['seed_spearman_mean']:.2f}, min {m['seed_spearman_min']:.2f})")
         out.append(f"- {md_text(stage)}: ranked by {md_code(method)}, {lds}{agree}")
     return [*out, ""] if out else []
 
