@@ -226,8 +226,10 @@ def cli(args) -> int:
         # the pipeline's parent run carries the report's headline numbers (compare runs in the UI)
         parent = sr.run.data.tags.get("mlflow.parentRunId")
         if parent:
-            sr.log_metrics_to(parent, {f"{v.name}.{s}.{v.headline}": c.value for v in res.verticals
-                                       for s, c in v.cells.items() if c.value is not None})
+            # a trained model's cells and the alignment checks are their means over the training seeds
+            sr.log_metrics_to(parent, {**{f"{v.name}.{s}.{v.headline}": c.value for v in res.verticals
+                                          for s, c in v.cells.items() if c.value is not None},
+                                       **{f"alignment.{s}.{a['metric']}": a["mean"] for s, a in res.alignment.items()}})
         n_sig = sum(r["significant"] for per in res.contrasts.values() for r in per.values())
         return {"cells_filled": filled, "cells_missing": len(res.verticals) * len(STAGES) - filled,
                 "missing_results": len(res.missing), "contrasts": sum(map(len, res.contrasts.values())),
