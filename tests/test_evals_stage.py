@@ -12,6 +12,8 @@ from rlhf_trust import cli, fileio, runinfo
 from rlhf_trust.evals.stage import read_units
 
 PARAMS = """
+train:
+  seeds: [0, 1]
 eval:
   models: [base, sft]
   data_dir: {data}
@@ -35,7 +37,8 @@ def project(tmp_path_factory, raw_data):
 
     root = tmp_path_factory.mktemp("proj")
     build_tiny_base(root / "outputs" / "models" / "base", base_texts())
-    build_tiny_base(root / "outputs" / "models" / "sft", base_texts(), seed=1)
+    for k in (0, 1):   # a trained model per training seed: outputs/models/sft/s<k>
+        build_tiny_base(root / "outputs" / "models" / "sft" / f"s{k}", base_texts(), seed=1 + k)
     (root / "params.yaml").write_text(PARAMS.format(data=raw_data))
     return root
 
@@ -89,14 +92,18 @@ def test_one_process_evaluates_every_model_and_a_cached_rerun_loads_none(project
 
     monkeypatch.chdir(project)
     assert run_cli("--vertical", "privacy") == 0
-    first = {m: runinfo.read(project / "eval" / "privacy" / m / "metrics.json") for m in ("base", "sft")}
-    assert first["sft"]["model_calls"] > 0 and first["sft"]["model_loaded"]  # (base may be cached already)
-    assert read_units(project / "eval/privacy/base/units.csv")[0][0] == read_units(project / "eval/privacy/sft/units.csv")[0][0]
+    cells = ("base", "sft/s0", "sft/s1")   # the base once, the trained model once per seed
+    assert not (project / "eval/privacy/sft/metrics.json").exists()
+    first = {m: runinfo.read(project / "eval" / "privacy" / m / "metrics.json") for m in cells}
+    for m in cells[1:]:
+        assert first[m]["model_calls"] > 0 and first[m]["model_loaded"]  # (base may be cached already)
+        assert read_units(project / "eval/privacy/base/units.csv")[0][0] == read_units(
+            project / f"eval/privacy/{m}/units.csv")[0][0]
     code = ("import sys; from rlhf_trust import cli; rc = cli.main(['eval', '--vertical', 'privacy']); "
             "print('TORCH', 'torch' in sys.modules, rc)")
     out = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True, timeout=120, check=False)
     assert "TORCH False 0" in out.stdout, out.stderr[-2000:]
-    for m in ("base", "sft"):
+    for m in cells:
         again = runinfo.read(project / "eval" / "privacy" / m / "metrics.json")
         assert again["model_calls"] == 0 and again["model_loaded"] is False
         assert again["leakage_rate"] == first[m]["leakage_rate"]
