@@ -1,6 +1,7 @@
 """The alignment arms beyond PPO and DPO on the tiny model: each trains, saves, resumes exactly after
 a kill, and its held-out check runs (and means what it says on a hand-made case)."""
 
+import json
 import math
 import time
 
@@ -88,15 +89,19 @@ def test_arm_command_writes_model_and_metrics_as_a_stage(sft_layout, tmp_path, m
 
     monkeypatch.chdir(tmp_path)
     shutil.copytree(sft_layout.data_dir, tmp_path / "outputs" / "curated")
-    for model in ("base", "sft"):
-        shutil.copytree(sft_layout.model(model), tmp_path / "outputs" / "models" / model)
+    shutil.copytree(sft_layout.model("base"), tmp_path / "outputs" / "models" / "base")
+    sft = tmp_path / "outputs" / "models" / "sft" / "s3"   # training seed 3's SFT model, one level deeper
+    shutil.copytree(sft_layout.model("sft"), sft)
+    info = json.loads((sft / "stage.json").read_text())
+    (sft / "stage.json").write_text(json.dumps({**info, "parent_dir": "../../base"}))
     (tmp_path / "params.yaml").write_text(
-        "train:\n  arms: [dpo, simpo]\nsimpo:\n  max_length: 96\n  max_prompt_length: 48\n  batch_size: 2\n"
+        "train:\n  arms: [dpo, simpo]\n  seeds: [3]\nsimpo:\n  max_length: 96\n  max_prompt_length: 48\n  batch_size: 2\n"
         "  max_steps: 2\n  max_train_pairs: 4\n  logging_steps: 1\n  threads: 1\n  device: cpu\n")
     assert cli.main(["simpo", "--params", "params.yaml"]) == 0
-    metrics = runinfo.read(tmp_path / "metrics/simpo.json")
+    metrics = runinfo.read(tmp_path / "metrics/simpo/s3.json")
     assert arms.spec("simpo").heldout_check in metrics and metrics["heldout_n"] == 8
-    assert load_stage_info(tmp_path / "outputs/models/simpo")["parent"] == "sft"
+    info = load_stage_info(tmp_path / "outputs/models/simpo/s3")
+    assert info["parent"] == "sft" and info["seed"] == 3
 
 
 def test_kto_full_finetune_checks_against_the_reloaded_reference(sft_layout, tmp_path):
