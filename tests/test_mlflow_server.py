@@ -111,7 +111,7 @@ def test_pipeline_runs_through_the_rest_api(raw_data, fixture_rows, tmp_path, mo
         parents = [n for n in by_name if tags[n].get("kind") == "pipeline"]
         assert parents == [parent_name], parents
         parent_id = by_name[parent_name]["info"]["run_id"]
-        stages = {"prepare", "validate", "base", "sft", "eval_ethics@base", "report"}
+        stages = {"prepare", "validate", "base", "sft@s0", "eval_ethics@base", "report"}
         assert stages <= set(by_name)
         for stage in stages:
             assert by_name[stage]["info"]["status"] == "FINISHED"
@@ -128,9 +128,9 @@ def test_pipeline_runs_through_the_rest_api(raw_data, fixture_rows, tmp_path, mo
 
         # datasets: name, digest = content md5, source
         inputs = {n: [d["dataset"] for d in by_name[n].get("inputs", {}).get("dataset_inputs", [])]
-                  for n in ("prepare", "sft", "eval_ethics@base")}
+                  for n in ("prepare", "sft@s0", "eval_ethics@base")}
         assert [(d["name"], d["digest"]) for d in inputs["prepare"]] == [("data", data_md5)]
-        train = next(d for d in inputs["sft"] if d["name"] == "hh_train")
+        train = next(d for d in inputs["sft@s0"] if d["name"] == "hh_train")
         assert train["digest"] == hashlib.md5((tmp_path / "outputs/prepared/hh_train.jsonl").read_bytes()).hexdigest()
         assert "hh_train.jsonl" in train["source"]
         assert [d["name"] for d in inputs["eval_ethics@base"]] == ["ethics"]
@@ -139,7 +139,7 @@ def test_pipeline_runs_through_the_rest_api(raw_data, fixture_rows, tmp_path, mo
         # drops the sample in progress when a run ends, so a run shorter than one interval (the tiny eval
         # cell on a CPU with AMX: ~0.1 s) logs none; a run that lasted 0.5 s or more must have them
         lasted = {s: int(by_name[s]["info"]["end_time"]) - int(by_name[s]["info"]["start_time"])
-                  for s in ("sft", "eval_ethics@base")}
+                  for s in ("sft@s0", "eval_ethics@base")}
         long_runs = [s for s, ms in lasted.items() if ms >= 500]
         assert long_runs, lasted  # at least one run is checked
         for stage in long_runs:
@@ -152,9 +152,9 @@ def test_pipeline_runs_through_the_rest_api(raw_data, fixture_rows, tmp_path, mo
         versions = get(base + "/api/2.0/mlflow/model-versions/search?filter=" + urllib.parse.quote("name = 'rlhf-trust-sft'"))
         mv = versions["model_versions"][0]
         mv_tags = {t["key"]: t["value"] for t in mv.get("tags", [])}
-        assert mv["run_id"] == by_name["sft"]["info"]["run_id"]
+        assert mv["run_id"] == by_name["sft@s0"]["info"]["run_id"]
         assert mv_tags["git.commit"] == sha and mv_tags["data.version"] == f"{data_md5}.dir"
-        arts = get(base + f"/api/2.0/mlflow/artifacts/list?run_id={by_name['sft']['info']['run_id']}&path=model")
+        arts = get(base + f"/api/2.0/mlflow/artifacts/list?run_id={by_name['sft@s0']['info']['run_id']}&path=model")
         assert any(f["path"].endswith("adapter_model.safetensors") for f in arts.get("files", []))
         arts = get(base + f"/api/2.0/mlflow/artifacts/list?run_id={by_name['validate']['info']['run_id']}")
         assert any(f["path"].startswith("data_docs") for f in arts.get("files", []))

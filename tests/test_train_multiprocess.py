@@ -40,16 +40,18 @@ def test_sft_under_two_processes_writes_the_model_once(tmp_path):
         "  device: cpu\n")
     env = {**os.environ, "RLHF_TRUST_PROCESSES": "2", "RLHF_TRUST_ACCELERATE_CONFIG": str(CPU2),
            "PYTHONPATH": str(ROOT / "src")}
-    r = subprocess.run([sys.executable, "-m", "rlhf_trust.cli", "sft", "--params", "params.yaml"], check=False,
+    r = subprocess.run([sys.executable, "-m", "rlhf_trust.cli", "sft", "--seed", "0", "--params", "params.yaml"],
+                       check=False,
                        cwd=tmp_path,
                        env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     import json
 
-    info = json.loads((tmp_path / "metrics/sft.run.json").read_text())
+    info = json.loads((tmp_path / "metrics/sft/s0.run.json").read_text())
     # 8 pairs, 4 per process: one step of 2 x 4 under DDP (one process alone takes two)
     assert info["train_steps"] == 1, info
-    assert info["mlflow_run_id"] and json.loads((tmp_path / "metrics/sft.json").read_text())["train_pairs"] == 8
-    assert (tmp_path / "outputs/models/sft/stage.json").is_file()
+    assert info["mlflow_run_id"] and json.loads((tmp_path / "metrics/sft/s0.json").read_text())["train_pairs"] == 8
+    assert (tmp_path / "outputs/models/sft/s0/stage.json").is_file()
     # written once, by rank 0: no second copy or temp directory beside it
     assert sorted(p.name for p in (tmp_path / "outputs/models").iterdir()) == ["base", "sft"]
+    assert sorted(p.name for p in (tmp_path / "outputs/models/sft").iterdir()) == ["s0"]

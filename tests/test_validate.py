@@ -150,7 +150,8 @@ def test_cli_exit_codes(copy, fixture_rows, params, tmp_path, capsys):
     assert "validation failed: 1 expectation(s) in ethics" in err and "ethics-00000" in err
 
 
-def test_a_failed_gate_withdraws_the_verdicts_and_escapes_planted_html(copy, tmp_path, monkeypatch, capsys):
+def test_a_failed_gate_withdraws_the_verdicts_and_escapes_planted_html(copy, fixture_rows, tmp_path, monkeypatch,
+                                                                     capsys):
     """Data Docs show offending raw values: a planted tag is written escaped, never as markup; and the
     earlier `valid: true` verdicts do not survive a failed gate."""
     work = tmp_path / "work"
