@@ -170,6 +170,7 @@ def tiny_params(path: Path, mirror: Path) -> None:
         p[s]["max_train_pairs"] = 8
     p["ppo"].update(total_episodes=4, max_train_pairs=4)
     p["train"]["arms"] = ["ppo", "dpo"]
+    p["train"]["seeds"] = [0]   # one training seed per cell: the grid's own key is what varies
     path.write_text(yaml.safe_dump(p, sort_keys=False))
 
 
@@ -220,7 +221,7 @@ def test_local_executor_runs_cells_in_parallel_and_resubmits_a_killed_one(study_
     assert "2 cells, 1 done, submitting 1 to local" in out
     st = json.loads((repo / "studies/local/study.json").read_text())
     assert st["cells"]["prepare.seed-1"]["attempts"] == 2 and st["cells"]["prepare.seed-0"]["attempts"] == 1
-    assert all(c["status"] == "done" and "metrics/sft.run.json" in c["mlflow_runs"] for c in st["cells"].values())
+    assert all(c["status"] == "done" and "metrics/sft/s0.run.json" in c["mlflow_runs"] for c in st["cells"].values())
     report = json.loads((repo / "studies/local/report.json").read_text())
     assert report["groups"] == {"all cells": [0, 1]}
     assert {w["contrast"] for w in report["within"]} == {"sft-base", "ppo-base", "dpo-base", "ppo-sft", "dpo-sft"}
@@ -261,8 +262,8 @@ def test_ray_local_cluster_runs_a_two_cell_study(study_repo):
     st = json.loads((repo / "studies/ray/study.json").read_text())
     assert [c["status"] for c in st["cells"].values()] == ["done", "done"]
     # each cell's MLflow runs: its own stages up to eval of the one vertical, nothing of the checkout's
-    assert all(set(c["mlflow_runs"]) >= {"metrics/prepare.run.json", "metrics/dpo.run.json",
-                                         "eval/truthfulness/dpo/metrics.run.json"}
+    assert all(set(c["mlflow_runs"]) >= {"metrics/prepare.run.json", "metrics/dpo/s0.run.json",
+                                         "eval/truthfulness/dpo/s0/metrics.run.json"}
                and not any(k.startswith(("eval/bias", "influence/")) for k in c["mlflow_runs"])
                for c in st["cells"].values()), st["cells"]
     report = (repo / "studies/ray/report.md").read_text()

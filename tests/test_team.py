@@ -150,7 +150,7 @@ def test_storage_is_closed_to_anyone_without_the_credentials(servers):
 
 def _stage_runs(base: str) -> list[dict]:
     exps = api(base, "/api/2.0/mlflow/experiments/search", {"max_results": 100})["experiments"]
-    exp = next(e for e in exps if e["name"] == tracking.EXPERIMENT)
+    exp = next(e for e in exps if e["name"] == f"{tracking.EXPERIMENT}-smoke")   # `make smoke`'s own experiment
     runs = api(base, "/api/2.0/mlflow/runs/search", {
         "experiment_ids": [exp["experiment_id"]], "max_results": 1000,
         "filter": f"tags.`pipeline.id` = '{PIPELINE}'"})["runs"]
@@ -171,10 +171,17 @@ def test_smoke_pipeline_is_tracked_on_the_team_server(servers, smoke):
     dvc_stages = subprocess.run([str(Path(sys.executable).parent / "dvc"), "stage", "list", "--name-only"],
                                 cwd=wt, capture_output=True, text=True, check=True).stdout.split()
     smoke = yaml.safe_load((wt / "params.yaml").read_text())
-    cells = []  # one MLflow run per cell: eval@<v> runs one per model, influence@<s>-<v> one
+    # one MLflow run per cell: a training stage `<stage>@<k>` runs as `<stage>@s<k>`; eval@<v> runs one per
+    # model and training seed (`eval_<v>@base`, `eval_<v>@<model>/s<k>`); influence@<s>-<v> one
+    seeds = smoke["train"]["seeds"]
+    cells = []
     for st in dvc_stages:
-        if st.startswith("eval@"):
-            cells += [f"eval_{st[5:]}@{m}" for m in smoke["eval"]["models"]]
+        name, _, item = st.partition("@")
+        if name == "eval":
+            cells += [f"eval_{item}@{m}" if m == "base" else f"eval_{item}@{m}/s{k}"
+                      for m in smoke["eval"]["models"] for k in ([None] if m == "base" else seeds)]
+        elif item.isdigit():
+            cells.append(f"{name}@s{item}")
         else:
             cells.append(st)
     runs = _stage_runs(s.tracking_uri)
@@ -218,8 +225,8 @@ def test_smoke_pipeline_is_tracked_on_the_team_server(servers, smoke):
         if listed:
             with_artifacts.add(stage)
     # each stage's record beside its DVC metrics (<stem>.run.json) names its run on the server
-    records = [*wt.glob("metrics/*.run.json"), *wt.glob("eval/*/*/*.run.json"), *wt.glob("influence/*/*/*.run.json"),
-               *wt.glob("reports/*.run.json")]
+    records = [*wt.glob("metrics/*.run.json"), *wt.glob("metrics/*/*.run.json"), *wt.glob("eval/*/*/*.run.json"),
+               *wt.glob("eval/*/*/*/*.run.json"), *wt.glob("influence/*/*/*.run.json"), *wt.glob("reports/*.run.json")]
     assert len(records) >= len(cells) - 1  # every cell but `base` (no metrics) writes one
     for mj in records:
         written = json.loads(mj.read_text())
