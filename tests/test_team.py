@@ -230,6 +230,10 @@ def test_smoke_pipeline_is_tracked_on_the_team_server(servers, smoke):
     # each stage's record beside its DVC metrics (<stem>.run.json) names its run on the server
     records = [*wt.glob("metrics/*.run.json"), *wt.glob("metrics/*/*.run.json"), *wt.glob("eval/*/*/*.run.json"),
                *wt.glob("eval/*/*/*/*.run.json"), *wt.glob("influence/*/*/*.run.json"), *wt.glob("reports/*.run.json")]
+    # only the records this smoke run wrote: the worktree also holds the committed run's (other run ids)
+    written_now = set(subprocess.run(["git", "ls-files", "-m", "-o"], cwd=wt, capture_output=True, text=True,
+                                     check=True).stdout.split())
+    records = [mj for mj in records if str(mj.relative_to(wt)) in written_now]
     assert len(records) >= len(cells) - 1  # every cell but `base` (no metrics) writes one
     for mj in records:
         written = json.loads(mj.read_text())
